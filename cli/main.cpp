@@ -1,0 +1,69 @@
+#include "context.hpp"
+#include "exit_codes.hpp"
+
+#include <qmpkit/qmp/error.hpp>
+
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+#include <stdexcept>
+
+namespace {
+
+using namespace qmpkit;
+
+int exit_code_for(const qmp::error& e) {
+    using qmp::errc;
+    const auto& code = e.code();
+    if (code == errc::timeout)
+        return cli::exit_code::timeout;
+    if (code == errc::disconnected || code == errc::not_connected ||
+        code == errc::negotiation_failed || code.category() != qmp::qmp_category())
+        return cli::exit_code::unreachable;
+    return cli::exit_code::failed;
+}
+
+std::shared_ptr<spdlog::logger> make_logger(int verbosity) {
+    auto logger = spdlog::stderr_color_mt("qmpkit");
+    logger->set_pattern("%^%l%$: %v");
+    logger->set_level(verbosity >= 2   ? spdlog::level::trace
+                      : verbosity == 1 ? spdlog::level::debug
+                                       : spdlog::level::warn);
+    return logger;
+}
+
+} // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"qmpkit: run and snapshot QEMU virtual machines over QMP, without libvirt"};
+    app.set_version_flag("--version", std::string("qmpkit ") + QMPKIT_VERSION);
+    app.require_subcommand(1);
+
+    cli::context ctx;
+    app.add_flag("--json", ctx.json, "machine-readable output");
+    app.add_flag("-v,--verbose", ctx.verbosity, "more logging on stderr (-vv: every QMP message)");
+
+    cli::register_qmp_commands(app, ctx);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        const int code = app.exit(e);
+        return code == 0 ? cli::exit_code::ok : cli::exit_code::usage;
+    }
+
+    ctx.logger = make_logger(ctx.verbosity);
+    try {
+        return ctx.action();
+    } catch (const qmp::error& e) {
+        std::cerr << "qmpkit: " << e.what() << "\n";
+        return exit_code_for(e);
+    } catch (const std::invalid_argument& e) {
+        std::cerr << "qmpkit: " << e.what() << "\n";
+        return cli::exit_code::usage;
+    } catch (const std::exception& e) {
+        std::cerr << "qmpkit: " << e.what() << "\n";
+        return cli::exit_code::failed;
+    }
+}
