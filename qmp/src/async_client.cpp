@@ -16,6 +16,7 @@
 #include <cstring>
 #include <deque>
 #include <sys/socket.h>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -27,10 +28,12 @@ using boost::system::error_code;
 using stream_protocol = asio::local::stream_protocol;
 
 struct async_client::impl : std::enable_shared_from_this<impl> {
+    using clock = asio::steady_timer::clock_type;
+
     struct pending_command {
         std::string name;
         asio::any_completion_handler<execute_signature> handler;
-        std::unique_ptr<asio::steady_timer> timer;
+        std::optional<clock::time_point> deadline;
         std::string wire; // the encoded command until it is handed to the writer
         std::vector<int> fds;
     };
@@ -46,7 +49,8 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
         , log(detail::logger_or_null(options.logger))
         , socket(executor)
         , decode(options.max_message_size)
-        , router(options.max_in_flight) {}
+        , router(options.max_in_flight)
+        , deadline_timer(executor) {}
 
     executor_type executor;
     client_options options;
@@ -57,6 +61,11 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
     std::array<char, 64 * 1024> read_buffer{};
 
     std::unordered_map<std::uint64_t, pending_command> commands;
+    // One timer for every command deadline: arming a timer per command costs system calls on
+    // every round trip, and with equal timeouts a new deadline is never the earliest.
+    std::set<std::pair<clock::time_point, std::uint64_t>> deadlines;
+    asio::steady_timer deadline_timer;
+    std::optional<clock::time_point> timer_armed_for;
     std::deque<write_item> writes;
     bool writing = false;
     bool reading = false;
@@ -127,10 +136,10 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
                 finish_command(it, reason, json::value{});
         }
         // Commands abandoned after being sent have no waiter left; drop their bookkeeping.
-        for (auto& [id, command] : commands)
-            if (command.timer)
-                command.timer->cancel();
         commands.clear();
+        deadlines.clear();
+        deadline_timer.cancel();
+        timer_armed_for.reset();
 
         if (handshake_handler)
             finish_handshake(reason);
@@ -233,17 +242,15 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
         auto wire = encode_command(name, arguments, id, opts.out_of_band);
         // Built by move construction only: Boost 1.81's any_completion_handler move assignment
         // wraps the handler in itself without end.
-        pending_command command{std::move(name), std::move(handler), nullptr, std::move(wire),
+        pending_command command{std::move(name), std::move(handler), std::nullopt, std::move(wire),
                                 std::move(opts.fds)};
 
         const auto timeout = opts.timeout.value_or(options.command_timeout);
         std::weak_ptr<impl> weak = shared_from_this();
         if (timeout.count() > 0) {
-            command.timer = std::make_unique<asio::steady_timer>(executor, timeout);
-            command.timer->async_wait([weak, id](error_code ec) {
-                if (auto self = weak.lock(); self && !ec)
-                    self->give_up(id, make_error_code(errc::timeout));
-            });
+            command.deadline = clock::now() + timeout;
+            deadlines.emplace(*command.deadline, id);
+            arm_deadline_timer();
         }
         auto slot = asio::get_associated_cancellation_slot(command.handler);
         if (slot.is_connected()) {
@@ -254,6 +261,30 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
         }
         commands.emplace(id, std::move(command));
         pump_writes();
+    }
+
+    void arm_deadline_timer() {
+        if (deadlines.empty())
+            return;
+        const auto earliest = deadlines.begin()->first;
+        if (timer_armed_for && *timer_armed_for <= earliest)
+            return;
+        timer_armed_for = earliest;
+        deadline_timer.expires_at(earliest);
+        deadline_timer.async_wait([weak = weak_from_this()](error_code ec) {
+            auto self = weak.lock();
+            if (!self || ec == asio::error::operation_aborted)
+                return;
+            self->on_deadline();
+        });
+    }
+
+    void on_deadline() {
+        timer_armed_for.reset();
+        const auto now = clock::now();
+        while (!deadlines.empty() && deadlines.begin()->first <= now)
+            give_up(deadlines.begin()->second, make_error_code(errc::timeout));
+        arm_deadline_timer();
     }
 
     void give_up(std::uint64_t id, error_code reason) {
@@ -268,10 +299,11 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
 
     void finish_command(std::unordered_map<std::uint64_t, pending_command>::iterator it,
                         error_code ec, json::value value) {
+        const auto id = it->first;
         auto command = std::move(it->second);
         commands.erase(it);
-        if (command.timer)
-            command.timer->cancel();
+        if (command.deadline)
+            deadlines.erase({*command.deadline, id});
         detail::post_completion(executor, std::move(command.handler), ec, std::move(value));
     }
 

@@ -12,7 +12,8 @@ using boost::system::error_code;
 
 struct client::impl {
     explicit impl(client_options options)
-        : async(io.get_executor(), std::move(options)) {}
+        : io(1) // only ever run from the calling thread: lets Asio skip its locking
+        , async(io.get_executor(), std::move(options)) {}
 
     // Runs the io_context until the operation started by `start` completes.
     template <typename Result, typename Start>
