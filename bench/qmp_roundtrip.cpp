@@ -13,20 +13,19 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <functional>
-#include <string>
-#include <thread>
-#include <vector>
-
-#include <csignal>
 #include <spawn.h>
+#include <string>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
+#include <vector>
 
 extern char** environ;
 
@@ -44,8 +43,19 @@ struct qemu_process {
         : socket(std::move(path)) {
         std::filesystem::remove(socket);
         std::string qmp = "unix:" + socket.string() + ",server=on,wait=off";
-        const char* argv[] = {"qemu-system-x86_64", "-S", "-nodefaults", "-no-user-config", "-display",
-                              "none", "-machine", "pc", "-accel", "tcg", "-qmp", qmp.c_str(), nullptr};
+        const char* argv[] = {"qemu-system-x86_64",
+                              "-S",
+                              "-nodefaults",
+                              "-no-user-config",
+                              "-display",
+                              "none",
+                              "-machine",
+                              "pc",
+                              "-accel",
+                              "tcg",
+                              "-qmp",
+                              qmp.c_str(),
+                              nullptr};
         if (posix_spawnp(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ) != 0)
             throw std::runtime_error("cannot start qemu-system-x86_64");
         for (int i = 0; i < 1000 && !std::filesystem::exists(socket); ++i)
@@ -114,7 +124,9 @@ double percentile(std::vector<double> v, int p) {
     return v[std::min(v.size() - 1, v.size() * static_cast<std::size_t>(p) / 100)];
 }
 
-double median(const std::vector<double>& v) { return percentile(v, 50); }
+double median(const std::vector<double>& v) {
+    return percentile(v, 50);
+}
 
 sample_set summarize(std::vector<double> samples_us, double total_s) {
     const auto n = static_cast<double>(samples_us.size());
@@ -131,9 +143,11 @@ sample_set measure_sequential(int iterations, F&& round_trip) {
     for (int i = 0; i < iterations; ++i) {
         const auto t0 = clock_type::now();
         round_trip();
-        samples.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+        samples.push_back(
+            std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
     }
-    return summarize(std::move(samples), std::chrono::duration<double>(clock_type::now() - start).count());
+    return summarize(std::move(samples),
+                     std::chrono::duration<double>(clock_type::now() - start).count());
 }
 
 constexpr const char* query_status = R"({"execute":"query-status"})"
@@ -150,14 +164,16 @@ sample_set raw_pipelined(raw_qmp& raw, int iterations, int window) {
     }
     for (int done = 0; done < iterations; ++done) {
         raw.read_line();
-        samples.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - sent[done]).count());
+        samples.push_back(
+            std::chrono::duration<double, std::micro>(clock_type::now() - sent[done]).count());
         if (issued < iterations) {
             sent.push_back(clock_type::now());
             raw.send(query_status);
             ++issued;
         }
     }
-    return summarize(std::move(samples), std::chrono::duration<double>(clock_type::now() - start).count());
+    return summarize(std::move(samples),
+                     std::chrono::duration<double>(clock_type::now() - start).count());
 }
 
 sample_set async_pipelined(const std::filesystem::path& socket, int iterations, int window) {
@@ -178,21 +194,24 @@ sample_set async_pipelined(const std::filesystem::path& socket, int iterations, 
     std::function<void()> issue = [&] {
         const auto t0 = clock_type::now();
         ++issued;
-        client.async_execute("query-status", {}, [&, t0](boost::system::error_code ec, json::value) {
-            if (ec)
-                throw boost::system::system_error(ec);
-            samples.push_back(std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
-            ++done;
-            if (issued < iterations)
-                issue();
-        });
+        client.async_execute(
+            "query-status", {}, [&, t0](boost::system::error_code ec, json::value) {
+                if (ec)
+                    throw boost::system::system_error(ec);
+                samples.push_back(
+                    std::chrono::duration<double, std::micro>(clock_type::now() - t0).count());
+                ++done;
+                if (issued < iterations)
+                    issue();
+            });
     };
     const auto start = clock_type::now();
     for (int i = 0; i < window; ++i)
         issue();
     while (done < iterations)
         io.run_one();
-    return summarize(std::move(samples), std::chrono::duration<double>(clock_type::now() - start).count());
+    return summarize(std::move(samples),
+                     std::chrono::duration<double>(clock_type::now() - start).count());
 }
 
 } // namespace
@@ -244,8 +263,9 @@ int main(int argc, char** argv) {
         throughput_ratio.push_back(ap.ops_per_s / rp.ops_per_s);
     }
 
-    std::printf("QMP round trip, query-status, %d rounds x %d iterations per mode, qemu under TCG\n\n",
-                rounds, per_round);
+    std::printf(
+        "QMP round trip, query-status, %d rounds x %d iterations per mode, qemu under TCG\n\n",
+        rounds, per_round);
     std::printf("%-36s %10s %10s\n", "mode", "median us", "p99 us");
     auto row = [](const char* name, std::vector<double> v) {
         std::printf("%-36s %10.1f %10.1f\n", name, median(v), percentile(v, 99));
@@ -257,6 +277,7 @@ int main(int argc, char** argv) {
     std::printf("\nmedian of per-round ratios (client / raw; 1.00 = no overhead):\n");
     std::printf("  sequential latency       %.2f\n", median(seq_ratio));
     std::printf("  8-in-flight latency      %.2f\n", median(pipe_ratio));
-    std::printf("  8-in-flight throughput   %.2f (client ops/s over raw ops/s)\n", median(throughput_ratio));
+    std::printf("  8-in-flight throughput   %.2f (client ops/s over raw ops/s)\n",
+                median(throughput_ratio));
     return 0;
 }

@@ -15,8 +15,8 @@
 #include <array>
 #include <cstring>
 #include <deque>
-#include <sys/socket.h>
 #include <set>
+#include <sys/socket.h>
 #include <unordered_map>
 #include <unordered_set>
 

@@ -1,19 +1,18 @@
 // The QMP client against a real qemu-system-x86_64 (-S, TCG): what the fake server cannot prove.
 
+#include "bare_qemu.hpp"
+
 #include <qmpkit/qmp/async_client.hpp>
 #include <qmpkit/qmp/client.hpp>
-
-#include "bare_qemu.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <gtest/gtest.h>
 
 #include <csignal>
-#include <filesystem>
-#include <thread>
-
 #include <fcntl.h>
+#include <filesystem>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 namespace {
@@ -187,7 +186,8 @@ TEST_F(qemu_test, many_commands_in_flight_all_complete_in_order_of_ids) {
 TEST(qemu_socket_path, connects_by_path) {
     if (!test::qemu_available())
         GTEST_SKIP() << "qemu-system-x86_64 is not installed";
-    auto path = std::filesystem::temp_directory_path() / ("qmpkit-test-" + std::to_string(::getpid()) + ".sock");
+    auto path = std::filesystem::temp_directory_path() /
+                ("qmpkit-test-" + std::to_string(::getpid()) + ".sock");
     test::bare_qemu qemu({}, path);
     qmp::client client;
     client.connect(path);

@@ -4,18 +4,19 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
-#include <stdexcept>
-#include <system_error>
-#include <thread>
-
 #include <fcntl.h>
+#include <stdexcept>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <system_error>
+#include <thread>
 #include <unistd.h>
 
 namespace qmpkit::test {
 
-bool qemu_available() { return std::system("command -v qemu-system-x86_64 >/dev/null 2>&1") == 0; }
+bool qemu_available() {
+    return std::system("command -v qemu-system-x86_64 >/dev/null 2>&1") == 0;
+}
 
 bare_qemu::bare_qemu(std::vector<std::string> extra_args, std::filesystem::path socket_path)
     : socket_path_(std::move(socket_path)) {
@@ -23,14 +24,25 @@ bare_qemu::bare_qemu(std::vector<std::string> extra_args, std::filesystem::path 
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
         throw std::system_error(errno, std::generic_category(), "socketpair");
 
-    std::vector<std::string> args{"qemu-system-x86_64", "-S", "-nodefaults", "-no-user-config",
-                                  "-display", "none", "-machine", "pc", "-accel", "tcg",
-                                  "-chardev", "socket,id=mon,fd=" + std::to_string(fds[1]),
-                                  "-mon", "chardev=mon,mode=control"};
+    std::vector<std::string> args{"qemu-system-x86_64",
+                                  "-S",
+                                  "-nodefaults",
+                                  "-no-user-config",
+                                  "-display",
+                                  "none",
+                                  "-machine",
+                                  "pc",
+                                  "-accel",
+                                  "tcg",
+                                  "-chardev",
+                                  "socket,id=mon,fd=" + std::to_string(fds[1]),
+                                  "-mon",
+                                  "chardev=mon,mode=control"};
     if (!socket_path_.empty()) {
-        args.insert(args.end(), {"-chardev", "socket,id=mon2,path=" + socket_path_.string() +
-                                                 ",server=on,wait=off",
-                                 "-mon", "chardev=mon2,mode=control"});
+        args.insert(args.end(),
+                    {"-chardev",
+                     "socket,id=mon2,path=" + socket_path_.string() + ",server=on,wait=off", "-mon",
+                     "chardev=mon2,mode=control"});
     }
     args.insert(args.end(), extra_args.begin(), extra_args.end());
 
@@ -78,7 +90,9 @@ int bare_qemu::take_monitor_fd() {
     return fd;
 }
 
-void bare_qemu::signal(int sig) { ::kill(pid_, sig); }
+void bare_qemu::signal(int sig) {
+    ::kill(pid_, sig);
+}
 
 int bare_qemu::wait_exit(int timeout_ms) {
     if (reaped_)
