@@ -1,0 +1,34 @@
+#pragma once
+
+#include <qmpkit/launcher/diagnostic.hpp>
+#include <qmpkit/launcher/vm_definition.hpp>
+
+#include <string_view>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+struct validate_options {
+    // Check that kernel, initrd, disk images (or what is needed to create them) and the serial
+    // log's directory exist. Off for a definition whose files are not expected to be in place,
+    // such as one embedded in a snapshot that is being inspected. Files are only looked at.
+    bool check_files = true;
+};
+
+// Every value and every relation between values that the loader does not check: name syntax,
+// ranges, unique disk and node names, boot requirements, machine and bus combinations, files.
+std::vector<diagnostic> check_definition(const vm_definition& def,
+                                         const validate_options& options = {});
+
+// check_definition, throwing error with all diagnostics when there are any.
+void validate_definition(const vm_definition& def, const validate_options& options = {});
+
+// [A-Za-z0-9][A-Za-z0-9_.-]{0,63}: safe as a directory name and in qemu's -name.
+bool is_valid_vm_name(std::string_view name) noexcept;
+// [A-Za-z][A-Za-z0-9_-]{0,23}
+bool is_valid_disk_name(std::string_view name) noexcept;
+// A qemu block node name ([A-Za-z][A-Za-z0-9_.-]) short enough that "<name>-file", the protocol
+// node under it, still fits qemu's 31 characters.
+bool is_valid_node_name(std::string_view name) noexcept;
+
+} // namespace qmpkit::launcher

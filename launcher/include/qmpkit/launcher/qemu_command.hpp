@@ -1,0 +1,48 @@
+#pragma once
+
+#include <qmpkit/launcher/vm_definition.hpp>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+// Where a launched VM's runtime files go. The launcher decides these, not the definition.
+struct launch_paths {
+    // The VM's state directory. The command does not use it: the paths below are what count, and
+    // default_launch_paths places them in it.
+    std::filesystem::path state_dir;
+    // A listening UNIX socket qmpkit has bound; qemu inherits it (it must not be close-on-exec)
+    // and accepts the QMP connection on it, so there is no socket file to poll for.
+    int qmp_listen_fd = -1;
+    // Used unless the definition names its own serial log (see serial_log_file).
+    std::filesystem::path serial_log;
+    std::filesystem::path console_socket;
+    std::filesystem::path shell_socket;
+};
+
+// state_dir/serial.log, state_dir/console.sock, state_dir/shell.sock.
+launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd);
+
+// The serial log qemu writes for this definition: its own serial.log_file, else paths.serial_log.
+// Empty when serial logging is off.
+std::filesystem::path serial_log_file(const vm_definition& def, const launch_paths& paths);
+
+struct qemu_command_options {
+    std::string qemu_binary = "qemu-system-x86_64";
+    // -S: stop before the first instruction, e.g. to load a snapshot over QMP before running.
+    bool start_paused = false;
+};
+
+// The qemu argv (binary first, never a shell string) for a definition that has passed
+// validate_definition. accel must be resolved (kvm or tcg; see resolve_accel). Throws error when
+// the runtime inputs cannot be expressed, e.g. a socket path longer than a UNIX socket allows.
+//
+// The guest's devices depend only on the definition's hardware, never on paths or on the serial
+// log and socket settings, so that a snapshot taken under one launch loads under the next.
+std::vector<std::string> build_qemu_command(const vm_definition& def, const launch_paths& paths,
+                                            accel_mode accel,
+                                            const qemu_command_options& options = {});
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,121 @@
+#pragma once
+
+#include <qmpkit/launcher/size.hpp>
+#include <qmpkit/launcher/source_map.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+// What a VM is, as written in its YAML file: plain data, no behaviour. load_definition fills it
+// in (paths absolute, defaults applied), validate_definition checks it, build_qemu_command turns
+// it into a command line. The field documentation is configs/README.md.
+
+enum class machine_type { q35, pc, microvm };
+enum class accel_mode { automatic, kvm, tcg }; // "auto" in YAML
+enum class boot_mode { kernel, disk };
+enum class disk_format { qcow2, raw };
+enum class disk_bus { virtio, scsi, ide };
+enum class cache_mode { writeback, none, writethrough, directsync, unsafe };
+enum class network_mode { user };
+enum class forward_protocol { tcp, udp };
+
+// The spelling used in YAML and on the qemu command line.
+std::string_view to_string(machine_type v) noexcept;
+std::string_view to_string(accel_mode v) noexcept;
+std::string_view to_string(boot_mode v) noexcept;
+std::string_view to_string(disk_format v) noexcept;
+std::string_view to_string(disk_bus v) noexcept;
+std::string_view to_string(cache_mode v) noexcept;
+std::string_view to_string(network_mode v) noexcept;
+std::string_view to_string(forward_protocol v) noexcept;
+
+// The inverse of to_string; nullopt for anything else (matching is exact, case included).
+std::optional<machine_type> machine_type_from_string(std::string_view s) noexcept;
+std::optional<accel_mode> accel_mode_from_string(std::string_view s) noexcept;
+std::optional<boot_mode> boot_mode_from_string(std::string_view s) noexcept;
+std::optional<disk_format> disk_format_from_string(std::string_view s) noexcept;
+std::optional<disk_bus> disk_bus_from_string(std::string_view s) noexcept;
+std::optional<cache_mode> cache_mode_from_string(std::string_view s) noexcept;
+std::optional<network_mode> network_mode_from_string(std::string_view s) noexcept;
+std::optional<forward_protocol> forward_protocol_from_string(std::string_view s) noexcept;
+
+struct disk_definition {
+    std::string name{};
+    std::filesystem::path file{};
+    disk_format format = disk_format::qcow2;
+    std::optional<std::uint64_t> size{};            // bytes; only for creating a missing image
+    std::optional<std::filesystem::path> backing{}; // only for creating a missing qcow2 image
+    disk_bus bus = disk_bus::virtio;
+    bool read_only = false;
+    cache_mode cache = cache_mode::writeback;
+    std::string node_name{}; // the loader sets it to name when the YAML leaves it out
+
+    friend bool operator==(const disk_definition&, const disk_definition&) = default;
+};
+
+struct serial_definition {
+    bool log = true;
+    std::filesystem::path log_file{}; // empty: the launcher's default, <state>/serial.log
+    bool socket = true;
+
+    friend bool operator==(const serial_definition&, const serial_definition&) = default;
+};
+
+struct port_forward {
+    forward_protocol protocol = forward_protocol::tcp;
+    std::string host_addr = "127.0.0.1";
+    std::uint16_t host_port = 0;
+    std::uint16_t guest_port = 0;
+
+    friend bool operator==(const port_forward&, const port_forward&) = default;
+};
+
+struct network_definition {
+    network_mode mode = network_mode::user;
+    std::vector<port_forward> forwards{};
+    std::string mac{}; // the loader sets default_mac_address(name) when the YAML leaves it out
+
+    friend bool operator==(const network_definition&, const network_definition&) = default;
+};
+
+struct vm_definition {
+    std::string name{};
+    machine_type machine = machine_type::q35;
+    accel_mode accel = accel_mode::automatic;
+    int cpus = 1;
+    std::uint64_t memory = 256 * mib;
+    std::optional<std::filesystem::path> kernel{};
+    std::optional<std::filesystem::path> initrd{};
+    std::optional<std::string> append{};
+    boot_mode boot = boot_mode::disk; // the loader picks kernel when a kernel is set
+    bool command_channel = false;
+    std::vector<disk_definition> disks{};
+    serial_definition serial{};
+    std::optional<network_definition> network{};
+    std::vector<std::string> extra_args{};
+
+    // Not part of the value (see source_map's operator==).
+    source_map sources{};
+
+    friend bool operator==(const vm_definition&, const vm_definition&) = default;
+};
+
+// A locally administered unicast MAC in QEMU's 52:54:00 range whose last three bytes are a hash
+// of the VM name, so a VM keeps its MAC (and its guest's DHCP lease) across launches.
+std::string default_mac_address(std::string_view vm_name);
+
+// Field path of disks[index], for diagnostics: "disks[2]".
+std::string disk_field(std::size_t index);
+
+// Internal snapshots (savevm) need every writable disk to be qcow2. Throws error with one
+// diagnostic per writable raw disk, located at that disk's format line; read-only disks are
+// skipped because savevm leaves them alone.
+void require_qcow2(const vm_definition& def);
+
+} // namespace qmpkit::launcher

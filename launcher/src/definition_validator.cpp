@@ -1,0 +1,326 @@
+#include <qmpkit/launcher/definition_validator.hpp>
+#include <qmpkit/launcher/error.hpp>
+
+#include <algorithm>
+#include <arpa/inet.h>
+#include <map>
+#include <set>
+#include <system_error>
+#include <tuple>
+#include <utility>
+
+namespace qmpkit::launcher {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr std::uint64_t min_memory = 16 * mib;
+constexpr std::uint64_t sector = 512;
+constexpr int max_cpus = 255;
+// qemu keeps node names in a 32-byte array, and the protocol node is "<node_name>-file".
+constexpr std::size_t max_node_name = 31 - (sizeof("-file") - 1);
+
+bool is_alpha(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+bool is_alnum(char c) noexcept {
+    return is_alpha(c) || (c >= '0' && c <= '9');
+}
+bool is_hex(char c) noexcept {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+bool valid_identifier(std::string_view s, std::size_t max, bool digit_first,
+                      std::string_view punctuation) noexcept {
+    if (s.empty() || s.size() > max)
+        return false;
+    if (!(digit_first ? is_alnum(s.front()) : is_alpha(s.front())))
+        return false;
+    return std::all_of(s.begin() + 1, s.end(), [&](char c) {
+        return is_alnum(c) || punctuation.find(c) != std::string_view::npos;
+    });
+}
+
+bool valid_mac(std::string_view mac) noexcept {
+    if (mac.size() != 17)
+        return false;
+    for (std::size_t i = 0; i < mac.size(); ++i) {
+        bool ok = (i % 3 == 2) ? mac[i] == ':' : is_hex(mac[i]);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool multicast_mac(std::string_view mac) noexcept {
+    char c = mac[1];
+    int low = (c >= '0' && c <= '9') ? c - '0' : (c | 0x20) - 'a' + 10;
+    return (low & 1) != 0;
+}
+
+bool valid_ipv4(const std::string& addr) noexcept {
+    in_addr out{};
+    return inet_pton(AF_INET, addr.c_str(), &out) == 1;
+}
+
+std::string quoted(const fs::path& p) {
+    return "'" + p.string() + "'";
+}
+
+class checker {
+public:
+    checker(const vm_definition& def, const validate_options& options)
+        : def_(def)
+        , options_(options) {}
+
+    std::vector<diagnostic> run() {
+        check_machine();
+        check_boot();
+        check_disks();
+        check_serial();
+        check_network();
+        sort_by_position(diagnostics_);
+        return std::move(diagnostics_);
+    }
+
+private:
+    void fail(std::string field, std::string message) {
+        diagnostics_.push_back(def_.sources.make_diagnostic(std::move(field), std::move(message)));
+    }
+
+    // A file qemu will open: it must exist and be a regular file (or a block device for disks).
+    void check_existing(const std::string& field, const fs::path& p, bool block_ok) {
+        std::error_code ec;
+        auto status = fs::status(p, ec);
+        if (ec && status.type() != fs::file_type::not_found) {
+            fail(field, "cannot access " + quoted(p) + ": " + ec.message());
+            return;
+        }
+        if (!fs::exists(status)) {
+            fail(field, "file not found: " + quoted(p));
+            return;
+        }
+        if (!fs::is_regular_file(status) && !(block_ok && fs::is_block_file(status)))
+            fail(field, "not a regular file: " + quoted(p));
+    }
+
+    void check_machine() {
+        if (def_.name.empty())
+            fail("name", "must not be empty");
+        else if (!is_valid_vm_name(def_.name))
+            fail("name", "invalid name '" + def_.name +
+                             "': use up to 64 letters, digits, '_', '.' or '-', starting with a "
+                             "letter or digit");
+        if (def_.cpus < 1 || def_.cpus > max_cpus)
+            fail("cpus", "must be between 1 and " + std::to_string(max_cpus) + ", got " +
+                             std::to_string(def_.cpus));
+        if (def_.memory < min_memory)
+            fail("memory", "must be at least " + format_size(min_memory) + ", got " +
+                               format_size(def_.memory));
+        else if (def_.memory % mib != 0)
+            fail("memory", "must be a whole number of MiB, got " + format_size(def_.memory));
+    }
+
+    void check_boot() {
+        if (def_.boot == boot_mode::kernel) {
+            if (!def_.kernel)
+                fail("boot", "kernel boot needs a kernel");
+        } else {
+            // Without a kernel, initrd and append are reported below, on their own lines.
+            if (def_.kernel)
+                fail("boot", "disk boot does not use kernel, initrd or append; remove them or "
+                             "use boot: kernel");
+            if (def_.disks.empty())
+                fail("boot", "disk boot needs at least one disk");
+        }
+        if (!def_.kernel) {
+            if (def_.initrd)
+                fail("initrd", "needs a kernel");
+            if (def_.append)
+                fail("append", "needs a kernel");
+        }
+        if (options_.check_files) {
+            if (def_.kernel)
+                check_existing("kernel", *def_.kernel, false);
+            if (def_.initrd)
+                check_existing("initrd", *def_.initrd, false);
+        }
+    }
+
+    void check_disks() {
+        std::map<std::string, std::string> names; // disk name -> field of its first use
+        std::map<std::string, std::string> nodes; // every block node name -> disk field
+        std::map<fs::path, std::string> files;    // image -> disk field
+        std::size_t ide_disks = 0;
+        for (std::size_t i = 0; i < def_.disks.size(); ++i) {
+            const auto& disk = def_.disks[i];
+            auto field = disk_field(i);
+            auto sub = [&](std::string_view key) { return field + "." + std::string(key); };
+
+            bool name_reported = true;
+            if (disk.name.empty())
+                fail(sub("name"), "must not be empty");
+            else if (!is_valid_disk_name(disk.name))
+                fail(sub("name"), "invalid disk name '" + disk.name +
+                                      "': use up to 24 letters, digits, '_' or '-', starting "
+                                      "with a letter");
+            else if (auto [it, fresh] = names.emplace(disk.name, field); !fresh)
+                fail(sub("name"), "disk name '" + disk.name + "' is also used by " + it->second);
+            else
+                name_reported = false;
+
+            // A node name defaulted from a bad disk name is the same mistake: report it once.
+            if (!(name_reported && disk.node_name == disk.name))
+                check_node_name(disk, field, nodes);
+
+            if (disk.file.empty()) {
+                fail(sub("file"), "must not be empty");
+            } else if (auto [it, fresh] = files.emplace(disk.file.lexically_normal(), field);
+                       !fresh) {
+                fail(sub("file"), "image " + quoted(disk.file) + " is also used by " + it->second);
+            }
+
+            if (disk.size) {
+                if (*disk.size == 0)
+                    fail(sub("size"), "must be greater than 0");
+                else if (*disk.size % sector != 0)
+                    fail(sub("size"),
+                         "must be a multiple of 512 bytes, got " + format_size(*disk.size));
+                if (disk.read_only)
+                    fail(sub("size"), "a read-only disk is never created; remove size");
+            }
+            if (disk.backing) {
+                if (disk.format != disk_format::qcow2)
+                    fail(sub("backing"), "only qcow2 images can have a backing file");
+                if (disk.read_only)
+                    fail(sub("backing"), "a read-only disk is never created; remove backing");
+            }
+
+            if (def_.machine == machine_type::microvm && disk.bus != disk_bus::virtio)
+                fail(sub("bus"), "microvm supports only virtio disks");
+            if (disk.bus == disk_bus::ide) {
+                if (disk.read_only)
+                    fail(sub("read_only"), "ide disks cannot be read-only (use virtio or scsi)");
+                std::size_t slots = def_.machine == machine_type::pc ? 4 : 6;
+                if (def_.machine != machine_type::microvm && ++ide_disks > slots)
+                    fail(sub("bus"), "too many ide disks: " + std::string(to_string(def_.machine)) +
+                                         " has " + std::to_string(slots) + " ide slots");
+            }
+
+            if (options_.check_files && !disk.file.empty())
+                check_image(disk, field);
+        }
+    }
+
+    void check_node_name(const disk_definition& disk, const std::string& field,
+                         std::map<std::string, std::string>& nodes) {
+        if (!is_valid_node_name(disk.node_name)) {
+            fail(field + ".node_name", "invalid node name '" + disk.node_name + "': use up to " +
+                                           std::to_string(max_node_name) +
+                                           " letters, digits, '_', '.' or '-', starting with a "
+                                           "letter");
+            return;
+        }
+        for (const auto& node : {disk.node_name, disk.node_name + "-file"}) {
+            if (auto [it, fresh] = nodes.emplace(node, field); !fresh) {
+                fail(field + ".node_name",
+                     "block node name '" + node + "' is also used by " + it->second);
+                return;
+            }
+        }
+    }
+
+    void check_image(const disk_definition& disk, const std::string& field) {
+        std::error_code ec;
+        auto status = fs::status(disk.file, ec);
+        if (fs::exists(status)) {
+            if (!fs::is_regular_file(status) && !fs::is_block_file(status))
+                fail(field + ".file", "not a regular file or block device: " + quoted(disk.file));
+            return;
+        }
+        if (ec && status.type() != fs::file_type::not_found) {
+            fail(field + ".file", "cannot access " + quoted(disk.file) + ": " + ec.message());
+            return;
+        }
+        if (disk.read_only) {
+            fail(field + ".file", "file not found: " + quoted(disk.file));
+            return;
+        }
+        if (!disk.size && !disk.backing) {
+            fail(field + ".file", "image " + quoted(disk.file) +
+                                      " does not exist and cannot be created without a size");
+            return;
+        }
+        if (disk.backing)
+            check_existing(field + ".backing", *disk.backing, true);
+    }
+
+    void check_serial() {
+        if (options_.check_files && def_.serial.log && !def_.serial.log_file.empty()) {
+            auto dir = def_.serial.log_file.parent_path();
+            std::error_code ec;
+            if (!fs::is_directory(dir, ec))
+                fail("serial.log", "directory not found: " + quoted(dir));
+        }
+    }
+
+    void check_network() {
+        if (!def_.network)
+            return;
+        const auto& net = *def_.network;
+        if (!valid_mac(net.mac))
+            fail("network.mac",
+                 "invalid MAC address '" + net.mac + "' (expected xx:xx:xx:xx:xx:xx)");
+        else if (multicast_mac(net.mac))
+            fail("network.mac", "'" + net.mac + "' is a multicast address");
+
+        std::map<std::tuple<forward_protocol, std::string, std::uint16_t>, std::string> seen;
+        for (std::size_t i = 0; i < net.forwards.size(); ++i) {
+            const auto& fwd = net.forwards[i];
+            auto field = "network.forwards[" + std::to_string(i) + "]";
+            if (!valid_ipv4(fwd.host_addr))
+                fail(field + ".host_addr", "invalid IPv4 address '" + fwd.host_addr + "'");
+            if (fwd.host_port == 0)
+                fail(field + ".host_port", "must be between 1 and 65535, got 0");
+            if (fwd.guest_port == 0)
+                fail(field + ".guest_port", "must be between 1 and 65535, got 0");
+            auto key = std::tuple(fwd.protocol, fwd.host_addr, fwd.host_port);
+            if (auto [it, fresh] = seen.emplace(key, field); !fresh && fwd.host_port != 0)
+                fail(field + ".host_port", std::string(to_string(fwd.protocol)) + " " +
+                                               fwd.host_addr + ":" + std::to_string(fwd.host_port) +
+                                               " is already forwarded by " + it->second);
+        }
+    }
+
+    const vm_definition& def_;
+    const validate_options& options_;
+    std::vector<diagnostic> diagnostics_;
+};
+
+} // namespace
+
+bool is_valid_vm_name(std::string_view name) noexcept {
+    return valid_identifier(name, 64, true, "_.-");
+}
+
+bool is_valid_disk_name(std::string_view name) noexcept {
+    return valid_identifier(name, 24, false, "_-");
+}
+
+bool is_valid_node_name(std::string_view name) noexcept {
+    return valid_identifier(name, max_node_name, false, "_.-");
+}
+
+std::vector<diagnostic> check_definition(const vm_definition& def,
+                                         const validate_options& options) {
+    return checker(def, options).run();
+}
+
+void validate_definition(const vm_definition& def, const validate_options& options) {
+    auto problems = check_definition(def, options);
+    if (!problems.empty())
+        throw error(std::move(problems));
+}
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,256 @@
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/qemu_command.hpp>
+
+#include <boost/json.hpp>
+
+#include <sstream>
+#include <string_view>
+#include <sys/un.h>
+
+namespace qmpkit::launcher {
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+// Under TCG the microvm kernel can hang calibrating a TSC whose speed it cannot
+// measure; telling it the rate skips the calibration.
+constexpr std::string_view microvm_tcg_tsc = "tsc_early_khz=1000000";
+
+// In qemu's "key=value,..." option strings a comma inside a value is written twice.
+std::string escape_option(std::string_view value) {
+    std::string out;
+    out.reserve(value.size());
+    for (char c : value) {
+        out += c;
+        if (c == ',')
+            out += ',';
+    }
+    return out;
+}
+
+std::string escape_path(const fs::path& value) {
+    return escape_option(std::string_view(value.native()));
+}
+
+void require_socket_path(const fs::path& p, std::string_view what) {
+    // sun_path also holds the terminating NUL.
+    constexpr std::size_t limit = sizeof(sockaddr_un{}.sun_path) - 1;
+    if (p.empty())
+        throw error("no " + std::string(what) + " path given");
+    if (p.native().size() > limit)
+        throw error(std::string(what) + " path is " + std::to_string(p.native().size()) +
+                    " bytes, longer than the " + std::to_string(limit) +
+                    " a UNIX socket allows: " + p.string());
+}
+
+bool sets_kernel_parameter(std::string_view append, std::string_view parameter) {
+    auto name = parameter.substr(0, parameter.find('=') + 1);
+    std::istringstream words{std::string(append)};
+    std::string word;
+    while (words >> word)
+        if (word.starts_with(name))
+            return true;
+    return false;
+}
+
+class command_builder {
+public:
+    command_builder(const vm_definition& def, const launch_paths& paths, accel_mode accel,
+                    const qemu_command_options& options)
+        : def_(def)
+        , paths_(paths)
+        , accel_(accel)
+        , options_(options)
+        , microvm_(def.machine == machine_type::microvm) {}
+
+    std::vector<std::string> build() {
+        if (accel_ != accel_mode::kvm && accel_ != accel_mode::tcg)
+            throw error("the accelerator must be resolved to kvm or tcg before building the qemu "
+                        "command");
+        if (paths_.qmp_listen_fd < 0)
+            throw error("no QMP listening socket given");
+
+        add({options_.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none", "-name",
+             "guest=" + escape_option(std::string_view(def_.name))});
+        add({"-machine", std::string(to_string(def_.machine))});
+        if (accel_ == accel_mode::kvm)
+            add({"-accel", "kvm", "-cpu", "host"});
+        else
+            add({"-accel", "tcg"});
+        add({"-smp", std::to_string(def_.cpus), "-m", std::to_string(def_.memory / mib) + "M"});
+        if (options_.start_paused)
+            add({"-S"});
+
+        add({"-chardev",
+             "socket,id=qmp,fd=" + std::to_string(paths_.qmp_listen_fd) + ",server=on,wait=off",
+             "-mon", "chardev=qmp,mode=control"});
+        add_serial();
+        add_command_channel();
+        add_disks();
+        add_network();
+        add_kernel();
+        argv_.insert(argv_.end(), def_.extra_args.begin(), def_.extra_args.end());
+        return std::move(argv_);
+    }
+
+private:
+    void add(std::initializer_list<std::string> args) {
+        argv_.insert(argv_.end(), args.begin(), args.end());
+    }
+
+    void add_device(const json::object& properties) {
+        add({"-device", json::serialize(properties)});
+    }
+
+    void add_serial() {
+        auto log = serial_log_file(def_, paths_);
+        if (def_.serial.log && log.empty())
+            throw error("no serial log path given");
+        std::string chardev;
+        if (def_.serial.socket) {
+            require_socket_path(paths_.console_socket, "console socket");
+            chardev = "socket,id=serial0,path=" + escape_path(paths_.console_socket) +
+                      ",server=on,wait=off";
+            if (!log.empty())
+                chardev += ",logfile=" + escape_path(log) + ",logappend=on";
+        } else if (!log.empty()) {
+            chardev = "file,id=serial0,path=" + escape_path(log) + ",append=on";
+        } else {
+            // The guest keeps its serial port even when nobody listens, so that turning the
+            // console off does not change the machine a snapshot was taken of.
+            chardev = "null,id=serial0";
+        }
+        add({"-chardev", chardev, "-serial", "chardev:serial0"});
+    }
+
+    void add_command_channel() {
+        if (!def_.command_channel)
+            return;
+        require_socket_path(paths_.shell_socket, "shell socket");
+        add_device(
+            {{"driver", microvm_ ? "virtio-serial-device" : "virtio-serial-pci"}, {"id", "vser0"}});
+        add({"-chardev",
+             "socket,id=shell,path=" + escape_path(paths_.shell_socket) + ",server=on,wait=off"});
+        add_device({{"driver", "virtserialport"},
+                    {"id", "shell0"},
+                    {"bus", "vser0.0"},
+                    {"chardev", "shell"},
+                    {"name", "org.qmpkit.shell"}});
+    }
+
+    void add_disks() {
+        bool scsi_controller = false;
+        for (std::size_t i = 0; i < def_.disks.size(); ++i) {
+            const auto& disk = def_.disks[i];
+            if (disk.bus == disk_bus::scsi && !scsi_controller) {
+                add_device({{"driver", "virtio-scsi-pci"}, {"id", "scsi0"}});
+                scsi_controller = true;
+            }
+            add_blockdev(disk);
+            add_disk_device(disk, i == 0 && def_.boot == boot_mode::disk);
+        }
+    }
+
+    void add_blockdev(const disk_definition& disk) {
+        bool direct = disk.cache == cache_mode::none || disk.cache == cache_mode::directsync;
+        bool no_flush = disk.cache == cache_mode::unsafe;
+        // Both nodes carry the cache settings: with -blockdev nothing is inherited from a parent.
+        json::object cache{{"direct", direct}, {"no-flush", no_flush}};
+        auto protocol_node = disk.node_name + "-file";
+
+        json::object file{{"driver", "file"},
+                          {"node-name", protocol_node},
+                          {"filename", disk.file.string()},
+                          {"cache", cache},
+                          {"read-only", disk.read_only}};
+        json::object format{{"driver", to_string(disk.format)},
+                            {"node-name", disk.node_name},
+                            {"file", protocol_node},
+                            {"cache", cache},
+                            {"read-only", disk.read_only}};
+        add({"-blockdev", json::serialize(file), "-blockdev", json::serialize(format)});
+    }
+
+    void add_disk_device(const disk_definition& disk, bool boot) {
+        json::object dev;
+        switch (disk.bus) {
+        case disk_bus::virtio:
+            dev["driver"] = microvm_ ? "virtio-blk-device" : "virtio-blk-pci";
+            break;
+        case disk_bus::scsi:
+            dev["driver"] = "scsi-hd";
+            dev["bus"] = "scsi0.0";
+            break;
+        case disk_bus::ide:
+            dev["driver"] = "ide-hd";
+            break;
+        }
+        dev["id"] = disk.name + "-dev";
+        dev["drive"] = disk.node_name;
+        // The serial shows up in the guest as /dev/disk/by-id/*-<name>, a stable way to find it.
+        if (disk.bus != disk_bus::ide)
+            dev["serial"] = disk.name;
+        if (disk.cache == cache_mode::writethrough || disk.cache == cache_mode::directsync)
+            dev["write-cache"] = "off";
+        if (boot)
+            dev["bootindex"] = 0;
+        add_device(dev);
+    }
+
+    void add_network() {
+        if (!def_.network)
+            return;
+        std::string netdev = "user,id=net0";
+        for (const auto& fwd : def_.network->forwards)
+            netdev += ",hostfwd=" + std::string(to_string(fwd.protocol)) + ":" + fwd.host_addr +
+                      ":" + std::to_string(fwd.host_port) + "-:" + std::to_string(fwd.guest_port);
+        add({"-netdev", netdev});
+        add_device({{"driver", microvm_ ? "virtio-net-device" : "virtio-net-pci"},
+                    {"id", "net0"},
+                    {"netdev", "net0"},
+                    {"mac", def_.network->mac}});
+    }
+
+    void add_kernel() {
+        if (def_.boot != boot_mode::kernel || !def_.kernel)
+            return;
+        add({"-kernel", def_.kernel->string()});
+        if (def_.initrd)
+            add({"-initrd", def_.initrd->string()});
+        std::string append = def_.append.value_or("");
+        if (microvm_ && accel_ == accel_mode::tcg &&
+            !sets_kernel_parameter(append, microvm_tcg_tsc))
+            append += (append.empty() ? "" : " ") + std::string(microvm_tcg_tsc);
+        if (def_.append || !append.empty())
+            add({"-append", append});
+    }
+
+    const vm_definition& def_;
+    const launch_paths& paths_;
+    accel_mode accel_;
+    const qemu_command_options& options_;
+    bool microvm_;
+    std::vector<std::string> argv_;
+};
+
+} // namespace
+
+launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd) {
+    return launch_paths{state_dir, qmp_listen_fd, state_dir / "serial.log",
+                        state_dir / "console.sock", state_dir / "shell.sock"};
+}
+
+std::filesystem::path serial_log_file(const vm_definition& def, const launch_paths& paths) {
+    if (!def.serial.log)
+        return {};
+    return def.serial.log_file.empty() ? paths.serial_log : def.serial.log_file;
+}
+
+std::vector<std::string> build_qemu_command(const vm_definition& def, const launch_paths& paths,
+                                            accel_mode accel, const qemu_command_options& options) {
+    return command_builder(def, paths, accel, options).build();
+}
+
+} // namespace qmpkit::launcher

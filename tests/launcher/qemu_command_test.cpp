@@ -1,0 +1,376 @@
+#include "launcher/test_support.hpp"
+
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/definition_validator.hpp>
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/qemu_command.hpp>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace qmpkit::launcher {
+namespace {
+
+using argv = std::vector<std::string>;
+
+const launch_paths paths = default_launch_paths("/run/vm", 3);
+
+vm_definition definition(std::string_view yaml) {
+    auto def = load_definition_from_string(yaml, "/defs/vm.yaml");
+    validate_definition(def, {.check_files = false});
+    return def;
+}
+
+argv command(std::string_view yaml, accel_mode accel = accel_mode::tcg,
+             const launch_paths& p = paths) {
+    return build_qemu_command(definition(yaml), p, accel);
+}
+
+argv concat(std::initializer_list<argv> parts) {
+    argv out;
+    for (const auto& part : parts)
+        out.insert(out.end(), part.begin(), part.end());
+    return out;
+}
+
+// The arguments every command starts with, for a VM named vm on q35 under TCG.
+argv prologue(std::string_view machine = "q35", std::string_view name = "vm") {
+    return {"qemu-system-x86_64",
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-name",
+            "guest=" + std::string(name),
+            "-machine",
+            std::string(machine),
+            "-accel",
+            "tcg",
+            "-smp",
+            "1",
+            "-m",
+            "256M",
+            "-chardev",
+            "socket,id=qmp,fd=3,server=on,wait=off",
+            "-mon",
+            "chardev=qmp,mode=control",
+            "-chardev",
+            "socket,id=serial0,path=/run/vm/console.sock,server=on,wait=off,"
+            "logfile=/run/vm/serial.log,logappend=on",
+            "-serial",
+            "chardev:serial0"};
+}
+
+std::string file_node(std::string_view node, std::string_view file,
+                      std::string_view cache = R"({"direct":false,"no-flush":false})",
+                      bool read_only = false) {
+    return R"({"driver":"file","node-name":")" + std::string(node) + R"(-file","filename":")" +
+           std::string(file) + R"(","cache":)" + std::string(cache) + R"(,"read-only":)" +
+           (read_only ? "true" : "false") + "}";
+}
+
+std::string format_node(std::string_view node, std::string_view format = "qcow2",
+                        std::string_view cache = R"({"direct":false,"no-flush":false})",
+                        bool read_only = false) {
+    return R"({"driver":")" + std::string(format) + R"(","node-name":")" + std::string(node) +
+           R"(","file":")" + std::string(node) + R"(-file","cache":)" + std::string(cache) +
+           R"(,"read-only":)" + (read_only ? "true" : "false") + "}";
+}
+
+TEST(qemu_command, tiny_example) {
+    auto def = load_definition(test::source_dir() / "configs/tiny.yaml");
+    auto build = (test::source_dir() / "build").lexically_normal().string();
+    EXPECT_EQ(build_qemu_command(def, paths, accel_mode::tcg),
+              concat({prologue("pc", "tiny"),
+                      {"-device", R"({"driver":"virtio-serial-pci","id":"vser0"})", "-chardev",
+                       "socket,id=shell,path=/run/vm/shell.sock,server=on,wait=off", "-device",
+                       R"({"driver":"virtserialport","id":"shell0","bus":"vser0.0",)"
+                       R"("chardev":"shell","name":"org.qmpkit.shell"})",
+                       "-blockdev", file_node("system", build + "/images/tiny-system.qcow2"),
+                       "-blockdev", format_node("system"), "-device",
+                       R"({"driver":"virtio-blk-pci","id":"system-dev","drive":"system",)"
+                       R"("serial":"system"})",
+                       "-kernel", build + "/guest/vmlinuz", "-initrd",
+                       build + "/guest/initramfs.img", "-append", "console=ttyS0 panic=-1"}}));
+}
+
+TEST(qemu_command, two_disks) {
+    auto def = load_definition(test::source_dir() / "configs/tiny-data.yaml");
+    auto images = (test::source_dir() / "build/images").lexically_normal().string();
+    auto args = build_qemu_command(def, paths, accel_mode::tcg);
+    auto first = std::find(args.begin(), args.end(), "-blockdev");
+    auto last = std::find(args.begin(), args.end(), "-kernel");
+    EXPECT_EQ(argv(first, last),
+              (argv{"-blockdev", file_node("system", images + "/tiny-data-system.qcow2"),
+                    "-blockdev", format_node("system"), "-device",
+                    R"({"driver":"virtio-blk-pci","id":"system-dev","drive":"system",)"
+                    R"("serial":"system"})",
+                    "-blockdev", file_node("data", images + "/tiny-data-data.qcow2"), "-blockdev",
+                    format_node("data"), "-device",
+                    R"({"driver":"virtio-blk-pci","id":"data-dev","drive":"data",)"
+                    R"("serial":"data"})"}));
+}
+
+TEST(qemu_command, disk_boot_with_scsi_and_ide) {
+    EXPECT_EQ(command(R"(name: vm
+disks:
+  - {name: root, file: /img/root.qcow2, bus: scsi, node_name: n0}
+  - {name: legacy, file: /img/legacy.qcow2, bus: ide}
+  - {name: more, file: /img/more.qcow2, bus: scsi}
+)"),
+              concat({prologue(),
+                      {"-device",
+                       R"({"driver":"virtio-scsi-pci","id":"scsi0"})",
+                       "-blockdev",
+                       file_node("n0", "/img/root.qcow2"),
+                       "-blockdev",
+                       format_node("n0"),
+                       "-device",
+                       R"({"driver":"scsi-hd","bus":"scsi0.0","id":"root-dev","drive":"n0",)"
+                       R"("serial":"root","bootindex":0})",
+                       "-blockdev",
+                       file_node("legacy", "/img/legacy.qcow2"),
+                       "-blockdev",
+                       format_node("legacy"),
+                       "-device",
+                       R"({"driver":"ide-hd","id":"legacy-dev","drive":"legacy"})",
+                       "-blockdev",
+                       file_node("more", "/img/more.qcow2"),
+                       "-blockdev",
+                       format_node("more"),
+                       "-device",
+                       R"({"driver":"scsi-hd","bus":"scsi0.0","id":"more-dev","drive":"more",)"
+                       R"("serial":"more"})"}}));
+}
+
+TEST(qemu_command, read_only_and_cache_modes) {
+    constexpr auto direct = R"({"direct":true,"no-flush":false})";
+    constexpr auto cached = R"({"direct":false,"no-flush":false})";
+    constexpr auto no_flush = R"({"direct":false,"no-flush":true})";
+    EXPECT_EQ(command(R"(name: vm
+kernel: /k
+disks:
+  - {name: iso, file: /img/iso.raw, format: raw, read_only: true, cache: none}
+  - {name: wt, file: /img/wt.qcow2, cache: writethrough}
+  - {name: ds, file: /img/ds.qcow2, cache: directsync}
+  - {name: un, file: /img/un.qcow2, cache: unsafe}
+)"),
+              concat({prologue(),
+                      {"-blockdev",
+                       file_node("iso", "/img/iso.raw", direct, true),
+                       "-blockdev",
+                       format_node("iso", "raw", direct, true),
+                       "-device",
+                       R"({"driver":"virtio-blk-pci","id":"iso-dev","drive":"iso","serial":"iso"})",
+                       "-blockdev",
+                       file_node("wt", "/img/wt.qcow2", cached),
+                       "-blockdev",
+                       format_node("wt", "qcow2", cached),
+                       "-device",
+                       R"({"driver":"virtio-blk-pci","id":"wt-dev","drive":"wt","serial":"wt",)"
+                       R"("write-cache":"off"})",
+                       "-blockdev",
+                       file_node("ds", "/img/ds.qcow2", direct),
+                       "-blockdev",
+                       format_node("ds", "qcow2", direct),
+                       "-device",
+                       R"({"driver":"virtio-blk-pci","id":"ds-dev","drive":"ds","serial":"ds",)"
+                       R"("write-cache":"off"})",
+                       "-blockdev",
+                       file_node("un", "/img/un.qcow2", no_flush),
+                       "-blockdev",
+                       format_node("un", "qcow2", no_flush),
+                       "-device",
+                       R"({"driver":"virtio-blk-pci","id":"un-dev","drive":"un","serial":"un"})",
+                       "-kernel",
+                       "/k"}}));
+}
+
+TEST(qemu_command, network_forwards) {
+    EXPECT_EQ(command(R"(name: vm
+kernel: /k
+network:
+  forwards:
+    - {host_port: 2222, guest_port: 22}
+    - {protocol: udp, host_addr: 0.0.0.0, host_port: 5353, guest_port: 53}
+  mac: "52:54:00:12:34:56"
+)"),
+              concat({prologue(),
+                      {"-netdev",
+                       "user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22,hostfwd=udp:0.0.0.0:5353-:53",
+                       "-device",
+                       R"({"driver":"virtio-net-pci","id":"net0","netdev":"net0",)"
+                       R"("mac":"52:54:00:12:34:56"})",
+                       "-kernel", "/k"}}));
+}
+
+TEST(qemu_command, network_without_forwards_uses_the_derived_mac) {
+    auto args = command("name: vm\nkernel: /k\nnetwork: {}\n");
+    EXPECT_NE(std::find(args.begin(), args.end(), "user,id=net0"), args.end());
+    EXPECT_NE(std::find(args.begin(), args.end(),
+                        R"({"driver":"virtio-net-pci","id":"net0","netdev":"net0","mac":")" +
+                            default_mac_address("vm") + R"("})"),
+              args.end());
+}
+
+constexpr std::string_view microvm_yaml = R"(name: vm
+machine: microvm
+kernel: /k
+initrd: /i
+append: console=ttyS0
+command_channel: true
+disks:
+  - {name: root, file: /img/root.qcow2}
+network: {mac: "52:54:00:00:00:01"}
+)";
+
+TEST(qemu_command, microvm_uses_mmio_devices) {
+    EXPECT_EQ(command(microvm_yaml),
+              concat({prologue("microvm"),
+                      {"-device",
+                       R"({"driver":"virtio-serial-device","id":"vser0"})",
+                       "-chardev",
+                       "socket,id=shell,path=/run/vm/shell.sock,server=on,wait=off",
+                       "-device",
+                       R"({"driver":"virtserialport","id":"shell0","bus":"vser0.0",)"
+                       R"("chardev":"shell","name":"org.qmpkit.shell"})",
+                       "-blockdev",
+                       file_node("root", "/img/root.qcow2"),
+                       "-blockdev",
+                       format_node("root"),
+                       "-device",
+                       R"({"driver":"virtio-blk-device","id":"root-dev","drive":"root",)"
+                       R"("serial":"root"})",
+                       "-netdev",
+                       "user,id=net0",
+                       "-device",
+                       R"({"driver":"virtio-net-device","id":"net0","netdev":"net0",)"
+                       R"("mac":"52:54:00:00:00:01"})",
+                       "-kernel",
+                       "/k",
+                       "-initrd",
+                       "/i",
+                       "-append",
+                       "console=ttyS0 tsc_early_khz=1000000"}}));
+}
+
+std::string append_of(const argv& args) {
+    auto it = std::find(args.begin(), args.end(), "-append");
+    return it == args.end() || it + 1 == args.end() ? "<none>" : *(it + 1);
+}
+
+TEST(qemu_command, microvm_tsc_hint_only_under_tcg_and_only_once) {
+    EXPECT_EQ(append_of(command(microvm_yaml, accel_mode::kvm)), "console=ttyS0");
+    EXPECT_EQ(append_of(command("name: vm\nmachine: microvm\nkernel: /k\n")),
+              "tsc_early_khz=1000000");
+    EXPECT_EQ(append_of(command(
+                  "name: vm\nmachine: microvm\nkernel: /k\nappend: tsc_early_khz=2000000 quiet\n")),
+              "tsc_early_khz=2000000 quiet");
+    EXPECT_EQ(append_of(command("name: vm\nmachine: q35\nkernel: /k\n")), "<none>");
+    EXPECT_EQ(append_of(command("name: vm\nkernel: /k\nappend: \"\"\n")), "");
+}
+
+TEST(qemu_command, kvm_uses_the_host_cpu) {
+    auto tcg = command("name: vm\nkernel: /k\n", accel_mode::tcg);
+    auto kvm = command("name: vm\nkernel: /k\n", accel_mode::kvm);
+    auto at = std::find(tcg.begin(), tcg.end(), "-accel") - tcg.begin();
+    EXPECT_EQ(argv(tcg.begin() + at, tcg.begin() + at + 2), (argv{"-accel", "tcg"}));
+    EXPECT_EQ(argv(kvm.begin() + at, kvm.begin() + at + 4),
+              (argv{"-accel", "kvm", "-cpu", "host"}));
+    kvm.erase(kvm.begin() + at + 1, kvm.begin() + at + 4);
+    tcg.erase(tcg.begin() + at + 1);
+    EXPECT_EQ(kvm, tcg);
+}
+
+TEST(qemu_command, commas_in_option_values_are_doubled) {
+    auto p = default_launch_paths("/run/a,b", 7);
+    auto def = definition(R"(name: vm
+kernel: /boot/k,1
+command_channel: true
+disks:
+  - {name: root, file: "/img/x,y.qcow2"}
+)");
+    auto args = build_qemu_command(def, p, accel_mode::tcg);
+    auto has = [&](std::string_view arg) {
+        return std::find(args.begin(), args.end(), arg) != args.end();
+    };
+    EXPECT_TRUE(has("socket,id=serial0,path=/run/a,,b/console.sock,server=on,wait=off,"
+                    "logfile=/run/a,,b/serial.log,logappend=on"));
+    EXPECT_TRUE(has("socket,id=shell,path=/run/a,,b/shell.sock,server=on,wait=off"));
+    EXPECT_TRUE(has("socket,id=qmp,fd=7,server=on,wait=off"));
+    // JSON and plain path arguments are not option strings: no doubling there.
+    EXPECT_TRUE(has(file_node("root", "/img/x,y.qcow2")));
+    EXPECT_TRUE(has("/boot/k,1"));
+}
+
+TEST(qemu_command, serial_variants_keep_the_serial_device) {
+    auto serial_of = [](std::string_view yaml) {
+        auto args = command(yaml);
+        auto it = std::find(args.begin(), args.end(), "-serial");
+        EXPECT_NE(it, args.end());
+        EXPECT_EQ(*(it + 1), "chardev:serial0");
+        return *(it - 1);
+    };
+    EXPECT_EQ(serial_of("name: vm\nkernel: /k\nserial: {socket: false}\n"),
+              "file,id=serial0,path=/run/vm/serial.log,append=on");
+    EXPECT_EQ(serial_of("name: vm\nkernel: /k\nserial: {log: false}\n"),
+              "socket,id=serial0,path=/run/vm/console.sock,server=on,wait=off");
+    EXPECT_EQ(serial_of("name: vm\nkernel: /k\nserial: {log: false, socket: false}\n"),
+              "null,id=serial0");
+    EXPECT_EQ(
+        serial_of("name: vm\nkernel: /k\nserial: {log: \"../logs/vm,1.log\", socket: false}\n"),
+        "file,id=serial0,path=/logs/vm,,1.log,append=on");
+}
+
+TEST(qemu_command, serial_log_file_prefers_the_definition) {
+    auto def = definition("name: vm\nkernel: /k\n");
+    EXPECT_EQ(serial_log_file(def, paths), "/run/vm/serial.log");
+    def.serial.log_file = "/logs/vm.log";
+    EXPECT_EQ(serial_log_file(def, paths), "/logs/vm.log");
+    def.serial.log = false;
+    EXPECT_EQ(serial_log_file(def, paths), "");
+}
+
+TEST(qemu_command, options_and_extra_args) {
+    auto def = definition(R"(name: vm
+cpus: 4
+memory: 1.5G
+kernel: /k
+extra_args: ["-rtc", "base=utc,clock=vm", "-device", "{\"driver\":\"virtio-rng-pci\"}"]
+)");
+    auto args = build_qemu_command(
+        def, paths, accel_mode::tcg,
+        {.qemu_binary = "/opt/qemu/bin/qemu-system-x86_64", .start_paused = true});
+    EXPECT_EQ(args.front(), "/opt/qemu/bin/qemu-system-x86_64");
+    auto smp = std::find(args.begin(), args.end(), "-smp");
+    EXPECT_EQ(argv(smp, smp + 5), (argv{"-smp", "4", "-m", "1536M", "-S"}));
+    EXPECT_EQ(argv(args.end() - 6, args.end()),
+              (argv{"-kernel", "/k", "-rtc", "base=utc,clock=vm", "-device",
+                    R"({"driver":"virtio-rng-pci"})"}));
+}
+
+TEST(qemu_command, refuses_runtime_inputs_it_cannot_express) {
+    auto def = definition("name: vm\nkernel: /k\n");
+    EXPECT_THROW(build_qemu_command(def, paths, accel_mode::automatic), error);
+    EXPECT_THROW(build_qemu_command(def, default_launch_paths("/run/vm", -1), accel_mode::tcg),
+                 error);
+    auto deep = default_launch_paths("/" + std::string(100, 'd'), 3);
+    try {
+        build_qemu_command(def, deep, accel_mode::tcg);
+        FAIL() << "no error";
+    } catch (const error& e) {
+        EXPECT_NE(std::string(e.what()).find("console socket path is 114 bytes"), std::string::npos)
+            << e.what();
+    }
+    def.serial.socket = false;
+    EXPECT_NO_THROW(build_qemu_command(def, deep, accel_mode::tcg));
+    auto no_log = paths;
+    no_log.serial_log.clear();
+    EXPECT_THROW(build_qemu_command(def, no_log, accel_mode::tcg), error);
+}
+
+} // namespace
+} // namespace qmpkit::launcher
