@@ -16,13 +16,18 @@ namespace qmpkit::cli {
 
 struct context {
     bool json = false;
-    int verbosity = 0; // -v: debug, -vv: trace (every QMP message)
-    std::string state_dir;
+    int verbosity = 0;        // -v: debug, -vv: trace (every QMP message)
+    std::string state_dir;    // --state-dir; empty: the default root
+    double lock_timeout = 60; // seconds to wait for another command on the same VM
 
     std::shared_ptr<spdlog::logger> logger; // on stderr, built after parsing
     std::function<int()> action;            // set by the chosen subcommand
 };
 
 void register_qmp_commands(CLI::App& app, context& ctx);
+void register_lifecycle_commands(CLI::App& app, context& ctx);
+void register_device_commands(CLI::App& app, context& ctx);
+void register_guest_commands(CLI::App& app, context& ctx);
+void register_disk_commands(CLI::App& app, context& ctx);
 
 } // namespace qmpkit::cli

@@ -1,6 +1,7 @@
 #include "context.hpp"
 #include "exit_codes.hpp"
 
+#include <qmpkit/launcher/error.hpp>
 #include <qmpkit/qmp/error.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -43,7 +44,16 @@ int main(int argc, char** argv) {
     cli::context ctx;
     app.add_flag("--json", ctx.json, "machine-readable output");
     app.add_flag("-v,--verbose", ctx.verbosity, "more logging on stderr (-vv: every QMP message)");
+    app.add_option("--state-dir", ctx.state_dir, "where VMs keep their runtime files")
+        ->envname("QMPKIT_STATE_DIR");
+    app.add_option("--lock-timeout", ctx.lock_timeout,
+                   "seconds to wait while another command works on the VM")
+        ->capture_default_str();
 
+    cli::register_lifecycle_commands(app, ctx);
+    cli::register_device_commands(app, ctx);
+    cli::register_guest_commands(app, ctx);
+    cli::register_disk_commands(app, ctx);
     cli::register_qmp_commands(app, ctx);
 
     try {
@@ -59,6 +69,9 @@ int main(int argc, char** argv) {
     } catch (const qmp::error& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";
         return exit_code_for(e);
+    } catch (const launcher::error& e) {
+        std::cerr << "qmpkit: " << e.what() << "\n";
+        return e.diagnostics().empty() ? cli::exit_code::failed : cli::exit_code::usage;
     } catch (const std::invalid_argument& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";
         return cli::exit_code::usage;

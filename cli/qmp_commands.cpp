@@ -5,13 +5,16 @@
 #include "context.hpp"
 #include "exit_codes.hpp"
 #include "json_output.hpp"
+#include "vm_lookup.hpp"
 
+#include <qmpkit/launcher/vm_connection.hpp>
 #include <qmpkit/qmp/client.hpp>
 
 #include <boost/json/serialize.hpp>
 #include <spdlog/logger.h>
 
 #include <iostream>
+#include <optional>
 
 namespace qmpkit::cli {
 namespace {
@@ -33,6 +36,11 @@ struct events_options {
     double timeout = 0;
 };
 
+// A socket path names a QMP socket; anything else is a VM's name.
+bool is_socket_path(const std::string& target) {
+    return target.find('/') != std::string::npos;
+}
+
 qmp::client connect(const context& ctx, const std::string& socket, double timeout_seconds) {
     qmp::client_options options;
     options.logger = ctx.logger;
@@ -46,8 +54,21 @@ qmp::client connect(const context& ctx, const std::string& socket, double timeou
 
 int run_qmp(const context& ctx, const qmp_options& o) {
     const auto arguments = parse_command_arguments(o.arguments);
-    auto client = connect(ctx, o.socket, o.timeout);
-    auto reply = client.execute(o.command, arguments);
+    std::optional<launcher::vm_connection> vm;
+    std::optional<qmp::client> socket_client;
+    qmp::client* client = nullptr;
+    if (is_socket_path(o.socket)) {
+        socket_client.emplace(connect(ctx, o.socket, o.timeout));
+        client = &*socket_client;
+    } else {
+        auto options = connect_options_for(ctx);
+        if (o.timeout > 0)
+            options.qmp_timeout = std::chrono::milliseconds(static_cast<long>(o.timeout * 1000));
+        vm.emplace(
+            launcher::vm_connection::open(find_vm(ctx, o.socket), "qmp " + o.command, options));
+        client = &vm->qmp();
+    }
+    auto reply = client->execute(o.command, arguments);
     std::cout << format_json(reply, o.compact || ctx.json) << "\n";
     return exit_code::ok;
 }
@@ -59,7 +80,10 @@ json::object event_to_json(const qmp::event& e) {
 }
 
 int run_events(const context& ctx, const events_options& o) {
-    auto client = connect(ctx, o.socket, 0);
+    // A VM has a monitor of its own for event streams, so they never block its commands.
+    auto client = connect(
+        ctx, is_socket_path(o.socket) ? o.socket : find_vm(ctx, o.socket).events_socket().string(),
+        0);
     auto listener = client.listen(o.names);
     const auto wait = std::chrono::milliseconds(static_cast<long>(o.timeout * 1000));
     bool saw_shutdown = false;
@@ -91,7 +115,8 @@ int run_events(const context& ctx, const events_options& o) {
 void register_qmp_commands(CLI::App& app, context& ctx) {
     auto q = std::make_shared<qmp_options>();
     auto* qmp = app.add_subcommand("qmp", "Send one QMP command and print the reply as JSON");
-    qmp->add_option("socket", q->socket, "qemu's QMP socket")->required();
+    qmp->add_option("target", q->socket, "a VM's name, or a QMP socket path (containing '/')")
+        ->required();
     qmp->add_option("command", q->command, "QMP command, e.g. query-status")->required();
     qmp->add_option(
         "arguments", q->arguments,
@@ -104,7 +129,8 @@ void register_qmp_commands(CLI::App& app, context& ctx) {
     auto e = std::make_shared<events_options>();
     auto* events =
         app.add_subcommand("events", "Print QMP events as they arrive, one JSON object per line");
-    events->add_option("socket", e->socket, "qemu's QMP socket")->required();
+    events->add_option("target", e->socket, "a VM's name, or a QMP socket path (containing '/')")
+        ->required();
     events->add_option("names", e->names, "only these events (default: all)");
     events->add_option("--count", e->count, "stop after this many events");
     events->add_option("--timeout", e->timeout,

@@ -86,6 +86,15 @@ public:
         add({"-chardev",
              "socket,id=qmp,fd=" + std::to_string(paths_.qmp_listen_fd) + ",server=on,wait=off",
              "-mon", "chardev=qmp,mode=control"});
+        if (paths_.events_listen_fd >= 0)
+            add({"-chardev",
+                 "socket,id=qmp-events,fd=" + std::to_string(paths_.events_listen_fd) +
+                     ",server=on,wait=off",
+                 "-mon", "chardev=qmp-events,mode=control"});
+        if (paths_.supervisor_monitor_fd >= 0)
+            add({"-chardev",
+                 "socket,id=qmp-supervisor,fd=" + std::to_string(paths_.supervisor_monitor_fd),
+                 "-mon", "chardev=qmp-supervisor,mode=control"});
         add_serial();
         add_command_channel();
         add_disks();
@@ -154,49 +163,12 @@ private:
     }
 
     void add_blockdev(const disk_definition& disk) {
-        bool direct = disk.cache == cache_mode::none || disk.cache == cache_mode::directsync;
-        bool no_flush = disk.cache == cache_mode::unsafe;
-        // Both nodes carry the cache settings: with -blockdev nothing is inherited from a parent.
-        json::object cache{{"direct", direct}, {"no-flush", no_flush}};
-        auto protocol_node = disk.node_name + "-file";
-
-        json::object file{{"driver", "file"},
-                          {"node-name", protocol_node},
-                          {"filename", disk.file.string()},
-                          {"cache", cache},
-                          {"read-only", disk.read_only}};
-        json::object format{{"driver", to_string(disk.format)},
-                            {"node-name", disk.node_name},
-                            {"file", protocol_node},
-                            {"cache", cache},
-                            {"read-only", disk.read_only}};
-        add({"-blockdev", json::serialize(file), "-blockdev", json::serialize(format)});
+        for (const auto& node : disk_block_nodes(disk))
+            add({"-blockdev", json::serialize(node)});
     }
 
     void add_disk_device(const disk_definition& disk, bool boot) {
-        json::object dev;
-        switch (disk.bus) {
-        case disk_bus::virtio:
-            dev["driver"] = microvm_ ? "virtio-blk-device" : "virtio-blk-pci";
-            break;
-        case disk_bus::scsi:
-            dev["driver"] = "scsi-hd";
-            dev["bus"] = "scsi0.0";
-            break;
-        case disk_bus::ide:
-            dev["driver"] = "ide-hd";
-            break;
-        }
-        dev["id"] = disk.name + "-dev";
-        dev["drive"] = disk.node_name;
-        // The serial shows up in the guest as /dev/disk/by-id/*-<name>, a stable way to find it.
-        if (disk.bus != disk_bus::ide)
-            dev["serial"] = disk.name;
-        if (disk.cache == cache_mode::writethrough || disk.cache == cache_mode::directsync)
-            dev["write-cache"] = "off";
-        if (boot)
-            dev["bootindex"] = 0;
-        add_device(dev);
+        add_device(disk_device(disk, def_.machine, boot));
     }
 
     void add_network() {
@@ -237,9 +209,64 @@ private:
 
 } // namespace
 
+std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk) {
+    bool direct = disk.cache == cache_mode::none || disk.cache == cache_mode::directsync;
+    bool no_flush = disk.cache == cache_mode::unsafe;
+    // Both nodes carry the cache settings: with -blockdev nothing is inherited from a parent.
+    json::object cache{{"direct", direct}, {"no-flush", no_flush}};
+    auto protocol_node = disk.node_name + "-file";
+
+    json::object file{{"driver", "file"},
+                      {"node-name", protocol_node},
+                      {"filename", disk.file.string()},
+                      {"cache", cache},
+                      {"read-only", disk.read_only}};
+    json::object format{{"driver", to_string(disk.format)},
+                        {"node-name", disk.node_name},
+                        {"file", protocol_node},
+                        {"cache", cache},
+                        {"read-only", disk.read_only}};
+    return {std::move(file), std::move(format)};
+}
+
+boost::json::object disk_device(const disk_definition& disk, machine_type machine, bool boot) {
+    json::object dev;
+    switch (disk.bus) {
+    case disk_bus::virtio:
+        dev["driver"] = machine == machine_type::microvm ? "virtio-blk-device" : "virtio-blk-pci";
+        break;
+    case disk_bus::scsi:
+        dev["driver"] = "scsi-hd";
+        dev["bus"] = "scsi0.0";
+        break;
+    case disk_bus::ide:
+        dev["driver"] = "ide-hd";
+        break;
+    }
+    dev["id"] = disk_device_id(disk);
+    dev["drive"] = disk.node_name;
+    // The serial shows up in the guest as /dev/disk/by-id/*-<name>, a stable way to find it.
+    if (disk.bus != disk_bus::ide)
+        dev["serial"] = disk.name;
+    if (disk.cache == cache_mode::writethrough || disk.cache == cache_mode::directsync)
+        dev["write-cache"] = "off";
+    if (boot)
+        dev["bootindex"] = 0;
+    return dev;
+}
+
+std::string disk_device_id(const disk_definition& disk) {
+    return disk.name + "-dev";
+}
+
 launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd) {
-    return launch_paths{state_dir, qmp_listen_fd, state_dir / "serial.log",
-                        state_dir / "console.sock", state_dir / "shell.sock"};
+    launch_paths paths;
+    paths.state_dir = state_dir;
+    paths.qmp_listen_fd = qmp_listen_fd;
+    paths.serial_log = state_dir / "serial.log";
+    paths.console_socket = state_dir / "console.sock";
+    paths.shell_socket = state_dir / "shell.sock";
+    return paths;
 }
 
 std::filesystem::path serial_log_file(const vm_definition& def, const launch_paths& paths) {

@@ -2,6 +2,9 @@
 
 #include <qmpkit/launcher/vm_definition.hpp>
 
+#include <boost/json/object.hpp>
+
+#include <array>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -16,11 +19,23 @@ struct launch_paths {
     // A listening UNIX socket qmpkit has bound; qemu inherits it (it must not be close-on-exec)
     // and accepts the QMP connection on it, so there is no socket file to poll for.
     int qmp_listen_fd = -1;
+    // Optional further monitors: a listening socket for `qmpkit events` (qemu serves one client
+    // per monitor, so event streaming needs its own), and one end of a socketpair for the
+    // supervisor that started qemu. -1: none.
+    int events_listen_fd = -1;
+    int supervisor_monitor_fd = -1;
     // Used unless the definition names its own serial log (see serial_log_file).
     std::filesystem::path serial_log;
     std::filesystem::path console_socket;
     std::filesystem::path shell_socket;
 };
+
+// A disk's two block nodes, protocol ("<node>-file") then format ("<node>"), as -blockdev and
+// blockdev-add take them.
+std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk);
+// A disk's device, as -device and device_add take it; its id is disk_device_id().
+boost::json::object disk_device(const disk_definition& disk, machine_type machine, bool boot);
+std::string disk_device_id(const disk_definition& disk);
 
 // state_dir/serial.log, state_dir/console.sock, state_dir/shell.sock.
 launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd);

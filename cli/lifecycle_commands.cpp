@@ -1,0 +1,337 @@
+// start, run, wait-ready, shutdown, destroy, status, list
+
+#include "context.hpp"
+#include "exit_codes.hpp"
+#include "output.hpp"
+#include "vm_lookup.hpp"
+
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/definition_validator.hpp>
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/size.hpp>
+#include <qmpkit/launcher/supervisor.hpp>
+#include <qmpkit/launcher/vm_control.hpp>
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <ctime>
+#include <fcntl.h>
+#include <fstream>
+#include <iostream>
+#include <unistd.h>
+
+namespace qmpkit::cli {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+constexpr const char* ready_marker = "QMPKIT-GUEST-READY";
+
+std::chrono::milliseconds seconds(double s) {
+    return std::chrono::milliseconds(static_cast<long>(s * 1000));
+}
+
+struct start_options {
+    std::string definition;
+    bool wait_ready = false;
+    double ready_timeout = 120;
+    bool paused = false;
+    double shutdown_timeout = 60;
+    std::string qemu = "qemu-system-x86_64";
+};
+
+launcher::vm_definition load_valid(const std::string& file) {
+    auto def = launcher::load_definition(file);
+    launcher::validate_definition(def);
+    return def;
+}
+
+launcher::launch_options launch_options_for(const context& ctx, const start_options& o) {
+    launcher::launch_options options;
+    options.state_root = state_root(ctx);
+    options.qemu_binary = o.qemu;
+    options.paused = o.paused;
+    options.logger = ctx.logger;
+    options.lock_timeout = seconds(ctx.lock_timeout);
+    return options;
+}
+
+std::string timestamp() {
+    std::time_t now = std::time(nullptr);
+    char text[32];
+    std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+    return text;
+}
+
+int exit_code_for(const launcher::exit_record& record) {
+    if (record.state == "crashed")
+        return exit_code::crashed;
+    return record.forced ? exit_code::forced : exit_code::ok;
+}
+
+void print_started(const context& ctx, const launcher::state_directory& dir,
+                   const std::string& ready_line) {
+    auto st = launcher::query_status(dir, connect_options_for(ctx));
+    if (ctx.json) {
+        json::object o{{"name", st.name},
+                       {"state", st.state},
+                       {"qemu_pid", st.qemu_pid},
+                       {"accel", st.accel},
+                       {"state_dir", dir.path().string()},
+                       {"qmp_socket", dir.qmp_socket().string()}};
+        if (!ready_line.empty())
+            o["ready"] = ready_line;
+        print_json(o);
+        return;
+    }
+    std::cout << "VM " << st.name << " started: qemu pid " << st.qemu_pid << ", " << st.accel
+              << ", state " << dir.path().string() << "\n";
+    if (!ready_line.empty())
+        std::cout << "guest ready: " << ready_line << "\n";
+}
+
+// Background start: a child process becomes the VM's supervisor (qemu's parent, so it learns
+// how qemu ended) and tells us through a pipe whether the launch worked.
+int run_start(const context& ctx, const start_options& o) {
+    auto def = load_valid(o.definition);
+    auto options = launch_options_for(ctx, o);
+    launcher::state_directory dir(options.state_root, def.name);
+    dir.create();
+
+    int report[2];
+    if (::pipe2(report, O_CLOEXEC) != 0)
+        throw launcher::error("pipe failed");
+    std::cout.flush();
+    std::cerr.flush();
+    const pid_t child = ::fork();
+    if (child < 0)
+        throw launcher::error("fork failed");
+    if (child == 0) {
+        ::close(report[0]);
+        ::setsid();
+        const int log =
+            ::open(dir.supervisor_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+        const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        ::dup2(null, STDIN_FILENO);
+        ::dup2(log, STDOUT_FILENO);
+        ::dup2(log, STDERR_FILENO);
+        launcher::block_termination_signals();
+        int code = exit_code::failed;
+        try {
+            auto vm = launcher::launch(def, options);
+            const std::string ok = "OK\n";
+            (void)!::write(report[1], ok.data(), ok.size());
+            ::close(report[1]);
+            std::cerr << timestamp() << " supervising qemu pid " << vm.process().pid() << std::endl;
+            launcher::supervise_options supervise;
+            supervise.shutdown_timeout = seconds(o.shutdown_timeout);
+            supervise.report = [](const std::string& text) {
+                std::cerr << timestamp() << " " << text << std::endl;
+            };
+            code = exit_code_for(launcher::supervise(vm, supervise));
+        } catch (const std::exception& e) {
+            const std::string failure = std::string("ERR ") + e.what();
+            (void)!::write(report[1], failure.data(), failure.size());
+            std::cerr << timestamp() << " " << e.what() << std::endl;
+        }
+        std::cout.flush();
+        ::_exit(code);
+    }
+    ::close(report[1]);
+    std::string answer;
+    char chunk[4096];
+    ssize_t n;
+    while ((n = ::read(report[0], chunk, sizeof chunk)) > 0 || (n < 0 && errno == EINTR))
+        if (n > 0)
+            answer.append(chunk, static_cast<std::size_t>(n));
+    ::close(report[0]);
+    if (answer.rfind("OK", 0) != 0)
+        throw launcher::error(answer.size() > 4 ? answer.substr(4)
+                                                : "the VM's supervisor failed (see " +
+                                                      dir.supervisor_log().string() + ")");
+    std::string ready;
+    if (o.wait_ready)
+        ready = launcher::wait_for_console_line(dir, ready_marker, seconds(o.ready_timeout));
+    print_started(ctx, dir, ready);
+    return exit_code::ok;
+}
+
+// Foreground: this process is the supervisor.
+int run_foreground(const context& ctx, const start_options& o) {
+    auto def = load_valid(o.definition);
+    launcher::block_termination_signals();
+    auto vm = launcher::launch(def, launch_options_for(ctx, o));
+    std::cerr << "qmpkit: VM " << def.name << " running (qemu pid " << vm.process().pid() << ", "
+              << vm.runtime().accel << "); SIGTERM or Ctrl-C shuts it down\n";
+    launcher::supervise_options supervise;
+    supervise.shutdown_timeout = seconds(o.shutdown_timeout);
+    supervise.report = [](const std::string& text) {
+        std::cerr << "qmpkit: " << text << std::endl;
+    };
+    auto record = launcher::supervise(vm, supervise);
+    if (ctx.json)
+        print_json(json::object{{"name", def.name},
+                                {"state", record.state},
+                                {"reason", record.reason},
+                                {"exit", record.exit},
+                                {"forced", record.forced}});
+    return exit_code_for(record);
+}
+
+json::object status_json(const launcher::vm_status& st) {
+    json::object o{{"name", st.name},
+                   {"state", st.state},
+                   {"reason", st.reason},
+                   {"qemu_pid", st.qemu_pid},
+                   {"supervisor_pid", st.supervisor_pid},
+                   {"accel", st.accel},
+                   {"qemu_version", st.qemu_version},
+                   {"machine", st.machine},
+                   {"cpus", st.cpus},
+                   {"memory", st.memory},
+                   {"started_at", st.started_at},
+                   {"state_dir", st.state_dir.string()}};
+    if (!st.log_tail.empty())
+        o["qemu_log_tail"] = json::value_from(st.log_tail);
+    return o;
+}
+
+int run_status(const context& ctx, const std::string& vm) {
+    auto dir = find_vm(ctx, vm);
+    auto st = launcher::query_status(dir, connect_options_for(ctx));
+    if (st.state == "undefined")
+        throw launcher::error("no VM named '" + st.name + "' in " +
+                              dir.path().parent_path().string());
+    if (ctx.json) {
+        print_json(status_json(st));
+        return exit_code::ok;
+    }
+    std::vector<std::pair<std::string, std::string>> rows{{"Name", st.name}, {"State", st.state}};
+    if (!st.reason.empty())
+        rows.emplace_back("Reason", st.reason);
+    if (st.qemu_pid > 0)
+        rows.emplace_back("qemu pid", std::to_string(st.qemu_pid));
+    if (!st.accel.empty())
+        rows.emplace_back("Accelerator", st.accel);
+    if (!st.qemu_version.empty())
+        rows.emplace_back("qemu", st.qemu_version);
+    if (!st.machine.empty()) {
+        rows.emplace_back("Machine", st.machine);
+        rows.emplace_back("CPUs", std::to_string(st.cpus));
+        rows.emplace_back("Memory", launcher::format_size(st.memory));
+    }
+    rows.emplace_back("State dir", st.state_dir.string());
+    std::cout << key_values(rows);
+    if (!st.log_tail.empty()) {
+        std::cout << "qemu's last words:\n";
+        for (const auto& l : st.log_tail)
+            std::cout << "  " << l << "\n";
+    }
+    return exit_code::ok;
+}
+
+int run_list(const context& ctx) {
+    const auto root = state_root(ctx);
+    json::array all;
+    table t({"NAME", "STATE", "PID", "ACCEL", "MEMORY", "CPUS"});
+    for (const auto& name : launcher::state_directory::list(root)) {
+        auto options = connect_options_for(ctx);
+        options.lock_timeout = 2s; // a busy VM is reported as such, not waited for
+        auto st = launcher::query_status(launcher::state_directory(root, name), options);
+        all.push_back(status_json(st));
+        t.add({st.name, st.state, st.qemu_pid > 0 ? std::to_string(st.qemu_pid) : "-",
+               st.accel.empty() ? "-" : st.accel,
+               st.memory ? launcher::format_size(st.memory) : "-",
+               st.cpus ? std::to_string(st.cpus) : "-"});
+    }
+    if (ctx.json)
+        print_json(all);
+    else
+        std::cout << t.str();
+    return exit_code::ok;
+}
+
+} // namespace
+
+void register_lifecycle_commands(CLI::App& app, context& ctx) {
+    auto add_start_options = [](CLI::App* cmd, start_options& o) {
+        cmd->add_option("definition", o.definition, "the VM's YAML definition")
+            ->required()
+            ->check(CLI::ExistingFile);
+        cmd->add_flag("--paused", o.paused, "start with the CPUs stopped");
+        cmd->add_option("--shutdown-timeout", o.shutdown_timeout,
+                        "seconds the guest gets to power off before qemu is stopped")
+            ->capture_default_str();
+        cmd->add_option("--qemu", o.qemu, "the qemu binary")->capture_default_str();
+    };
+
+    auto s = std::make_shared<start_options>();
+    auto* start =
+        app.add_subcommand("start", "Start a VM in the background and return once QMP answers");
+    add_start_options(start, *s);
+    start->add_flag("--wait-ready", s->wait_ready,
+                    "also wait for the guest's ready line on the console");
+    start->add_option("--ready-timeout", s->ready_timeout, "seconds to wait for the ready line")
+        ->capture_default_str();
+    start->callback([&ctx, s] { ctx.action = [&ctx, s] { return run_start(ctx, *s); }; });
+
+    auto r = std::make_shared<start_options>();
+    auto* run =
+        app.add_subcommand("run", "Run a VM in the foreground, as a service manager expects "
+                                  "(SIGTERM/SIGINT: graceful shutdown; exit code: how it ended)");
+    add_start_options(run, *r);
+    run->callback([&ctx, r] { ctx.action = [&ctx, r] { return run_foreground(ctx, *r); }; });
+
+    auto wait = std::make_shared<std::pair<std::string, double>>("", 120);
+    auto* wr = app.add_subcommand("wait-ready", "Wait for the guest's ready line on the console");
+    wr->add_option("vm", wait->first, "VM name")->required();
+    wr->add_option("--timeout", wait->second, "seconds")->capture_default_str();
+    wr->callback([&ctx, wait] {
+        ctx.action = [&ctx, wait] {
+            auto line = launcher::wait_for_console_line(find_vm(ctx, wait->first), ready_marker,
+                                                        seconds(wait->second));
+            std::cout << line << "\n";
+            return exit_code::ok;
+        };
+    });
+
+    auto sd = std::make_shared<std::pair<std::string, double>>("", 60);
+    auto* shutdown =
+        app.add_subcommand("shutdown", "Power the guest off (ACPI), stopping qemu after a timeout");
+    shutdown->add_option("vm", sd->first, "VM name")->required();
+    shutdown->add_option("--timeout", sd->second, "seconds before qemu is stopped anyway")
+        ->capture_default_str();
+    shutdown->callback([&ctx, sd] {
+        ctx.action = [&ctx, sd] {
+            auto how = launcher::shutdown_vm(find_vm(ctx, sd->first), seconds(sd->second),
+                                             connect_options_for(ctx));
+            std::cout << "VM " << sd->first << ": " << how << "\n";
+            return exit_code::ok;
+        };
+    });
+
+    auto d = std::make_shared<std::string>();
+    auto* destroy =
+        app.add_subcommand("destroy", "Stop a VM at once (the guest gets no chance to shut down)");
+    destroy->add_option("vm", *d, "VM name")->required();
+    destroy->callback([&ctx, d] {
+        ctx.action = [&ctx, d] {
+            launcher::destroy_vm(find_vm(ctx, *d), connect_options_for(ctx));
+            std::cout << "VM " << *d << " destroyed\n";
+            return exit_code::ok;
+        };
+    });
+
+    auto st = std::make_shared<std::string>();
+    auto* status = app.add_subcommand("status", "Show a VM's state");
+    status->add_option("vm", *st, "VM name or definition file")->required();
+    status->callback([&ctx, st] { ctx.action = [&ctx, st] { return run_status(ctx, *st); }; });
+
+    auto* list = app.add_subcommand("list", "List the VMs with their state");
+    list->callback([&ctx] { ctx.action = [&ctx] { return run_list(ctx); }; });
+}
+
+} // namespace qmpkit::cli

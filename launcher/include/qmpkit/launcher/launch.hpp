@@ -1,0 +1,61 @@
+#pragma once
+
+// Starting a VM: everything between a validated definition and a qemu that answers on QMP.
+
+#include <qmpkit/launcher/qemu_process.hpp>
+#include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/vm_definition.hpp>
+#include <qmpkit/qmp/client.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace spdlog {
+class logger;
+}
+
+namespace qmpkit::launcher {
+
+struct launch_options {
+    std::filesystem::path state_root; // empty: default_state_root()
+    std::string qemu_binary = "qemu-system-x86_64";
+    bool paused = false; // start with the CPUs stopped (-S)
+    std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
+    std::chrono::milliseconds qmp_timeout{std::chrono::seconds(30)};
+    std::shared_ptr<spdlog::logger> logger;
+};
+
+// A qemu this process started. Its private monitor (one end of a socketpair) belongs to the
+// supervisor; other qmpkit commands use <state>/qmp.sock.
+class launched_vm {
+public:
+    launched_vm(vm_definition def, state_directory dir, qemu_process process, qmp::client monitor,
+                runtime_info runtime);
+
+    const vm_definition& definition() const noexcept { return definition_; }
+    const state_directory& state() const noexcept { return state_; }
+    const runtime_info& runtime() const noexcept { return runtime_; }
+    qemu_process& process() noexcept { return process_; }
+    qmp::client& monitor() noexcept { return monitor_; }
+
+private:
+    vm_definition definition_;
+    state_directory state_;
+    qemu_process process_;
+    qmp::client monitor_;
+    runtime_info runtime_;
+};
+
+// Creates the state directory and missing disk images, binds the QMP sockets, starts qemu and
+// negotiates QMP. On failure nothing is left running, images it created are removed, and the
+// error carries qemu's exit status, command line and own words. Throws launcher::error.
+launched_vm launch(const vm_definition& definition, const launch_options& options);
+
+// Whether the VM recorded in `dir` has a live qemu.
+bool is_running(const state_directory& dir);
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,44 @@
+#pragma once
+
+// What a running VM's state directory records about it, and how it ended.
+
+#include <qmpkit/launcher/state_directory.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <sys/types.h>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+// runtime.json, written once qemu answers on QMP.
+struct runtime_info {
+    pid_t qemu_pid = -1;
+    pid_t supervisor_pid = -1;
+    std::string accel;        // "kvm" or "tcg": what `auto` resolved to
+    std::string qemu_version; // from the QMP greeting
+    std::int64_t started_at = 0;
+    std::uint64_t serial_log_offset = 0; // where this boot's console output starts
+    std::vector<std::string> command_line;
+};
+
+// exit.json, written by the supervisor when qemu has ended.
+struct exit_record {
+    std::string state;   // "shutoff" or "crashed"
+    std::string reason;  // SHUTDOWN's reason, or how qemu died
+    std::string exit;    // "exited with code 0", "killed by signal 9 (Killed)"
+    bool forced = false; // killed after the shutdown timeout
+    std::int64_t ended_at = 0;
+};
+
+void write_runtime_info(const state_directory& dir, const runtime_info& info);
+std::optional<runtime_info> read_runtime_info(const state_directory& dir);
+
+void write_exit_record(const state_directory& dir, const exit_record& record);
+std::optional<exit_record> read_exit_record(const state_directory& dir);
+
+// The last `count` lines of a log file (qemu's own output, the serial console).
+std::vector<std::string> tail_lines(const std::filesystem::path& file, std::size_t count);
+
+} // namespace qmpkit::launcher

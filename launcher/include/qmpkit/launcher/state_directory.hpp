@@ -1,0 +1,45 @@
+#pragma once
+
+// Where a VM's runtime files live: <root>/<vm name>/, mode 0700. The root is, in order:
+// an explicit choice (--state-dir), $QMPKIT_STATE_DIR, /var/lib/qmpkit for root, else
+// $XDG_STATE_HOME/qmpkit or ~/.local/state/qmpkit.
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+std::filesystem::path default_state_root();
+
+class state_directory {
+public:
+    state_directory(std::filesystem::path root, std::string vm_name);
+
+    const std::string& vm_name() const noexcept { return name_; }
+    const std::filesystem::path& path() const noexcept { return dir_; }
+    bool exists() const;
+    // Creates root and VM directories with mode 0700 (tightening them if they exist).
+    void create() const;
+
+    std::filesystem::path qmp_socket() const { return dir_ / "qmp.sock"; }       // commands
+    std::filesystem::path events_socket() const { return dir_ / "events.sock"; } // `qmpkit events`
+    std::filesystem::path console_socket() const { return dir_ / "console.sock"; }
+    std::filesystem::path shell_socket() const { return dir_ / "shell.sock"; }
+    std::filesystem::path serial_log() const { return dir_ / "serial.log"; }
+    std::filesystem::path qemu_log() const { return dir_ / "qemu.log"; }
+    std::filesystem::path supervisor_log() const { return dir_ / "supervisor.log"; }
+    std::filesystem::path definition_copy() const { return dir_ / "definition.yaml"; }
+    std::filesystem::path runtime_file() const { return dir_ / "runtime.json"; }
+    std::filesystem::path exit_record() const { return dir_ / "exit.json"; }
+    std::filesystem::path lock_file() const { return dir_ / "lock"; }
+
+    // Names of the VMs that have a state directory under root.
+    static std::vector<std::string> list(const std::filesystem::path& root);
+
+private:
+    std::string name_;
+    std::filesystem::path dir_;
+};
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,30 @@
+#pragma once
+
+// Keeps a launched VM company until qemu ends, the way a service manager expects: SIGTERM,
+// SIGINT or SIGHUP start a graceful shutdown (ACPI power button, then `quit` after a timeout,
+// then SIGKILL); a second signal skips to `quit`. When qemu is gone it records how it ended in
+// <state>/exit.json and reports it.
+
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/runtime_info.hpp>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace qmpkit::launcher {
+
+struct supervise_options {
+    std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(60)};
+    // Called with what the supervisor does, for a foreground `run` to print.
+    std::function<void(const std::string&)> report;
+};
+
+// Blocks until qemu has ended. The caller must have blocked SIGTERM, SIGINT and SIGHUP in every
+// thread (block_termination_signals) so that they are taken here.
+exit_record supervise(launched_vm& vm, const supervise_options& options);
+
+// Blocks the signals supervise() handles; call before starting threads.
+void block_termination_signals();
+
+} // namespace qmpkit::launcher

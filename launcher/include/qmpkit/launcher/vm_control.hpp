@@ -1,0 +1,65 @@
+#pragma once
+
+// What users do to a VM by name: status, shutdown, destroy, disks, live attach and detach, and
+// waiting for the guest's ready marker.
+
+#include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/vm_connection.hpp>
+#include <qmpkit/launcher/vm_definition.hpp>
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+struct vm_status {
+    std::string name;
+    std::string state;  // running, paused, shutoff, crashed, unresponsive, or a qemu runstate
+    std::string reason; // for shutoff/crashed: how it ended
+    int qemu_pid = -1;
+    int supervisor_pid = -1;
+    std::string accel;
+    std::string qemu_version;
+    std::string machine;
+    int cpus = 0;
+    std::uint64_t memory = 0;
+    std::int64_t started_at = 0;
+    std::filesystem::path state_dir;
+    std::vector<std::string> log_tail; // qemu's last words when it crashed
+};
+
+// Never throws for a VM that merely is not running; `state` says so.
+vm_status query_status(const state_directory& dir, const connect_options& options = {});
+
+// ACPI power button, then `quit` after the timeout, then SIGKILL. Returns how it ended.
+std::string shutdown_vm(const state_directory& dir, std::chrono::milliseconds timeout,
+                        const connect_options& options = {});
+// Immediate stop (virsh destroy).
+void destroy_vm(const state_directory& dir, const connect_options& options = {});
+
+struct block_device {
+    std::string disk;      // the definition's disk name (qdev id without "-dev")
+    std::string node_name; // the active (top) block node
+    std::string file;      // the file the top node reads and writes
+    std::string format;
+    bool read_only = false;
+    std::vector<std::string> backing_chain; // files below the top, nearest first
+};
+
+std::vector<block_device> list_block_devices(qmp::client& qmp);
+
+// device_add of a new disk on a running VM (virsh attach-disk --live); the definition copy in
+// the state directory gains it, so snapshots and restarts know about it.
+void attach_disk(vm_connection& vm, const disk_definition& disk);
+// device_del, waiting for the guest to release it, then the block nodes go.
+void detach_disk(vm_connection& vm, const std::string& disk_name,
+                 std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+// Waits until the serial console log has a line containing `marker` (written after this
+// boot's start), or qemu ends, or the timeout passes. Returns the line.
+std::string wait_for_console_line(const state_directory& dir, const std::string& marker,
+                                  std::chrono::milliseconds timeout);
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,231 @@
+#include "disk_creation.hpp"
+
+#include <qmpkit/launcher/accel.hpp>
+#include <qmpkit/launcher/atomic_file.hpp>
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/qemu_command.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
+
+#include <spdlog/logger.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <utility>
+
+namespace qmpkit::launcher {
+namespace {
+
+// A descriptor closed on scope exit unless released.
+class owned_fd {
+public:
+    explicit owned_fd(int fd = -1)
+        : fd_(fd) {}
+    owned_fd(owned_fd&& o) noexcept
+        : fd_(std::exchange(o.fd_, -1)) {}
+    owned_fd& operator=(owned_fd&& o) noexcept {
+        reset(std::exchange(o.fd_, -1));
+        return *this;
+    }
+    ~owned_fd() { reset(); }
+    int get() const noexcept { return fd_; }
+    int release() noexcept { return std::exchange(fd_, -1); }
+    void reset(int fd = -1) {
+        if (fd_ >= 0)
+            ::close(fd_);
+        fd_ = fd;
+    }
+
+private:
+    int fd_;
+};
+
+// A listening UNIX socket at `path`, mode 0600, inheritable by qemu.
+owned_fd listen_on(const std::filesystem::path& path) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (path.native().size() >= sizeof addr.sun_path)
+        throw error("socket path " + path.string() + " is longer than " +
+                    std::to_string(sizeof addr.sun_path - 1) +
+                    " bytes: choose a shorter --state-dir");
+    std::memcpy(addr.sun_path, path.c_str(), path.native().size() + 1);
+    ::unlink(path.c_str()); // a stale socket from an earlier run
+
+    owned_fd fd(::socket(AF_UNIX, SOCK_STREAM, 0)); // not CLOEXEC: qemu inherits it
+    if (fd.get() < 0)
+        throw error(std::string("socket: ") + std::strerror(errno));
+    // The socket file takes the umask at bind time: make it owner-only from the start.
+    const mode_t old_umask = ::umask(0177);
+    const int bound = ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    const int bind_errno = errno;
+    ::umask(old_umask);
+    if (bound != 0)
+        throw error("cannot bind " + path.string() + ": " + std::strerror(bind_errno));
+    if (::listen(fd.get(), 16) != 0)
+        throw error("cannot listen on " + path.string() + ": " + std::strerror(errno));
+    return fd;
+}
+
+std::uint64_t file_size_or_zero(const std::filesystem::path& file) {
+    std::error_code ec;
+    auto size = std::filesystem::file_size(file, ec);
+    return ec ? 0 : size;
+}
+
+std::string quote_command_line(const std::vector<std::string>& argv) {
+    std::string text;
+    for (const auto& a : argv) {
+        if (!text.empty())
+            text += ' ';
+        const bool plain =
+            !a.empty() && a.find_first_of(" \t\n'\"\\$`*?[]{}()<>|&;#~") == std::string::npos;
+        if (plain) {
+            text += a;
+            continue;
+        }
+        text += '\'';
+        for (char c : a)
+            text += c == '\'' ? std::string("'\\''") : std::string(1, c);
+        text += '\'';
+    }
+    return text;
+}
+
+std::string launch_failure(const std::string& what, const exit_status* status,
+                           const std::vector<std::string>& argv, const state_directory& dir) {
+    std::ostringstream text;
+    text << "qemu failed to start: " << what;
+    if (status)
+        text << " (" << status->describe() << ")";
+    text << "\n  command: " << quote_command_line(argv);
+    auto lines = tail_lines(dir.qemu_log(), 20);
+    if (!lines.empty()) {
+        text << "\n  qemu said:";
+        for (const auto& l : lines)
+            text << "\n    " << l;
+    }
+    return text.str();
+}
+
+} // namespace
+
+launched_vm::launched_vm(vm_definition def, state_directory dir, qemu_process process,
+                         qmp::client monitor, runtime_info runtime)
+    : definition_(std::move(def))
+    , state_(std::move(dir))
+    , process_(std::move(process))
+    , monitor_(std::move(monitor))
+    , runtime_(std::move(runtime)) {}
+
+bool is_running(const state_directory& dir) {
+    auto info = read_runtime_info(dir);
+    if (!info || !process_alive(info->qemu_pid))
+        return false;
+    // A recycled pid would not be running qemu with this state directory's sockets.
+    std::ifstream cmdline("/proc/" + std::to_string(info->qemu_pid) + "/cmdline");
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    return args.find("qemu") != std::string::npos;
+}
+
+launched_vm launch(const vm_definition& definition, const launch_options& options) {
+    const auto root = options.state_root.empty() ? default_state_root() : options.state_root;
+    state_directory dir(root, definition.name);
+    dir.create();
+    auto lock = vm_lock::acquire(dir.lock_file(), "starting the VM", options.lock_timeout);
+    if (is_running(dir))
+        throw error("VM '" + definition.name + "' is already running (pid " +
+                    std::to_string(read_runtime_info(dir)->qemu_pid) +
+                    "); stop it first with `qmpkit shutdown " + definition.name + "`");
+
+    const auto accel = resolve_accel(definition.accel);
+    auto created = create_missing_disks(definition);
+    std::optional<qemu_process> process;
+    try {
+        auto qmp_listener = listen_on(dir.qmp_socket());
+        auto events_listener = listen_on(dir.events_socket());
+        int pair[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+            throw error(std::string("socketpair: ") + std::strerror(errno));
+        owned_fd ours(pair[0]), theirs(pair[1]);
+
+        auto paths = default_launch_paths(dir.path(), qmp_listener.get());
+        paths.events_listen_fd = events_listener.get();
+        paths.supervisor_monitor_fd = theirs.get();
+        qemu_command_options command_options;
+        command_options.qemu_binary = options.qemu_binary;
+        command_options.start_paused = options.paused;
+        auto argv = build_qemu_command(definition, paths, accel, command_options);
+
+        std::filesystem::remove(dir.exit_record());
+        write_file_atomically(dir.definition_copy(), dump_definition(definition));
+        runtime_info runtime;
+        runtime.accel = std::string(to_string(accel));
+        runtime.serial_log_offset = file_size_or_zero(serial_log_file(definition, paths));
+        runtime.command_line = argv;
+        runtime.supervisor_pid = ::getpid();
+        runtime.started_at = std::chrono::duration_cast<std::chrono::seconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+        {
+            // Created owner-only; the header line separates this run's output from earlier ones.
+            owned_fd log(
+                ::open(dir.qemu_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+            const auto header = "--- qmpkit: starting " + quote_command_line(argv) + "\n";
+            if (log.get() < 0 || ::write(log.get(), header.data(), header.size()) < 0)
+                throw error("cannot write " + dir.qemu_log().string() + ": " +
+                            std::strerror(errno));
+        }
+        if (options.logger)
+            options.logger->debug("starting qemu: {}", quote_command_line(argv));
+
+        spawn_options spawn;
+        spawn.argv = argv;
+        spawn.inherit_fds = {qmp_listener.get(), events_listener.get(), theirs.get()};
+        spawn.log_file = dir.qemu_log();
+        process.emplace(qemu_process::spawn(spawn));
+        // Only qemu holds the listening sockets and its monitor end now, so its death closes them.
+        qmp_listener.reset();
+        events_listener.reset();
+        theirs.reset();
+
+        qmp::client_options qmp_options;
+        qmp_options.logger = options.logger;
+        qmp_options.connect_timeout = options.qmp_timeout;
+        qmp_options.command_timeout = options.qmp_timeout;
+        qmp::client monitor(qmp_options);
+        try {
+            monitor.adopt(ours.release());
+        } catch (const qmp::error& e) {
+            auto status = process->wait_for(std::chrono::seconds(5));
+            if (!status) {
+                process->kill(SIGKILL);
+                status = process->wait_for(std::chrono::seconds(5));
+            }
+            throw error(launch_failure(e.what(), status ? &*status : nullptr, argv, dir));
+        }
+        runtime.qemu_pid = process->pid();
+        runtime.qemu_version = monitor.server_greeting().version_string();
+        write_runtime_info(dir, runtime);
+        return launched_vm(definition, std::move(dir), std::move(*process), std::move(monitor),
+                           std::move(runtime));
+    } catch (...) {
+        if (process && process->running()) {
+            process->kill(SIGKILL);
+            process->wait_for(std::chrono::seconds(5));
+        }
+        remove_created_disks(created);
+        throw;
+    }
+}
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,176 @@
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/supervisor.hpp>
+
+#include <csignal>
+#include <cstring>
+#include <optional>
+#include <poll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+namespace qmpkit::launcher {
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+sigset_t termination_signals() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    return set;
+}
+
+std::int64_t now_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+class supervisor {
+public:
+    supervisor(launched_vm& vm, const supervise_options& options)
+        : vm_(vm)
+        , options_(options) {
+        auto set = termination_signals();
+        signal_fd_ = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+        if (signal_fd_ < 0)
+            throw error(std::string("signalfd: ") + std::strerror(errno));
+    }
+    ~supervisor() { ::close(signal_fd_); }
+
+    exit_record run() {
+        auto events = vm_.monitor().listen({"SHUTDOWN"});
+        bool monitor_open = true;
+        for (;;) {
+            if (auto status = vm_.process().try_wait())
+                return finish(*status);
+            take_signals();
+            step_shutdown();
+
+            if (monitor_open) {
+                try {
+                    // Short waits keep signals and deadlines responsive; qemu's end closes the
+                    // monitor, which wakes this at once.
+                    if (auto e = vm_.monitor().wait_event(events, 200ms)) {
+                        shutdown_reason_ = e->data.contains("reason")
+                                               ? std::string(e->data.at("reason").as_string())
+                                               : std::string("shutdown");
+                        say("qemu reports shutdown: " + shutdown_reason_);
+                    }
+                } catch (const qmp::error&) {
+                    monitor_open = false;
+                }
+            } else {
+                // Only the pidfd is left to wait on (besides signals).
+                pollfd fds[2] = {{vm_.process().pidfd(), POLLIN, 0}, {signal_fd_, POLLIN, 0}};
+                ::poll(fds, 2, 200);
+            }
+        }
+    }
+
+private:
+    void say(const std::string& text) {
+        if (options_.report)
+            options_.report(text);
+    }
+
+    void take_signals() {
+        signalfd_siginfo info;
+        while (::read(signal_fd_, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+            const auto name = ::strsignal(static_cast<int>(info.ssi_signo));
+            if (!shutdown_started_) {
+                say(std::string("received ") + name +
+                    ": shutting the guest down (ACPI power button)");
+                shutdown_started_ = clock_type::now();
+                execute_quietly("system_powerdown");
+            } else if (!quit_sent_) {
+                say(std::string("received ") + name + " again: stopping qemu now");
+                send_quit();
+            }
+        }
+    }
+
+    void step_shutdown() {
+        if (!shutdown_started_)
+            return;
+        const auto elapsed = clock_type::now() - *shutdown_started_;
+        if (!quit_sent_ && elapsed > options_.shutdown_timeout) {
+            say("the guest did not power off in time: stopping qemu");
+            forced_ = true;
+            send_quit();
+        }
+        if (quit_sent_ && clock_type::now() - *quit_sent_ > 5s && !killed_) {
+            say("qemu did not quit: killing it");
+            forced_ = true;
+            killed_ = true;
+            vm_.process().kill(SIGKILL);
+        }
+    }
+
+    void send_quit() {
+        quit_sent_ = clock_type::now();
+        if (!shutdown_started_)
+            shutdown_started_ = quit_sent_;
+        execute_quietly("quit");
+    }
+
+    void execute_quietly(const char* command) {
+        try {
+            qmp::execute_options o;
+            o.timeout = 5s;
+            vm_.monitor().execute(command, {}, o);
+        } catch (const qmp::error&) {
+            // qemu may already be going; its exit is what counts.
+        }
+    }
+
+    exit_record finish(const exit_status& status) {
+        exit_record record;
+        record.exit = status.describe();
+        record.forced = forced_;
+        record.ended_at = now_seconds();
+        const bool asked = !shutdown_reason_.empty();
+        if ((status.clean() && asked) || (forced_ && killed_)) {
+            record.state = "shutoff";
+            record.reason = asked ? shutdown_reason_ : "killed after the shutdown timeout";
+        } else if (status.clean()) {
+            record.state = "shutoff";
+            record.reason = "qemu exited";
+        } else {
+            record.state = "crashed";
+            record.reason = "qemu " + status.describe();
+        }
+        write_exit_record(vm_.state(), record);
+        for (const auto& socket : {vm_.state().qmp_socket(), vm_.state().events_socket()}) {
+            std::error_code ignored;
+            std::filesystem::remove(socket, ignored);
+        }
+        say("VM " + record.state + " (" + record.reason + "; " + record.exit + ")");
+        return record;
+    }
+
+    launched_vm& vm_;
+    const supervise_options& options_;
+    int signal_fd_ = -1;
+    std::string shutdown_reason_;
+    std::optional<clock_type::time_point> shutdown_started_;
+    std::optional<clock_type::time_point> quit_sent_;
+    bool forced_ = false;
+    bool killed_ = false;
+};
+
+} // namespace
+
+void block_termination_signals() {
+    auto set = termination_signals();
+    ::sigprocmask(SIG_BLOCK, &set, nullptr);
+}
+
+exit_record supervise(launched_vm& vm, const supervise_options& options) {
+    return supervisor(vm, options).run();
+}
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,314 @@
+#include "disk_creation.hpp"
+#include "pidfd.hpp"
+
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/qemu_command.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
+#include <qmpkit/launcher/vm_control.hpp>
+
+#include <boost/json.hpp>
+
+#include <csignal>
+#include <fstream>
+#include <poll.h>
+#include <thread>
+#include <unistd.h>
+
+namespace qmpkit::launcher {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+// Waits for a process that need not be our child; a pidfd wakes as soon as it exits.
+bool wait_gone(pid_t pid, std::chrono::milliseconds timeout) {
+    const int fd = detail::open_pidfd(pid);
+    if (fd < 0)
+        return !process_alive(pid);
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
+    ::close(fd);
+    return ready > 0 || !process_alive(pid);
+}
+
+// The supervisor records the end; give it a moment, and write it ourselves if it is gone too.
+std::string settle_exit_record(const state_directory& dir, const runtime_info& runtime,
+                               const std::string& reason, bool forced) {
+    for (int i = 0; i < 100; ++i) {
+        if (auto record = read_exit_record(dir))
+            return record->state + " (" + record->reason + ")";
+        if (!process_alive(runtime.supervisor_pid))
+            break;
+        std::this_thread::sleep_for(20ms);
+    }
+    exit_record record;
+    record.state = "shutoff";
+    record.reason = reason;
+    record.forced = forced;
+    record.exit = "ended without its supervisor";
+    record.ended_at = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+    write_exit_record(dir, record);
+    return record.state + " (" + record.reason + ")";
+}
+
+std::string disk_name_of(std::string_view qdev) {
+    // "/machine/peripheral/<id>/virtio-backend" or "/machine/peripheral/<id>"
+    constexpr std::string_view prefix = "/machine/peripheral/";
+    if (!qdev.starts_with(prefix))
+        return std::string(qdev);
+    auto id = qdev.substr(prefix.size());
+    id = id.substr(0, id.find('/'));
+    if (id.ends_with("-dev"))
+        id.remove_suffix(4);
+    return std::string(id);
+}
+
+std::string string_at(const json::object& o, const char* key) {
+    const auto* v = o.if_contains(key);
+    return v && v->is_string() ? std::string(v->get_string()) : std::string();
+}
+
+} // namespace
+
+vm_status query_status(const state_directory& dir, const connect_options& options) {
+    vm_status st;
+    st.name = dir.vm_name();
+    st.state_dir = dir.path();
+    if (!std::filesystem::exists(dir.definition_copy())) {
+        st.state = "undefined";
+        return st;
+    }
+    try {
+        auto def = load_definition(dir.definition_copy());
+        st.machine = std::string(to_string(def.machine));
+        st.cpus = def.cpus;
+        st.memory = def.memory;
+    } catch (const error&) {
+        // A damaged copy does not stop us from saying whether qemu runs.
+    }
+    auto runtime = read_runtime_info(dir);
+    if (runtime) {
+        st.qemu_pid = runtime->qemu_pid;
+        st.supervisor_pid = runtime->supervisor_pid;
+        st.accel = runtime->accel;
+        st.qemu_version = runtime->qemu_version;
+        st.started_at = runtime->started_at;
+    }
+    if (runtime && is_running(dir)) {
+        try {
+            auto vm = vm_connection::open(dir, "status", options);
+            auto status = vm.qmp().execute("query-status").as_object();
+            const auto runstate = string_at(status, "status");
+            st.state = runstate == "prelaunch" ? "paused" : runstate;
+            auto kvm = vm.qmp().execute("query-kvm").as_object();
+            st.accel = kvm.at("enabled").as_bool() ? "kvm" : "tcg";
+        } catch (const std::exception& e) {
+            st.state = "unresponsive";
+            st.reason = e.what();
+        }
+        return st;
+    }
+    if (auto record = read_exit_record(dir)) {
+        st.state = record->state;
+        st.reason = record->reason;
+    } else if (runtime) {
+        st.state = "crashed";
+        st.reason = "qemu is gone and nobody recorded its end (was its supervisor killed?)";
+    } else {
+        st.state = "shutoff";
+        st.reason = "never started";
+    }
+    if (st.state == "crashed")
+        st.log_tail = tail_lines(dir.qemu_log(), 10);
+    st.qemu_pid = -1;
+    return st;
+}
+
+std::string shutdown_vm(const state_directory& dir, std::chrono::milliseconds timeout,
+                        const connect_options& options) {
+    auto vm = vm_connection::open(dir, "shutdown", options);
+    const auto runtime = vm.runtime();
+    vm.qmp().execute("system_powerdown");
+    if (wait_gone(runtime.qemu_pid, timeout))
+        return settle_exit_record(dir, runtime, "guest-shutdown", false);
+    try {
+        vm.qmp().execute("quit");
+    } catch (const qmp::error&) {
+        // qemu may be ending on its own at this very moment.
+    }
+    if (!wait_gone(runtime.qemu_pid, 10s)) {
+        ::kill(runtime.qemu_pid, SIGKILL);
+        wait_gone(runtime.qemu_pid, 10s);
+    }
+    return settle_exit_record(dir, runtime, "stopped after the shutdown timeout", true);
+}
+
+void destroy_vm(const state_directory& dir, const connect_options& options) {
+    auto runtime = read_runtime_info(dir);
+    if (!runtime || !is_running(dir))
+        throw error("VM '" + dir.vm_name() + "' is not running");
+    try {
+        auto vm = vm_connection::open(dir, "destroy", options);
+        vm.qmp().execute("quit");
+    } catch (const std::exception&) {
+        // Unresponsive or busy: the signal below does it.
+    }
+    if (!wait_gone(runtime->qemu_pid, 5s)) {
+        ::kill(runtime->qemu_pid, SIGKILL);
+        wait_gone(runtime->qemu_pid, 10s);
+    }
+    settle_exit_record(dir, *runtime, "destroyed", true);
+}
+
+std::vector<block_device> list_block_devices(qmp::client& qmp) {
+    std::vector<block_device> devices;
+    const auto reply = qmp.execute("query-block");
+    for (const auto& entry : reply.as_array()) {
+        const auto& o = entry.as_object();
+        const auto* inserted = o.if_contains("inserted");
+        if (!inserted || !inserted->is_object())
+            continue;
+        const auto& in = inserted->as_object();
+        block_device d;
+        d.disk = disk_name_of(string_at(o, "qdev"));
+        d.node_name = string_at(in, "node-name");
+        d.file = string_at(in, "file");
+        d.format = string_at(in, "drv");
+        d.read_only = in.contains("ro") && in.at("ro").as_bool();
+        const auto* image = in.if_contains("image");
+        while (image && image->is_object()) {
+            image = image->as_object().if_contains("backing-image");
+            if (image && image->is_object())
+                d.backing_chain.push_back(string_at(image->as_object(), "filename"));
+        }
+        devices.push_back(std::move(d));
+    }
+    return devices;
+}
+
+void attach_disk(vm_connection& vm, const disk_definition& disk) {
+    auto def = vm.definition();
+    for (const auto& d : def.disks) {
+        if (d.name == disk.name)
+            throw error("VM '" + def.name + "' already has a disk named '" + disk.name + "'");
+        if (d.node_name == disk.node_name)
+            throw error("VM '" + def.name + "' already has a block node named '" + disk.node_name +
+                        "'");
+    }
+    if (disk.bus == disk_bus::scsi && std::none_of(def.disks.begin(), def.disks.end(),
+                                                   [](auto& d) { return d.bus == disk_bus::scsi; }))
+        throw error("cannot attach a scsi disk: VM '" + def.name +
+                    "' has no SCSI controller (it gets one when started with a scsi disk)");
+
+    vm_definition single = def;
+    single.disks = {disk};
+    auto created = create_missing_disks(single);
+    auto nodes = disk_block_nodes(disk);
+    std::vector<std::string> added;
+    try {
+        for (auto& node : nodes) {
+            vm.qmp().execute("blockdev-add", node);
+            added.push_back(std::string(node.at("node-name").as_string()));
+        }
+        vm.qmp().execute("device_add", disk_device(disk, def.machine, false));
+    } catch (const qmp::error& e) {
+        for (auto it = added.rbegin(); it != added.rend(); ++it) {
+            try {
+                vm.qmp().execute("blockdev-del", {{"node-name", *it}});
+            } catch (const qmp::error&) {
+            }
+        }
+        remove_created_disks(created);
+        throw error("cannot attach disk '" + disk.name + "': " + e.what());
+    }
+    def.disks.push_back(disk);
+    vm.store_definition(def);
+}
+
+void detach_disk(vm_connection& vm, const std::string& disk_name,
+                 std::chrono::milliseconds timeout) {
+    auto def = vm.definition();
+    auto it = std::find_if(def.disks.begin(), def.disks.end(),
+                           [&](auto& d) { return d.name == disk_name; });
+    if (it == def.disks.end())
+        throw error("VM '" + def.name + "' has no disk named '" + disk_name + "'");
+    const auto id = disk_device_id(*it);
+
+    auto deleted = vm.qmp().listen({"DEVICE_DELETED"});
+    vm.qmp().execute("device_del", {{"id", id}});
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0)
+            throw error("the guest did not release disk '" + disk_name + "' within " +
+                        std::to_string(timeout.count() / 1000) +
+                        " s (is it still mounted or in use?)");
+        auto e = vm.qmp().wait_event(deleted, left);
+        if (e && e->data.contains("device") && e->data.at("device").as_string() == id)
+            break;
+    }
+    // Nodes added with -blockdev or blockdev-add outlive the device: delete them, top first.
+    for (const auto& node : {it->node_name, it->node_name + "-file"}) {
+        try {
+            vm.qmp().execute("blockdev-del", {{"node-name", node}});
+        } catch (const qmp::error& e) {
+            if (e.diag().error_class != "GenericError")
+                throw;
+        }
+    }
+    def.disks.erase(it);
+    vm.store_definition(def);
+}
+
+std::string wait_for_console_line(const state_directory& dir, const std::string& marker,
+                                  std::chrono::milliseconds timeout) {
+    auto runtime = read_runtime_info(dir);
+    if (!runtime)
+        throw error("VM '" + dir.vm_name() + "' has not been started");
+    auto def = load_definition(dir.definition_copy());
+    auto paths = default_launch_paths(dir.path(), -1);
+    const auto log = serial_log_file(def, paths);
+    if (log.empty())
+        throw error("VM '" + dir.vm_name() + "' does not log its console (serial.log: false)");
+
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::uint64_t offset = runtime->serial_log_offset;
+    std::string partial;
+    for (;;) {
+        std::ifstream in(log, std::ios::binary);
+        if (in) {
+            in.seekg(static_cast<std::streamoff>(offset));
+            std::string chunk((std::istreambuf_iterator<char>(in)),
+                              std::istreambuf_iterator<char>());
+            offset += chunk.size();
+            partial += chunk;
+            std::size_t start = 0;
+            for (auto nl = partial.find('\n'); nl != std::string::npos;
+                 nl = partial.find('\n', start)) {
+                std::string line = partial.substr(start, nl - start);
+                start = nl + 1;
+                if (line.find(marker) != std::string::npos) {
+                    if (!line.empty() && line.back() == '\r')
+                        line.pop_back();
+                    return line;
+                }
+            }
+            partial.erase(0, start);
+        }
+        if (!is_running(dir))
+            throw error("VM '" + dir.vm_name() + "' stopped before its console showed '" + marker +
+                        "'");
+        if (std::chrono::steady_clock::now() >= deadline)
+            throw error("VM '" + dir.vm_name() + "': no console line with '" + marker +
+                        "' within " + std::to_string(timeout.count() / 1000) + " s (see " +
+                        log.string() + ")");
+        std::this_thread::sleep_for(50ms);
+    }
+}
+
+} // namespace qmpkit::launcher

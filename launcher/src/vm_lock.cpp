@@ -1,0 +1,82 @@
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <string>
+#include <sys/file.h>
+#include <thread>
+#include <unistd.h>
+
+namespace qmpkit::launcher {
+namespace {
+
+std::string holder_of(int fd) {
+    char text[256] = {};
+    const auto n = ::pread(fd, text, sizeof text - 1, 0);
+    std::string holder = n > 0 ? std::string(text, static_cast<std::size_t>(n)) : std::string();
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == '\0'))
+        holder.pop_back();
+    return holder.empty() ? "another qmpkit process" : holder;
+}
+
+} // namespace
+
+vm_lock vm_lock::acquire(const std::filesystem::path& lock_file, std::string_view purpose,
+                         std::chrono::milliseconds timeout) {
+    const int fd = ::open(lock_file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0)
+        throw error("cannot open lock " + lock_file.string() + ": " + std::strerror(errno));
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (errno != EWOULDBLOCK && errno != EINTR) {
+            const int err = errno;
+            ::close(fd);
+            throw error("cannot lock " + lock_file.string() + ": " + std::strerror(err));
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            auto holder = holder_of(fd);
+            ::close(fd);
+            throw error("the VM is busy: " + holder + " holds " + lock_file.string() +
+                        "; try again when it is done (or raise --lock-timeout)");
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    const auto me = "pid " + std::to_string(::getpid()) + " (" + std::string(purpose) + ")\n";
+    if (::ftruncate(fd, 0) == 0 && ::pwrite(fd, me.data(), me.size(), 0) < 0) {
+        // The note is only for messages; the lock holds without it.
+    }
+    return vm_lock(fd);
+}
+
+vm_lock::vm_lock(vm_lock&& other) noexcept
+    : fd_(other.fd_) {
+    other.fd_ = -1;
+}
+
+vm_lock& vm_lock::operator=(vm_lock&& other) noexcept {
+    if (this != &other) {
+        release();
+        fd_ = other.fd_;
+        other.fd_ = -1;
+    }
+    return *this;
+}
+
+vm_lock::~vm_lock() {
+    release();
+}
+
+void vm_lock::release() {
+    if (fd_ < 0)
+        return;
+    if (::ftruncate(fd_, 0) != 0) {
+        // Stale holder text is harmless: it is read only while the lock is held.
+    }
+    ::flock(fd_, LOCK_UN);
+    ::close(fd_);
+    fd_ = -1;
+}
+
+} // namespace qmpkit::launcher
