@@ -17,8 +17,9 @@ std::vector<std::filesystem::path> create_missing_disks(const vm_definition& def
                 throw error("disk '" + disk.name + "': " + disk.file.string() +
                             " does not exist and the definition gives no size to create it");
             std::optional<disk_format> backing_format;
-            // Say the backing format instead of letting qemu probe it: probing a raw image
-            // that a guest has written can be fooled.
+            // The new image records its backing format explicitly, so qemu never probes it at
+            // run time. Finding it out here is still a probe (qemu-img info): a raw backing
+            // file whose first bytes look like a qcow2 header would be misread.
             if (disk.backing)
                 backing_format = disk_format_from_string(img.info(*disk.backing).format);
             std::filesystem::create_directories(disk.file.parent_path(), ec);

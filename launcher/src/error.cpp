@@ -26,6 +26,11 @@ error::error(diagnostic d)
 
 error::error(std::vector<diagnostic> diagnostics)
     : std::runtime_error(join_lines(diagnostics))
+    , kind_(error_kind::definition)
     , diagnostics_(std::move(diagnostics)) {}
+
+error::error(error_kind kind, const std::string& message)
+    : std::runtime_error(message)
+    , kind_(kind) {}
 
 } // namespace qmpkit::launcher

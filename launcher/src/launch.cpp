@@ -166,7 +166,9 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         command_options.start_paused = options.paused;
         auto argv = build_qemu_command(definition, paths, accel, command_options);
 
+        // Records of an earlier run would mislead anyone watching this one start.
         std::filesystem::remove(dir.exit_record());
+        std::filesystem::remove(dir.runtime_file());
         write_file_atomically(dir.definition_copy(), dump_definition(definition));
         runtime_info runtime;
         runtime.accel = std::string(to_string(accel));

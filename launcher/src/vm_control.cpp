@@ -267,16 +267,22 @@ void detach_disk(vm_connection& vm, const std::string& disk_name,
 
 std::string wait_for_console_line(const state_directory& dir, const std::string& marker,
                                   std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    // A VM being started right now has no runtime record yet: wait for it to appear.
     auto runtime = read_runtime_info(dir);
-    if (!runtime)
-        throw error("VM '" + dir.vm_name() + "' has not been started");
+    while (!runtime || !is_running(dir)) {
+        if (std::chrono::steady_clock::now() >= deadline)
+            throw error("VM '" + dir.vm_name() + "' is not running (waited " +
+                        std::to_string(timeout.count() / 1000) + " s for it to start)");
+        std::this_thread::sleep_for(50ms);
+        runtime = read_runtime_info(dir);
+    }
     auto def = load_definition(dir.definition_copy());
     auto paths = default_launch_paths(dir.path(), -1);
     const auto log = serial_log_file(def, paths);
     if (log.empty())
         throw error("VM '" + dir.vm_name() + "' does not log its console (serial.log: false)");
 
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
     std::uint64_t offset = runtime->serial_log_offset;
     std::string partial;
     for (;;) {

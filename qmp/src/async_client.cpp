@@ -6,6 +6,7 @@
 #include <qmpkit/qmp/decoder.hpp>
 #include <qmpkit/qmp/encoder.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
@@ -71,6 +72,9 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
     bool reading = false;
     bool ready = false;
     error_code closed_reason; // set once the connection has ended
+    // Counts connections: completions of an earlier connection's reads and writes (aborted when
+    // it ended, but maybe still queued) must not act on a socket adopted since.
+    std::uint64_t generation = 0;
 
     std::optional<greeting> server_greeting;
     std::optional<asio::any_completion_handler<handshake_signature>> handshake_handler;
@@ -82,7 +86,11 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
     // --- connection -------------------------------------------------------------------------
 
     void on_connected() {
+        ++generation;
+        reading = writing = false;
         closed_reason = {};
+        server_greeting.reset();
+        command_names.reset();
         decode.reset();
         start_read();
     }
@@ -91,11 +99,14 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
         if (reading)
             return;
         reading = true;
-        socket.async_read_some(asio::buffer(read_buffer),
-                               [self = shared_from_this()](error_code ec, std::size_t n) {
-                                   self->reading = false;
-                                   self->on_read(ec, n);
-                               });
+        socket.async_read_some(
+            asio::buffer(read_buffer),
+            [self = shared_from_this(), gen = generation](error_code ec, std::size_t n) {
+                if (gen != self->generation)
+                    return;
+                self->reading = false;
+                self->on_read(ec, n);
+            });
     }
 
     void on_read(error_code ec, std::size_t n) {
@@ -171,14 +182,19 @@ struct async_client::impl : std::enable_shared_from_this<impl> {
         writing = true;
         auto& item = writes.front();
         if (!item.fds.empty()) {
-            socket.async_wait(
-                stream_protocol::socket::wait_write,
-                [self = shared_from_this()](error_code ec) { self->send_with_fds(ec); });
+            socket.async_wait(stream_protocol::socket::wait_write,
+                              [self = shared_from_this(), gen = generation](error_code ec) {
+                                  if (gen == self->generation)
+                                      self->send_with_fds(ec);
+                              });
             return;
         }
         asio::async_write(
             socket, asio::buffer(item.bytes),
-            [self = shared_from_this()](error_code ec, std::size_t) { self->on_written(ec); });
+            [self = shared_from_this(), gen = generation](error_code ec, std::size_t) {
+                if (gen == self->generation)
+                    self->on_written(ec);
+            });
     }
 
     // Ancillary data rides on the first byte of the command; the rest goes the usual way.
@@ -498,10 +514,17 @@ void async_client::start_handshake(asio::any_completion_handler<handshake_signat
         detail::post_completion(self.executor, std::move(handler), ec, greeting{});
         return;
     }
+    auto slot = asio::get_associated_cancellation_slot(handler);
     self.handshake_handler.emplace(std::move(handler));
     self.handshake_timer =
         std::make_unique<asio::steady_timer>(self.executor, self.options.connect_timeout);
     std::weak_ptr<impl> weak = impl_;
+    if (slot.is_connected()) {
+        slot.assign([weak](asio::cancellation_type) {
+            if (auto state = weak.lock(); state && state->handshake_handler)
+                state->finish_handshake(make_error_code(errc::cancelled));
+        });
+    }
     self.handshake_timer->async_wait([weak](error_code ec) {
         auto state = weak.lock();
         if (ec || !state || !state->handshake_handler)
@@ -522,6 +545,8 @@ void async_client::start_execute(std::string name, json::object arguments, execu
 
 void async_client::start_hmp(std::string command_line,
                              asio::any_completion_handler<hmp_signature> handler) {
+    // The wrapper carries the caller's cancellation slot, so cancelling reaches the command.
+    auto slot = asio::get_associated_cancellation_slot(handler);
     auto done = [ex = impl_->executor, handler = std::move(handler)](error_code ec,
                                                                      json::value value) mutable {
         std::string text;
@@ -536,7 +561,9 @@ void async_client::start_hmp(std::string command_line,
         detail::post_completion(ex, std::move(handler), ec, std::move(text));
     };
     impl_->submit("human-monitor-command", json::object{{"command-line", command_line}}, {},
-                  asio::any_completion_handler<execute_signature>(std::move(done)), false);
+                  asio::any_completion_handler<execute_signature>(
+                      asio::bind_cancellation_slot(slot, std::move(done))),
+                  false);
 }
 
 void async_client::start_has_command(std::string name,
@@ -547,6 +574,7 @@ void async_client::start_has_command(std::string name,
                                 self.command_names->count(name) > 0);
         return;
     }
+    auto slot = asio::get_associated_cancellation_slot(handler);
     auto done = [state = impl_, name = std::move(name),
                  handler = std::move(handler)](error_code ec, json::value value) mutable {
         bool found = false;
@@ -563,7 +591,9 @@ void async_client::start_has_command(std::string name,
         detail::post_completion(state->executor, std::move(handler), ec, found);
     };
     self.submit("query-commands", {}, {},
-                asio::any_completion_handler<execute_signature>(std::move(done)), false);
+                asio::any_completion_handler<execute_signature>(
+                    asio::bind_cancellation_slot(slot, std::move(done))),
+                false);
 }
 
 event_listener async_client::listen(std::vector<std::string> names) {

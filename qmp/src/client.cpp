@@ -1,3 +1,5 @@
+#include "listener_state.hpp"
+
 #include <qmpkit/qmp/async_client.hpp>
 #include <qmpkit/qmp/client.hpp>
 
@@ -139,6 +141,10 @@ event_listener client::listen(std::vector<std::string> names) {
 
 std::optional<event> client::wait_event(event_listener& listener,
                                         std::chrono::milliseconds timeout) {
+    // Before a connection nothing runs the loop, and the wait would outlive this call.
+    if (const auto* state = listener.state();
+        state && state->queue.empty() && !state->closed_reason && !impl_->async.is_open())
+        throw error(make_error_code(errc::not_connected), {"", "", "waiting for an event"});
     auto [ec, e] = impl_->run<event>(
         [&](auto done) { impl_->async.async_wait_event(listener, timeout, done); });
     if (ec == errc::timeout)

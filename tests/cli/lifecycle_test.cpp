@@ -1,0 +1,271 @@
+// The VM lifecycle end to end: the qmpkit tool, a real qemu, the tiny guest. Most cases share
+// one booted VM (boots take seconds under TCG); the ones that end a VM start their own.
+
+#include "bare_qemu.hpp"
+#include "tiny_guest.hpp"
+
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/subprocess.hpp>
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <csignal>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <thread>
+
+namespace {
+
+using namespace qmpkit;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+
+struct cli_result {
+    int code;
+    std::string out, err;
+};
+
+class lifecycle_test : public ::testing::Test {
+protected:
+    static void SetUpTestSuite() {
+        if (!test::qemu_available())
+            return;
+        scratch_ = new test::scratch_dir();
+        definition_ = test::write_tiny_guest("shared", scratch_->path());
+        auto r = qmpkit({"start", definition_.string(), "--wait-ready"});
+        ASSERT_EQ(r.code, 0) << r.out << r.err;
+        ASSERT_NE(r.out.find("guest ready: QMPKIT-GUEST-READY"), std::string::npos) << r.out;
+    }
+
+    static void TearDownTestSuite() {
+        if (scratch_) {
+            qmpkit({"destroy", "shared"});
+            delete scratch_;
+            scratch_ = nullptr;
+        }
+    }
+
+    void SetUp() override {
+        if (!test::qemu_available())
+            GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
+    }
+
+    static cli_result qmpkit(std::vector<std::string> args,
+                             std::chrono::milliseconds timeout = 120s) {
+        args.insert(args.begin(),
+                    {test::qmpkit_binary().string(), "--state-dir", state_root().string()});
+        launcher::subprocess_options o;
+        o.timeout = timeout;
+        auto r = launcher::run(args, o);
+        return {r.signal ? 128 + r.signal : r.exit_code, r.out, r.err};
+    }
+
+    static std::filesystem::path state_root() { return scratch_->path() / "state"; }
+
+    static std::string guest(const std::string& vm, const std::string& command) {
+        auto r = qmpkit({"shell", vm, "--", command});
+        EXPECT_EQ(r.code, 0) << command << ": " << r.err;
+        return r.out;
+    }
+
+    static inline test::scratch_dir* scratch_ = nullptr;
+    static inline std::filesystem::path definition_;
+};
+
+TEST_F(lifecycle_test, status_says_running_with_the_accelerator_auto_would_pick) {
+    auto r = qmpkit({"--json", "status", "shared"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    auto st = json::parse(r.out).as_object();
+    EXPECT_EQ(st.at("state").as_string(), "running");
+    EXPECT_EQ(st.at("accel").as_string(), "tcg");
+    EXPECT_GT(st.at("qemu_pid").as_int64(), 0);
+
+    auto list = qmpkit({"list"});
+    EXPECT_NE(list.out.find("shared"), std::string::npos);
+    EXPECT_NE(list.out.find("running"), std::string::npos);
+}
+
+TEST_F(lifecycle_test, runs_commands_in_the_guest_and_reads_files_back) {
+    guest("shared", "echo 123 > /mnt/abc; sync");
+    EXPECT_EQ(guest("shared", "cat /mnt/abc"), "123\n");
+    auto r = qmpkit({"shell", "shared", "--", "echo out; echo err >&2; exit 3"});
+    EXPECT_EQ(r.code, 3);
+    EXPECT_EQ(r.out, "out\nerr\n");
+}
+
+TEST_F(lifecycle_test, a_second_process_reattaches_by_name) {
+    auto r = qmpkit({"qmp", "shared", "query-status", "--compact"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"running\":true"), std::string::npos) << r.out;
+
+    auto error = qmpkit({"qmp", "shared", "no-such-command"});
+    EXPECT_EQ(error.code, 1);
+    EXPECT_NE(error.err.find("CommandNotFound"), std::string::npos) << error.err;
+}
+
+TEST_F(lifecycle_test, attaches_and_detaches_a_disk_live) {
+    const auto image = scratch_->path() / "hot.qcow2";
+    auto r = qmpkit({"attach-disk", "shared", image.string(), "--name", "hot", "--size", "32M"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_TRUE(std::filesystem::exists(image));
+
+    // The guest mounts new disks within a second or so.
+    std::string mounted;
+    for (int i = 0; i < 40 && mounted.find("/data/hot") == std::string::npos; ++i) {
+        std::this_thread::sleep_for(250ms);
+        mounted = guest("shared", "mount");
+    }
+    ASSERT_NE(mounted.find("/data/hot"), std::string::npos) << mounted;
+    guest("shared", "echo hotplugged > /data/hot/f; sync");
+    EXPECT_EQ(guest("shared", "cat /data/hot/f"), "hotplugged\n");
+
+    auto disks = qmpkit({"--json", "disks", "shared"});
+    EXPECT_NE(disks.out.find(image.string()), std::string::npos) << disks.out;
+    launcher::state_directory dir(state_root(), "shared");
+    EXPECT_EQ(launcher::load_definition(dir.definition_copy()).disks.size(), 2u);
+
+    guest("shared", "umount /data/hot");
+    r = qmpkit({"detach-disk", "shared", "hot"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    disks = qmpkit({"--json", "disks", "shared"});
+    EXPECT_EQ(disks.out.find(image.string()), std::string::npos) << disks.out;
+    EXPECT_EQ(launcher::load_definition(dir.definition_copy()).disks.size(), 1u);
+
+    auto again = qmpkit({"detach-disk", "shared", "hot"});
+    EXPECT_EQ(again.code, 1);
+    EXPECT_NE(again.err.find("no disk named 'hot'"), std::string::npos) << again.err;
+}
+
+TEST_F(lifecycle_test, commands_on_one_vm_take_turns) {
+    // One command holds the VM for a while; a second one waits for it, a third gives up.
+    std::thread slow([] { qmpkit({"shell", "shared", "--", "sleep 2"}); });
+    std::this_thread::sleep_for(500ms);
+    const auto start = std::chrono::steady_clock::now();
+    auto waited = qmpkit({"qmp", "shared", "query-status"});
+    const auto waited_for = std::chrono::steady_clock::now() - start;
+    slow.join();
+    EXPECT_EQ(waited.code, 0) << waited.err;
+    EXPECT_GT(waited_for, 1s);
+
+    std::thread slow_again([] { qmpkit({"shell", "shared", "--", "sleep 2"}); });
+    std::this_thread::sleep_for(500ms);
+    auto impatient = qmpkit({"--lock-timeout", "0.2", "qmp", "shared", "query-status"});
+    slow_again.join();
+    EXPECT_EQ(impatient.code, 1);
+    EXPECT_NE(impatient.err.find("busy"), std::string::npos) << impatient.err;
+    EXPECT_NE(impatient.err.find("running a guest command"), std::string::npos) << impatient.err;
+}
+
+TEST_F(lifecycle_test, events_stream_on_their_own_monitor_while_commands_run) {
+    cli_result events;
+    std::thread watcher([&] {
+        events = qmpkit({"events", "shared", "STOP", "RESUME", "--count", "2", "--timeout", "30"});
+    });
+    std::this_thread::sleep_for(700ms);
+    EXPECT_EQ(qmpkit({"qmp", "shared", "stop"}).code, 0);
+    EXPECT_EQ(qmpkit({"qmp", "shared", "cont"}).code, 0);
+    watcher.join();
+    EXPECT_EQ(events.code, 0) << events.err;
+    EXPECT_NE(events.out.find("\"event\":\"STOP\""), std::string::npos) << events.out;
+    EXPECT_NE(events.out.find("\"event\":\"RESUME\""), std::string::npos) << events.out;
+}
+
+TEST_F(lifecycle_test, files_in_the_state_directory_are_private) {
+    launcher::state_directory dir(state_root(), "shared");
+    EXPECT_EQ(std::filesystem::status(dir.path()).permissions() & std::filesystem::perms::all,
+              std::filesystem::perms::owner_all);
+    for (const auto& f : {dir.qmp_socket(), dir.events_socket(), dir.shell_socket(),
+                          dir.console_socket(), dir.qemu_log(), dir.runtime_file()}) {
+        auto others = std::filesystem::status(f).permissions() &
+                      (std::filesystem::perms::group_all | std::filesystem::perms::others_all);
+        EXPECT_EQ(others, std::filesystem::perms::none) << f;
+    }
+}
+
+// --- cases that end their VM ------------------------------------------------------------------
+
+TEST_F(lifecycle_test, run_in_the_foreground_shuts_down_gracefully_on_sigterm) {
+    auto def = test::write_tiny_guest("fg", scratch_->path());
+    const auto bin = test::qmpkit_binary().string();
+    const auto root = state_root().string();
+    const char* argv[] = {bin.c_str(), "--state-dir",        root.c_str(), "run",
+                          def.c_str(), "--shutdown-timeout", "30",         nullptr};
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+    // Whatever fails below, the foreground VM must not outlive the test.
+    struct reaper {
+        pid_t pid;
+        bool reaped = false;
+        ~reaper() {
+            if (!reaped) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+            }
+        }
+    } guard{pid};
+    auto ready = qmpkit({"wait-ready", "fg", "--timeout", "120"});
+    ASSERT_EQ(ready.code, 0) << ready.err;
+    EXPECT_EQ(guest("fg", "echo alive"), "alive\n");
+
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    guard.reaped = true;
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "0: the guest powered off; 6: it had to be stopped";
+    auto record = launcher::read_exit_record(launcher::state_directory(state_root(), "fg"));
+    ASSERT_TRUE(record);
+    EXPECT_EQ(record->state, "shutoff");
+    EXPECT_EQ(record->reason, "guest-shutdown");
+    EXPECT_FALSE(record->forced);
+}
+
+TEST_F(lifecycle_test, qemu_killed_with_sigkill_is_reported_as_crashed) {
+    auto def = test::write_tiny_guest("victim", scratch_->path());
+    ASSERT_EQ(qmpkit({"start", def.string()}).code, 0);
+    launcher::state_directory dir(state_root(), "victim");
+    auto runtime = launcher::read_runtime_info(dir);
+    ASSERT_TRUE(runtime);
+    ::kill(runtime->qemu_pid, SIGKILL);
+    std::string state;
+    for (int i = 0; i < 100 && state != "crashed"; ++i) {
+        std::this_thread::sleep_for(100ms);
+        auto r = qmpkit({"--json", "status", "victim"});
+        state = std::string(json::parse(r.out).at("state").as_string());
+    }
+    EXPECT_EQ(state, "crashed");
+    auto r = qmpkit({"status", "victim"});
+    EXPECT_NE(r.out.find("signal 9"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("qemu's last words"), std::string::npos) << r.out;
+    auto attach = qmpkit({"qmp", "victim", "query-status"});
+    EXPECT_EQ(attach.code, 1);
+    EXPECT_NE(attach.err.find("not running: crashed"), std::string::npos) << attach.err;
+}
+
+TEST_F(lifecycle_test, a_failed_launch_reports_qemu_and_leaves_nothing_behind) {
+    auto def = test::write_tiny_guest("broken", scratch_->path(), {{"system"}},
+                                      "extra_args: [\"-device\", \"no-such-device-model\"]\n");
+    auto r = qmpkit({"start", def.string()});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("qemu failed to start"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("exited with code 1"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("no-such-device-model"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("command: qemu-system-x86_64"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(scratch_->path() / "broken-system.qcow2"));
+}
+
+TEST_F(lifecycle_test, an_invalid_definition_is_refused_before_anything_happens) {
+    auto def = scratch_->path() / "bad.yaml";
+    test::write_text(def, test::tiny_guest_yaml("bad", scratch_->path(), {{"system", "12QB"}}));
+    auto r = qmpkit({"start", def.string()});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("bad.yaml:"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("12QB"), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(state_root() / "bad"));
+    EXPECT_FALSE(std::filesystem::exists(scratch_->path() / "bad-system.qcow2"));
+}
+
+} // namespace
