@@ -43,10 +43,11 @@ struct start_options {
     std::string qemu = "qemu-system-x86_64";
 };
 
-launcher::vm_definition load_valid(const std::string& file) {
+launcher::vm_definition load_valid(const context& ctx, const std::string& file) {
     auto def = launcher::load_definition(file);
     launcher::validate_definition(def);
-    return def;
+    launcher::state_directory dir(state_root(ctx), def.name);
+    return launcher::with_recorded_overlays(std::move(def), dir);
 }
 
 launcher::launch_options launch_options_for(const context& ctx, const start_options& o) {
@@ -57,13 +58,6 @@ launcher::launch_options launch_options_for(const context& ctx, const start_opti
     options.logger = ctx.logger;
     options.lock_timeout = seconds(ctx.lock_timeout);
     return options;
-}
-
-std::string timestamp() {
-    std::time_t now = std::time(nullptr);
-    char text[32];
-    std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
-    return text;
 }
 
 int exit_code_for(const launcher::exit_record& record) {
@@ -93,65 +87,13 @@ void print_started(const context& ctx, const launcher::state_directory& dir,
         std::cout << "guest ready: " << ready_line << "\n";
 }
 
-// Background start: a child process becomes the VM's supervisor (qemu's parent, so it learns
-// how qemu ended) and tells us through a pipe whether the launch worked.
 int run_start(const context& ctx, const start_options& o) {
-    auto def = load_valid(o.definition);
+    auto def = load_valid(ctx, o.definition);
     auto options = launch_options_for(ctx, o);
+    launcher::supervise_options supervision;
+    supervision.shutdown_timeout = seconds(o.shutdown_timeout);
+    launcher::start_in_background(def, options, supervision);
     launcher::state_directory dir(options.state_root, def.name);
-    dir.create();
-
-    int report[2];
-    if (::pipe2(report, O_CLOEXEC) != 0)
-        throw launcher::error("pipe failed");
-    std::cout.flush();
-    std::cerr.flush();
-    const pid_t child = ::fork();
-    if (child < 0)
-        throw launcher::error("fork failed");
-    if (child == 0) {
-        ::close(report[0]);
-        ::setsid();
-        const int log =
-            ::open(dir.supervisor_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-        const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        ::dup2(null, STDIN_FILENO);
-        ::dup2(log, STDOUT_FILENO);
-        ::dup2(log, STDERR_FILENO);
-        launcher::block_termination_signals();
-        int code = exit_code::failed;
-        try {
-            auto vm = launcher::launch(def, options);
-            const std::string ok = "OK\n";
-            (void)!::write(report[1], ok.data(), ok.size());
-            ::close(report[1]);
-            std::cerr << timestamp() << " supervising qemu pid " << vm.process().pid() << std::endl;
-            launcher::supervise_options supervise;
-            supervise.shutdown_timeout = seconds(o.shutdown_timeout);
-            supervise.report = [](const std::string& text) {
-                std::cerr << timestamp() << " " << text << std::endl;
-            };
-            code = exit_code_for(launcher::supervise(vm, supervise));
-        } catch (const std::exception& e) {
-            const std::string failure = std::string("ERR ") + e.what();
-            (void)!::write(report[1], failure.data(), failure.size());
-            std::cerr << timestamp() << " " << e.what() << std::endl;
-        }
-        std::cout.flush();
-        ::_exit(code);
-    }
-    ::close(report[1]);
-    std::string answer;
-    char chunk[4096];
-    ssize_t n;
-    while ((n = ::read(report[0], chunk, sizeof chunk)) > 0 || (n < 0 && errno == EINTR))
-        if (n > 0)
-            answer.append(chunk, static_cast<std::size_t>(n));
-    ::close(report[0]);
-    if (answer.rfind("OK", 0) != 0)
-        throw launcher::error(answer.size() > 4 ? answer.substr(4)
-                                                : "the VM's supervisor failed (see " +
-                                                      dir.supervisor_log().string() + ")");
     std::string ready;
     if (o.wait_ready)
         ready = launcher::wait_for_console_line(dir, ready_marker, seconds(o.ready_timeout));
@@ -161,7 +103,7 @@ int run_start(const context& ctx, const start_options& o) {
 
 // Foreground: this process is the supervisor.
 int run_foreground(const context& ctx, const start_options& o) {
-    auto def = load_valid(o.definition);
+    auto def = load_valid(ctx, o.definition);
     launcher::block_termination_signals();
     auto vm = launcher::launch(def, launch_options_for(ctx, o));
     std::cerr << "qmpkit: VM " << def.name << " running (qemu pid " << vm.process().pid() << ", "

@@ -6,10 +6,12 @@
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/qemu_command.hpp>
+#include <qmpkit/launcher/qemu_img.hpp>
 #include <qmpkit/launcher/vm_lock.hpp>
 
 #include <spdlog/logger.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -127,6 +129,40 @@ launched_vm::launched_vm(vm_definition def, state_directory dir, qemu_process pr
     , monitor_(std::move(monitor))
     , runtime_(std::move(runtime)) {}
 
+vm_definition with_recorded_overlays(vm_definition definition, const state_directory& dir) {
+    std::error_code ec;
+    if (!std::filesystem::exists(dir.definition_copy(), ec))
+        return definition;
+    vm_definition recorded;
+    try {
+        recorded = load_definition(dir.definition_copy());
+    } catch (const error&) {
+        return definition;
+    }
+    const qemu_img img;
+    for (auto& disk : definition.disks) {
+        auto it = std::find_if(recorded.disks.begin(), recorded.disks.end(),
+                               [&](const disk_definition& d) { return d.name == disk.name; });
+        if (it == recorded.disks.end() || it->file == disk.file || !std::filesystem::exists(it->file, ec))
+            continue;
+        try {
+            for (const auto& layer : img.info_chain(it->file)) {
+                auto file = layer.filename;
+                if (std::filesystem::weakly_canonical(file, ec) == std::filesystem::weakly_canonical(disk.file, ec)) {
+                    disk.file = it->file;
+                    disk.format = disk_format::qcow2;
+                    disk.size.reset();
+                    disk.backing.reset();
+                    break;
+                }
+            }
+        } catch (const error&) {
+            // An unreadable overlay is no reason to prefer it.
+        }
+    }
+    return definition;
+}
+
 bool is_running(const state_directory& dir) {
     auto info = read_runtime_info(dir);
     if (!info || !process_alive(info->qemu_pid))
@@ -165,6 +201,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         command_options.qemu_binary = options.qemu_binary;
         command_options.start_paused = options.paused;
         auto argv = build_qemu_command(definition, paths, accel, command_options);
+        argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
 
         // Records of an earlier run would mislead anyone watching this one start.
         std::filesystem::remove(dir.exit_record());

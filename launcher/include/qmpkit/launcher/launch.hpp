@@ -24,6 +24,8 @@ struct launch_options {
     std::filesystem::path state_root; // empty: default_state_root()
     std::string qemu_binary = "qemu-system-x86_64";
     bool paused = false; // start with the CPUs stopped (-S)
+    // Appended to qemu's command line for this start only (e.g. -loadvm TAG, -incoming defer).
+    std::vector<std::string> extra_args;
     std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
     std::chrono::milliseconds qmp_timeout{std::chrono::seconds(30)};
     std::shared_ptr<spdlog::logger> logger;
@@ -57,5 +59,20 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
 
 // Whether the VM recorded in `dir` has a live qemu.
 bool is_running(const state_directory& dir);
+
+// After external snapshots a VM runs on overlays above the images its YAML names. A later start
+// from that YAML must continue on the overlays, not on the frozen images (that would silently
+// drop everything written since): for each disk whose file in the state directory's copy is an
+// overlay whose backing chain holds the YAML's file, take the copy's file.
+vm_definition with_recorded_overlays(vm_definition definition, const state_directory& dir);
+
+struct supervise_options;
+
+// Starts the VM in the background: a child process becomes its supervisor (qemu's parent, so it
+// learns how qemu ended) and logs to <state>/supervisor.log. Returns once qemu answers on QMP,
+// or throws launcher::error with the launch failure. Must be called while the process has no
+// other threads.
+void start_in_background(const vm_definition& definition, const launch_options& options,
+                         const supervise_options& supervision);
 
 } // namespace qmpkit::launcher
