@@ -29,5 +29,6 @@ void register_lifecycle_commands(CLI::App& app, context& ctx);
 void register_device_commands(CLI::App& app, context& ctx);
 void register_guest_commands(CLI::App& app, context& ctx);
 void register_disk_commands(CLI::App& app, context& ctx);
+void register_snapshot_commands(CLI::App& app, context& ctx);
 
 } // namespace qmpkit::cli

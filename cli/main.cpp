@@ -3,6 +3,7 @@
 
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/qmp/error.hpp>
+#include <qmpkit/snapshot/error.hpp>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -54,6 +55,7 @@ int main(int argc, char** argv) {
     cli::register_device_commands(app, ctx);
     cli::register_guest_commands(app, ctx);
     cli::register_disk_commands(app, ctx);
+    cli::register_snapshot_commands(app, ctx);
     cli::register_qmp_commands(app, ctx);
 
     try {
@@ -69,6 +71,10 @@ int main(int argc, char** argv) {
     } catch (const qmp::error& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";
         return exit_code_for(e);
+    } catch (const snapshot::error& e) {
+        std::cerr << "qmpkit: " << e.what() << "\n";
+        return e.kind() == snapshot::error_kind::invalid_name ? cli::exit_code::usage
+                                                              : cli::exit_code::failed;
     } catch (const launcher::error& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";
         return e.diagnostics().empty() ? cli::exit_code::failed : cli::exit_code::usage;

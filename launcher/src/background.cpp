@@ -5,9 +5,9 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
-#include <iostream>
-
 #include <fcntl.h>
+#include <iostream>
+#include <linux/close_range.h>
 #include <unistd.h>
 
 namespace qmpkit::launcher {
@@ -21,10 +21,16 @@ std::string timestamp() {
 }
 
 [[noreturn]] void become_supervisor(const vm_definition& definition, const launch_options& options,
-                                    const supervise_options& supervision, const state_directory& dir,
-                                    int report) {
+                                    const supervise_options& supervision,
+                                    const state_directory& dir, int report) {
     ::setsid();
-    const int log = ::open(dir.supervisor_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    // Nothing of the caller's may live on in the supervisor: an inherited lock descriptor would
+    // hold the VM's lock for as long as the VM runs.
+    if (report > 3)
+        ::close_range(3, static_cast<unsigned>(report) - 1, 0);
+    ::close_range(static_cast<unsigned>(report) + 1, ~0U, 0);
+    const int log =
+        ::open(dir.supervisor_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     ::dup2(null, STDIN_FILENO);
     ::dup2(log, STDOUT_FILENO);
@@ -37,7 +43,9 @@ std::string timestamp() {
         ::close(report);
         std::cerr << timestamp() << " supervising qemu pid " << vm.process().pid() << std::endl;
         auto logged = supervision;
-        logged.report = [](const std::string& text) { std::cerr << timestamp() << " " << text << std::endl; };
+        logged.report = [](const std::string& text) {
+            std::cerr << timestamp() << " " << text << std::endl;
+        };
         const auto record = supervise(vm, logged);
         code = record.state == "crashed" ? 5 : record.forced ? 6 : 0;
     } catch (const std::exception& e) {
@@ -82,8 +90,9 @@ void start_in_background(const vm_definition& definition, const launch_options& 
     }
     ::close(report[0]);
     if (answer.rfind("OK", 0) != 0)
-        throw error(answer.size() > 3 ? answer.substr(3)
-                                      : "the VM's supervisor failed (see " + dir.supervisor_log().string() + ")");
+        throw error(answer.size() > 3
+                        ? answer.substr(3)
+                        : "the VM's supervisor failed (see " + dir.supervisor_log().string() + ")");
 }
 
 } // namespace qmpkit::launcher

@@ -143,12 +143,14 @@ vm_definition with_recorded_overlays(vm_definition definition, const state_direc
     for (auto& disk : definition.disks) {
         auto it = std::find_if(recorded.disks.begin(), recorded.disks.end(),
                                [&](const disk_definition& d) { return d.name == disk.name; });
-        if (it == recorded.disks.end() || it->file == disk.file || !std::filesystem::exists(it->file, ec))
+        if (it == recorded.disks.end() || it->file == disk.file ||
+            !std::filesystem::exists(it->file, ec))
             continue;
         try {
             for (const auto& layer : img.info_chain(it->file)) {
                 auto file = layer.filename;
-                if (std::filesystem::weakly_canonical(file, ec) == std::filesystem::weakly_canonical(disk.file, ec)) {
+                if (std::filesystem::weakly_canonical(file, ec) ==
+                    std::filesystem::weakly_canonical(disk.file, ec)) {
                     disk.file = it->file;
                     disk.format = disk_format::qcow2;
                     disk.size.reset();
@@ -177,7 +179,9 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
     const auto root = options.state_root.empty() ? default_state_root() : options.state_root;
     state_directory dir(root, definition.name);
     dir.create();
-    auto lock = vm_lock::acquire(dir.lock_file(), "starting the VM", options.lock_timeout);
+    std::optional<vm_lock> lock;
+    if (!options.lock_held_by_caller)
+        lock.emplace(vm_lock::acquire(dir.lock_file(), "starting the VM", options.lock_timeout));
     if (is_running(dir))
         throw error("VM '" + definition.name + "' is already running (pid " +
                     std::to_string(read_runtime_info(dir)->qemu_pid) +

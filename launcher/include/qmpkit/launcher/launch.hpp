@@ -26,6 +26,8 @@ struct launch_options {
     bool paused = false; // start with the CPUs stopped (-S)
     // Appended to qemu's command line for this start only (e.g. -loadvm TAG, -incoming defer).
     std::vector<std::string> extra_args;
+    // The caller already holds the VM's lock (a snapshot revert restarting the VM).
+    bool lock_held_by_caller = false;
     std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
     std::chrono::milliseconds qmp_timeout{std::chrono::seconds(30)};
     std::shared_ptr<spdlog::logger> logger;

@@ -1,0 +1,361 @@
+// snapshot create | list | current | info | dump | parent | revert | delete | check, and the
+// virsh spellings (snapshot-create-as, snapshot-list, ...) so habits carry over.
+
+#include "context.hpp"
+#include "exit_codes.hpp"
+#include "output.hpp"
+#include "vm_lookup.hpp"
+
+#include <qmpkit/snapshot/error.hpp>
+#include <qmpkit/snapshot/snapshot_manager.hpp>
+#include <qmpkit/snapshot/tree_view.hpp>
+
+#include <boost/json.hpp>
+
+#include <iostream>
+#include <unistd.h>
+
+namespace qmpkit::cli {
+namespace {
+
+namespace json = boost::json;
+using namespace qmpkit::snapshot;
+
+// A progress bar on a terminal; nothing under --json or when stderr is not a TTY.
+std::function<void(const std::string&, double)> progress_for(const context& ctx) {
+    if (ctx.json || !::isatty(STDERR_FILENO))
+        return {};
+    return [](const std::string& what, double fraction) {
+        const int width = 30;
+        const int filled = static_cast<int>(fraction * width);
+        std::cerr << "\r" << what << " [" << std::string(static_cast<std::size_t>(filled), '#')
+                  << std::string(static_cast<std::size_t>(width - filled), ' ') << "] "
+                  << static_cast<int>(fraction * 100) << "%" << (fraction >= 1.0 ? "\n" : "")
+                  << std::flush;
+    };
+}
+
+// The VM argument may be a definition file: a VM never started gets its definition recorded,
+// so offline snapshots work on it.
+snapshot_manager manager_for(const context& ctx, const std::string& vm) {
+    manager_options o;
+    o.state_root = state_root(ctx);
+    o.logger = ctx.logger;
+    o.lock_timeout = std::chrono::milliseconds(static_cast<long>(ctx.lock_timeout * 1000));
+    o.progress = progress_for(ctx);
+    auto dir = find_vm(ctx, vm);
+    snapshot_manager manager(dir.vm_name(), o);
+    if ((vm.ends_with(".yaml") || vm.ends_with(".yml")) &&
+        !std::filesystem::exists(dir.definition_copy()))
+        manager.adopt_definition(vm);
+    return manager;
+}
+
+disk_choice parse_diskspec(const std::string& spec) {
+    // disk[,snapshot=internal|external|no][,file=PATH]
+    disk_choice c;
+    std::size_t start = 0;
+    bool first = true;
+    while (start <= spec.size()) {
+        auto comma = spec.find(',', start);
+        auto part =
+            spec.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        if (first) {
+            c.disk = part;
+            first = false;
+        } else if (part.rfind("snapshot=", 0) == 0) {
+            auto how = part.substr(9);
+            if (how == "no")
+                c.how = disk_snapshot::mode::excluded;
+            else if (auto m = disk_snapshot_mode_from_string(how))
+                c.how = *m;
+            else
+                throw std::invalid_argument("--diskspec " + spec +
+                                            ": snapshot= must be internal, external or no");
+        } else if (part.rfind("file=", 0) == 0) {
+            c.overlay = part.substr(5);
+        } else {
+            throw std::invalid_argument("--diskspec " + spec + ": unknown part '" + part + "'");
+        }
+        if (comma == std::string::npos)
+            break;
+        start = comma + 1;
+    }
+    if (c.disk.empty())
+        throw std::invalid_argument("--diskspec " + spec + ": no disk name");
+    return c;
+}
+
+struct create_options {
+    std::string vm, name, description, memspec;
+    std::vector<std::string> diskspecs;
+    bool disk_only = false, halt = false, no_metadata = false, print_plan = false, atomic = false,
+         live = false;
+};
+
+int run_create(const context& ctx, const create_options& o) {
+    create_request r;
+    r.name = o.name;
+    r.description = o.description;
+    r.disk_only = o.disk_only;
+    r.halt = o.halt;
+    r.no_metadata = o.no_metadata;
+    if (!o.memspec.empty()) {
+        // virsh's --memspec is "file=PATH[,snapshot=external]"; a bare path works too.
+        auto spec = o.memspec;
+        if (spec.rfind("file=", 0) == 0)
+            spec = spec.substr(5, spec.find(',') == std::string::npos ? std::string::npos
+                                                                      : spec.find(',') - 5);
+        r.memory_file = std::filesystem::absolute(spec);
+    }
+    for (const auto& s : o.diskspecs)
+        r.disks.push_back(parse_diskspec(s));
+    auto manager = manager_for(ctx, o.vm);
+    if (o.print_plan) {
+        json::array plan;
+        for (auto& step : manager.plan(r))
+            plan.push_back(step);
+        print_json(plan);
+        return exit_code::ok;
+    }
+    auto record = manager.create(r);
+    if (ctx.json)
+        print_json(to_json(record));
+    else
+        std::cout << "Snapshot " << record.name << " created (" << to_string(record.location)
+                  << (record.memory ? ", with memory" : ", disks only") << ")\n";
+    return exit_code::ok;
+}
+
+void add_create(CLI::App* cmd, context& ctx) {
+    auto o = std::make_shared<create_options>();
+    cmd->add_option("vm", o->vm, "VM name or definition file")->required();
+    cmd->add_option("name", o->name, "snapshot name (default: the time in seconds)");
+    cmd->add_option("--name", o->name, "snapshot name");
+    cmd->add_option("--description", o->description, "free text");
+    cmd->add_flag("--disk-only", o->disk_only, "external overlays for the disks, no memory");
+    cmd->add_option("--memspec", o->memspec, "external snapshot with memory saved to this file");
+    cmd->add_option("--diskspec", o->diskspecs,
+                    "disk[,snapshot=internal|external|no][,file=OVERLAY]");
+    cmd->add_flag("--halt", o->halt, "stop the VM after the snapshot");
+    cmd->add_flag("--no-metadata", o->no_metadata, "take it, but keep no record");
+    cmd->add_flag("--print-plan", o->print_plan, "print the commands it would send, send nothing");
+    cmd->add_flag(
+        "--atomic", o->atomic,
+        "accepted for virsh compatibility: external snapshots are always one transaction");
+    cmd->add_flag("--live", o->live,
+                  "accepted for virsh compatibility: memory is saved while the guest runs");
+    cmd->callback([&ctx, o] { ctx.action = [&ctx, o] { return run_create(ctx, *o); }; });
+}
+
+struct list_options_cli {
+    std::string vm;
+    bool tree = false, roots = false, leaves = false, parent = false, internal = false,
+         external = false;
+};
+
+void warn_about_drift(const context& ctx, snapshot_manager& m) {
+    if (ctx.json)
+        return;
+    for (const auto& d : m.check())
+        std::cerr << "qmpkit: warning: " << d.description << "\n";
+}
+
+void add_list(CLI::App* cmd, context& ctx) {
+    auto o = std::make_shared<list_options_cli>();
+    cmd->add_option("vm", o->vm, "VM name")->required();
+    cmd->add_flag("--tree", o->tree, "draw the snapshots as a tree");
+    cmd->add_flag("--roots", o->roots, "only snapshots without a parent");
+    cmd->add_flag("--leaves", o->leaves, "only snapshots without children");
+    cmd->add_flag("--parent", o->parent, "show each snapshot's parent");
+    cmd->add_flag("--internal", o->internal, "only internal snapshots");
+    cmd->add_flag("--external", o->external, "only external snapshots");
+    cmd->callback([&ctx, o] {
+        ctx.action = [&ctx, o] {
+            auto m = manager_for(ctx, o->vm);
+            auto tree = m.tree();
+            if (ctx.json) {
+                print_json(to_json(tree));
+                return exit_code::ok;
+            }
+            if (o->tree) {
+                std::cout << render_tree(tree);
+            } else {
+                list_options l;
+                l.roots = o->roots;
+                l.leaves = o->leaves;
+                l.parent_column = o->parent;
+                if (o->internal)
+                    l.location = snapshot_location::internal;
+                if (o->external)
+                    l.location = snapshot_location::external;
+                std::cout << render_list(tree, l);
+            }
+            warn_about_drift(ctx, m);
+            return exit_code::ok;
+        };
+    });
+}
+
+using named_action = std::function<int(const context&, snapshot_manager&, const std::string& vm,
+                                       const std::string& name)>;
+
+void add_named(CLI::App* cmd, context& ctx, named_action run, bool name_required = true) {
+    auto vm = std::make_shared<std::string>();
+    auto name = std::make_shared<std::string>();
+    cmd->add_option("vm", *vm, "VM name")->required();
+    auto* opt = cmd->add_option("name", *name, "snapshot name");
+    if (name_required)
+        opt->required();
+    cmd->callback([&ctx, vm, name, run] {
+        ctx.action = [&ctx, vm, name, run] {
+            auto m = manager_for(ctx, *vm);
+            return run(ctx, m, *vm, *name);
+        };
+    });
+}
+
+void register_all(CLI::App& app, CLI::App* group, context& ctx) {
+    auto add = [&](const std::string& sub, const std::string& virsh, const std::string& help) {
+        auto* nested = group->add_subcommand(sub, help);
+        auto* alias = app.add_subcommand(virsh, help + " (virsh spelling)");
+        alias->group("virsh spellings");
+        return std::pair{nested, alias};
+    };
+
+    auto [create, create_as] = add("create", "snapshot-create-as", "Take a snapshot");
+    add_create(create, ctx);
+    add_create(create_as, ctx);
+
+    auto [list, list_v] = add("list", "snapshot-list", "List snapshots (--tree draws them)");
+    add_list(list, ctx);
+    add_list(list_v, ctx);
+
+    auto current = [](const context& c, snapshot_manager& m, const std::string&,
+                      const std::string& name) {
+        if (!name.empty()) {
+            m.set_current(name);
+            std::cout << "current snapshot is now " << name << "\n";
+            return exit_code::ok;
+        }
+        auto t = m.tree();
+        if (!t.current())
+            throw snapshot::error(error_kind::not_found, "the VM has no current snapshot");
+        if (c.json)
+            print_json(to_json(t.at(*t.current())));
+        else
+            std::cout << *t.current() << "\n";
+        return exit_code::ok;
+    };
+    auto [cur, cur_v] = add("current", "snapshot-current",
+                            "Show the current snapshot, or make NAME current (no revert)");
+    add_named(cur, ctx, current, false);
+    add_named(cur_v, ctx, current, false);
+
+    auto info = [](const context& c, snapshot_manager& m, const std::string& vm,
+                   const std::string& name) {
+        auto t = m.tree();
+        if (c.json)
+            print_json(to_json(t.at(name)));
+        else
+            std::cout << render_info(t, name, vm);
+        return exit_code::ok;
+    };
+    auto [inf, inf_v] = add("info", "snapshot-info", "Show a snapshot (virsh snapshot-info)");
+    add_named(inf, ctx, info);
+    add_named(inf_v, ctx, info);
+
+    auto dump = [](const context& c, snapshot_manager& m, const std::string&,
+                   const std::string& name) {
+        auto t = m.tree();
+        if (c.json)
+            print_json(to_json(t.at(name)));
+        else
+            std::cout << to_yaml(t.at(name));
+        return exit_code::ok;
+    };
+    auto [dmp, dmp_v] =
+        add("dump", "snapshot-dumpxml", "Print a snapshot's metadata (YAML, or JSON with --json)");
+    add_named(dmp, ctx, dump);
+    add_named(dmp_v, ctx, dump);
+
+    auto parent = [](const context&, snapshot_manager& m, const std::string&,
+                     const std::string& name) {
+        auto p = m.tree().parent(name);
+        if (!p)
+            throw snapshot::error(error_kind::not_found, "snapshot '" + name + "' has no parent");
+        std::cout << *p << "\n";
+        return exit_code::ok;
+    };
+    auto [par, par_v] = add("parent", "snapshot-parent", "Print a snapshot's parent");
+    add_named(par, ctx, parent);
+    add_named(par_v, ctx, parent);
+
+    auto revert_flags = std::make_shared<revert_request>();
+    auto [rev, rev_v] = add("revert", "snapshot-revert", "Bring the VM back to a snapshot");
+    for (auto* cmd : {rev, rev_v}) {
+        cmd->add_flag("--running", revert_flags->running, "leave the VM running");
+        cmd->add_flag("--paused", revert_flags->paused, "leave the VM paused");
+        cmd->add_flag("--force", revert_flags->force,
+                      "revert even though the VM's configuration changed since");
+        add_named(cmd, ctx,
+                  [revert_flags](const context&, snapshot_manager& m, const std::string& vm,
+                                 const std::string& name) {
+                      m.revert(name, *revert_flags);
+                      std::cout << "VM " << vm << " reverted to " << name << "\n";
+                      return exit_code::ok;
+                  });
+    }
+
+    auto delete_flags = std::make_shared<delete_request>();
+    auto [del, del_v] =
+        add("delete", "snapshot-delete", "Delete a snapshot (its children move to its parent)");
+    for (auto* cmd : {del, del_v}) {
+        cmd->add_flag("--children", delete_flags->children, "also every descendant");
+        cmd->add_flag("--children-only", delete_flags->children_only, "only the descendants");
+        cmd->add_flag("--metadata", delete_flags->metadata_only,
+                      "forget it, keep the data in the images");
+        add_named(cmd, ctx,
+                  [delete_flags](const context& c, snapshot_manager& m, const std::string&,
+                                 const std::string& name) {
+                      auto gone = m.remove(name, *delete_flags);
+                      if (c.json)
+                          print_json(json::value_from(gone));
+                      else
+                          for (const auto& g : gone)
+                              std::cout << "Snapshot " << g << " deleted\n";
+                      return exit_code::ok;
+                  });
+    }
+
+    auto* check =
+        group->add_subcommand("check", "Compare the snapshot metadata with what the images hold");
+    add_named(
+        check, ctx,
+        [](const context& c, snapshot_manager& m, const std::string& vm, const std::string&) {
+            auto found = m.check();
+            if (c.json) {
+                json::array all;
+                for (const auto& d : found)
+                    all.push_back(json::value(d.description));
+                print_json(all);
+            } else if (found.empty()) {
+                std::cout << "snapshots of " << vm << ": metadata and images agree\n";
+            } else {
+                for (const auto& d : found)
+                    std::cout << d.description << "\n";
+            }
+            return found.empty() ? exit_code::ok : exit_code::failed;
+        },
+        false);
+}
+
+} // namespace
+
+void register_snapshot_commands(CLI::App& app, context& ctx) {
+    auto* group = app.add_subcommand("snapshot", "Snapshots: create, list, revert, delete, ...");
+    group->require_subcommand(1);
+    register_all(app, group, ctx);
+}
+
+} // namespace qmpkit::cli

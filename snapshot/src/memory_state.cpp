@@ -1,0 +1,107 @@
+#include "memory_state.hpp"
+
+#include <qmpkit/snapshot/error.hpp>
+
+#include <boost/json.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <thread>
+#include <unistd.h>
+
+namespace qmpkit::snapshot::detail {
+namespace {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+constexpr const char* fd_name = "qmpkit-memory";
+
+// Polls query-migrate until the migration ends; throws with qemu's reason when it failed.
+void wait_migration(qmp::client& qmp, const std::filesystem::path& file,
+                    const std::function<void(double)>& progress) {
+    const auto deadline = std::chrono::steady_clock::now() + 30min;
+    for (;;) {
+        const auto reply = qmp.execute("query-migrate");
+        const auto& info = reply.as_object();
+        const auto* status = info.if_contains("status");
+        const std::string state = status ? std::string(status->as_string()) : "none";
+        if (state == "completed")
+            return;
+        if (state == "failed" || state == "cancelled") {
+            const auto* desc = info.if_contains("error-desc");
+            throw error(error_kind::other, "saving or loading the VM state (" + file.string() +
+                                               ") " + state +
+                                               (desc ? ": " + std::string(desc->as_string()) : ""));
+        }
+        if (progress) {
+            if (const auto* ram = info.if_contains("ram"); ram && ram->is_object()) {
+                const auto total = ram->as_object().at("total").to_number<double>();
+                const auto done = ram->as_object().at("transferred").to_number<double>();
+                if (total > 0)
+                    progress(std::min(1.0, done / total));
+            }
+        }
+        if (std::chrono::steady_clock::now() > deadline)
+            throw error(error_kind::other,
+                        "migration to " + file.string() + " did not finish in 30 minutes");
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+} // namespace
+
+void save_memory(qmp::client& qmp, const std::filesystem::path& file,
+                 const std::function<void(double)>& progress) {
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        throw error(error_kind::other,
+                    "cannot create the memory file " + file.string() + ": " + std::strerror(errno));
+    try {
+        qmp.send_fd(fd_name, fd);
+    } catch (...) {
+        ::close(fd);
+        std::filesystem::remove(file);
+        throw;
+    }
+    ::close(fd);
+    // The default limit (128 MiB/s) throttles a save to a local file; restore it afterwards so
+    // a later real migration behaves as the user set it.
+    const auto parameters = qmp.execute("query-migrate-parameters");
+    const auto old_bandwidth = parameters.as_object().at("max-bandwidth");
+    qmp.execute("migrate-set-parameters", {{"max-bandwidth", std::int64_t{1} << 40}});
+    try {
+        qmp.execute("migrate", {{"uri", std::string("fd:") + fd_name}});
+        wait_migration(qmp, file, progress);
+    } catch (...) {
+        qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});
+        std::filesystem::remove(file);
+        throw;
+    }
+    qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});
+    // qemu wrote through its own descriptor: make the file durable before recording it.
+    const int sync_fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (sync_fd >= 0) {
+        ::fsync(sync_fd);
+        ::close(sync_fd);
+    }
+}
+
+void load_memory(qmp::client& qmp, const std::filesystem::path& file) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw error(error_kind::other,
+                    "cannot open the memory file " + file.string() + ": " + std::strerror(errno));
+    try {
+        qmp.send_fd(fd_name, fd);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+    ::close(fd);
+    qmp.execute("migrate-incoming", {{"uri", std::string("fd:") + fd_name}});
+    wait_migration(qmp, file, {});
+}
+
+} // namespace qmpkit::snapshot::detail

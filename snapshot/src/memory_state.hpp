@@ -1,0 +1,21 @@
+#pragma once
+
+// Private: a VM's RAM and device state to and from a file, through migration. qemu 7.2 has no
+// `file:` URI, so the file goes to qemu as a descriptor (getfd) and migration uses `fd:NAME`.
+
+#include <qmpkit/qmp/client.hpp>
+
+#include <filesystem>
+#include <functional>
+
+namespace qmpkit::snapshot::detail {
+
+// Saves to a new file (refusing an existing one). When it returns the VM is paused
+// (postmigrate): the caller snapshots the disks at this same point, then resumes it.
+void save_memory(qmp::client& qmp, const std::filesystem::path& file,
+                 const std::function<void(double)>& progress);
+
+// Loads into a qemu started with `-incoming defer`; the VM is paused afterwards.
+void load_memory(qmp::client& qmp, const std::filesystem::path& file);
+
+} // namespace qmpkit::snapshot::detail

@@ -1,0 +1,33 @@
+#pragma once
+
+// Private: running qemu jobs to their end. snapshot-save/load/delete answer `{}` at once and
+// report failure only in the job's `error` (query-jobs); they stay `concluded` until
+// job-dismiss. Block jobs are created with auto-dismiss off so that they behave the same way.
+
+#include <qmpkit/qmp/client.hpp>
+
+#include <boost/json/object.hpp>
+
+#include <chrono>
+#include <functional>
+#include <string>
+
+namespace qmpkit::snapshot::detail {
+
+struct job_options {
+    // Called with the job's progress (0..1) while it runs.
+    std::function<void(double)> progress;
+    // For jobs that stop in `ready` (an active-layer block-commit): send job-complete.
+    bool complete_when_ready = false;
+    std::chrono::milliseconds timeout{std::chrono::minutes(30)};
+};
+
+// Sends `command` (which must create job `job_id`) and waits until the job has concluded and is
+// dismissed. Throws snapshot::error with the job's error text when it failed.
+void run_job(qmp::client& qmp, const std::string& command, boost::json::object arguments,
+             const std::string& job_id, const job_options& options = {});
+
+// A job id unique enough for one VM: "qmpkit-<what>-<time>".
+std::string make_job_id(const std::string& what);
+
+} // namespace qmpkit::snapshot::detail
