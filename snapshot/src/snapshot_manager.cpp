@@ -39,6 +39,12 @@ std::int64_t now_seconds() {
         .count();
 }
 
+// virsh names a snapshot after its creation time in seconds. A name of digits alone would be
+// taken for a snapshot id by qcow2's lookup (id first, then name), so it gets a prefix.
+std::string default_name() {
+    return "snapshot-" + std::to_string(now_seconds());
+}
+
 std::string hex_id() {
     static std::mt19937_64 random{std::random_device{}()};
     char text[9];
@@ -221,8 +227,16 @@ snapshot_tree snapshot_manager::tree() const {
 }
 
 std::vector<drift> snapshot_manager::check() const {
+    launcher::state_directory dir(
+        options_.state_root.empty() ? launcher::default_state_root() : options_.state_root, vm_);
+    std::optional<vm_definition> def;
+    if (fs::exists(dir.definition_copy()))
+        def = launcher::load_definition(dir.definition_copy());
+    drift_options o;
+    o.definition = def ? &*def : nullptr;
     const launcher::qemu_img img;
-    return check_drift(tree(), [&](const fs::path& p) { return img.info(p); });
+    return check_drift(
+        tree(), [&](const fs::path& p) { return img.info(p); }, o);
 }
 
 // --- create ------------------------------------------------------------------------------------
@@ -429,7 +443,7 @@ void create_external_offline(vm_context& ctx, snapshot_record& record,
 
 std::vector<json::object> snapshot_manager::plan(const create_request& request) {
     vm_context ctx(vm_, options_, "planning a snapshot");
-    const auto name = request.name.empty() ? std::to_string(now_seconds()) : request.name;
+    const auto name = request.name.empty() ? default_name() : request.name;
     const bool external = request.disk_only || request.memory_file;
     std::optional<std::map<std::string, launcher::block_device>> live;
     if (ctx.running())
@@ -473,7 +487,7 @@ std::vector<json::object> snapshot_manager::plan(const create_request& request) 
 snapshot_record snapshot_manager::create(const create_request& request) {
     vm_context ctx(vm_, options_, "creating a snapshot");
     snapshot_record record;
-    record.name = request.name.empty() ? std::to_string(now_seconds()) : request.name;
+    record.name = request.name.empty() ? default_name() : request.name;
     require_valid_snapshot_name(record.name);
     if (ctx.tree.contains(record.name))
         throw error(error_kind::name_taken,
@@ -790,6 +804,16 @@ void delete_external(vm_context& ctx, snapshot_tree& tree, const snapshot_record
             args["top-node"] = *overlay_node;
         o.complete_when_ready = active;
         detail::run_job(qmp, "block-commit", std::move(args), job, o);
+        // Nodes that -blockdev or blockdev-add created belong to the monitor and outlive the
+        // commit, still holding the base as their backing file ("busy" to every later
+        // snapshot): delete them. Nodes qemu made for a snapshot go by themselves.
+        for (const auto& node : {active ? top.node_name : *overlay_node,
+                                 (active ? top.node_name : *overlay_node) + "-file"}) {
+            try {
+                qmp.execute("blockdev-del", {{"node-name", node}});
+            } catch (const qmp::error&) {
+            }
+        }
         // The frozen image holds the overlay's data now; who pointed at the overlay points at it.
         if (active) {
             for (auto& disk : ctx.def.disks)

@@ -2,12 +2,12 @@
 // one booted VM (boots take seconds under TCG); the ones that end a VM start their own.
 
 #include "bare_qemu.hpp"
+#include "cli_runner.hpp"
 #include "tiny_guest.hpp"
 
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
-#include <qmpkit/launcher/subprocess.hpp>
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -23,10 +23,7 @@ using namespace qmpkit;
 using namespace std::chrono_literals;
 namespace json = boost::json;
 
-struct cli_result {
-    int code;
-    std::string out, err;
-};
+using test::cli_result;
 
 class lifecycle_test : public ::testing::Test {
 protected:
@@ -53,22 +50,14 @@ protected:
             GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
     }
 
-    static cli_result qmpkit(std::vector<std::string> args,
-                             std::chrono::milliseconds timeout = 120s) {
-        args.insert(args.begin(),
-                    {test::qmpkit_binary().string(), "--state-dir", state_root().string()});
-        launcher::subprocess_options o;
-        o.timeout = timeout;
-        auto r = launcher::run(args, o);
-        return {r.signal ? 128 + r.signal : r.exit_code, r.out, r.err};
+    static cli_result qmpkit(std::vector<std::string> args) {
+        return test::cli_runner(state_root())(std::move(args));
     }
 
     static std::filesystem::path state_root() { return scratch_->path() / "state"; }
 
     static std::string guest(const std::string& vm, const std::string& command) {
-        auto r = qmpkit({"shell", vm, "--", command});
-        EXPECT_EQ(r.code, 0) << command << ": " << r.err;
-        return r.out;
+        return test::cli_runner(state_root()).guest(vm, command);
     }
 
     static inline test::scratch_dir* scratch_ = nullptr;

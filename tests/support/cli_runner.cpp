@@ -1,0 +1,40 @@
+#include "cli_runner.hpp"
+#include "tiny_guest.hpp"
+
+#include <qmpkit/launcher/subprocess.hpp>
+
+#include <gtest/gtest.h>
+
+namespace qmpkit::test {
+
+cli_runner::cli_runner(std::filesystem::path state_root)
+    : state_root_(std::move(state_root)) {}
+
+cli_result cli_runner::operator()(std::vector<std::string> args,
+                                  std::chrono::milliseconds timeout) const {
+    args.insert(args.begin(), {qmpkit_binary().string(), "--state-dir", state_root_.string()});
+    launcher::subprocess_options o;
+    o.timeout = timeout;
+    auto r = launcher::run(args, o);
+    return {r.signal ? 128 + r.signal : r.exit_code, r.out, r.err};
+}
+
+std::string cli_runner::guest(const std::string& vm, const std::string& command) const {
+    auto r = (*this)({"shell", vm, "--", command});
+    EXPECT_EQ(r.code, 0) << "guest command `" << command << "`: " << r.out << r.err;
+    return r.out;
+}
+
+long cli_runner::counter(const std::string& vm) const {
+    auto text = guest(vm, "cat /run/counter");
+    return text.empty() ? -1 : std::stol(text);
+}
+
+std::string cli_runner::boot_id(const std::string& vm) const {
+    auto id = guest(vm, "cat /proc/sys/kernel/random/boot_id");
+    while (!id.empty() && id.back() == '\n')
+        id.pop_back();
+    return id;
+}
+
+} // namespace qmpkit::test
