@@ -397,9 +397,10 @@ subprocess_result run(const std::vector<std::string>& argv, const subprocess_opt
 
     sigpipe_blocker sigpipe;
     unique_fd pidfd = open_pidfd(pid);
-    std::optional<clock::time_point> deadline;
-    if (options.timeout)
-        deadline = clock::now() + *options.timeout;
+    // A plain time point and a flag rather than std::optional: GCC 12 at -O2 falsely warns that
+    // the optional's value may be used uninitialized.
+    bool has_deadline = options.timeout.has_value();
+    const clock::time_point deadline = has_deadline ? clock::now() + *options.timeout : clock::time_point{};
     bool exited = false;
 
     // Until the child has exited and its output is drained. Once it has exited, whatever it
@@ -417,12 +418,12 @@ subprocess_result run(const std::vector<std::string>& argv, const subprocess_opt
         if (exited) {
             wait_ms = 0;
         } else {
-            if (deadline) {
-                auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now());
+            if (has_deadline) {
+                auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - clock::now());
                 if (left.count() <= 0) {
                     child.kill();
                     result.timed_out = true;
-                    deadline.reset();
+                    has_deadline = false;
                     continue;
                 }
                 wait_ms = static_cast<int>(std::min<long long>(left.count(), 1 << 30));
