@@ -75,8 +75,8 @@ int main(int argc, char** argv) {
                         << "kernel: " << (guest / "vmlinuz").string() << "\n"
                         << "initrd: " << (guest / "initramfs.img").string() << "\n"
                         << "append: \"console=ttyS0 panic=-1\"\ncommand_channel: true\n"
-                        << "disks:\n  - {name: system, file: " << (scratch / "system.qcow2").string()
-                        << ", size: 256M}\n";
+                        << "disks:\n  - {name: system, file: "
+                        << (scratch / "system.qcow2").string() << ", size: 256M}\n";
 
     launcher::launch_options launch;
     launch.state_root = state;
@@ -90,7 +90,8 @@ int main(int argc, char** argv) {
     snapshot::snapshot_manager manager("bench", options);
     std::vector<row> rows;
 
-    auto measure = [&](const std::string& kind, const std::function<snapshot::create_request(int)>& request,
+    auto measure = [&](const std::string& kind,
+                       const std::function<snapshot::create_request(int)>& request,
                        snapshot::revert_request revert) {
         row r;
         r.kind = kind;
@@ -106,25 +107,34 @@ int main(int argc, char** argv) {
     snapshot::revert_request running;
     running.running = true;
     measure("internal (RAM + disks)", [](int i) { return named("int" + std::to_string(i)); }, {});
-    measure("external disk-only", [](int i) {
-        auto r = named("disk" + std::to_string(i));
-        r.disk_only = true;
-        return r;
-    }, running);
-    measure("external with memory", [&](int i) {
-        auto r = named("mem" + std::to_string(i));
-        r.memory_file = scratch / ("mem" + std::to_string(i) + ".state");
-        return r;
-    }, running);
+    measure(
+        "external disk-only",
+        [](int i) {
+            auto r = named("disk" + std::to_string(i));
+            r.disk_only = true;
+            return r;
+        },
+        running);
+    measure(
+        "external with memory",
+        [&](int i) {
+            auto r = named("mem" + std::to_string(i));
+            r.memory_file = scratch / ("mem" + std::to_string(i) + ".state");
+            return r;
+        },
+        running);
 
     launcher::destroy_vm(dir);
-    measure("internal, VM shut off (qemu-img)", [](int i) { return named("off" + std::to_string(i)); }, {});
+    measure("internal, VM shut off (qemu-img)",
+            [](int i) { return named("off" + std::to_string(i)); }, {});
 
-    std::printf("Snapshot operations on the tiny guest (256 MiB RAM, %d iterations, medians in ms)\n\n", iterations);
+    std::printf(
+        "Snapshot operations on the tiny guest (256 MiB RAM, %d iterations, medians in ms)\n\n",
+        iterations);
     std::printf("%-34s %10s %10s %10s\n", "kind", "create", "revert", "delete");
     for (const auto& r : rows)
-        std::printf("%-34s %10.1f %10.1f %10.1f\n", r.kind.c_str(), median(r.create), median(r.revert),
-                    median(r.remove));
+        std::printf("%-34s %10.1f %10.1f %10.1f\n", r.kind.c_str(), median(r.create),
+                    median(r.revert), median(r.remove));
     fs::remove_all(scratch);
     return 0;
 }

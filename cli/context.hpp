@@ -30,5 +30,6 @@ void register_device_commands(CLI::App& app, context& ctx);
 void register_guest_commands(CLI::App& app, context& ctx);
 void register_disk_commands(CLI::App& app, context& ctx);
 void register_snapshot_commands(CLI::App& app, context& ctx);
+void register_reset_commands(CLI::App& app, context& ctx);
 
 } // namespace qmpkit::cli

@@ -1,12 +1,15 @@
-// shell (the tiny guest's command channel), console (the serial console, live or its log)
+// shell (the tiny guest's command channel), console (the serial console, live or its log),
+// exec and guest-ping (the guest agent)
 
 #include "context.hpp"
 #include "exit_codes.hpp"
 #include "vm_lookup.hpp"
 
+#include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/guest_shell.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/vm_agent.hpp>
 #include <qmpkit/launcher/vm_lock.hpp>
 
 #include <boost/json.hpp>
@@ -51,6 +54,83 @@ int run_shell(const context& ctx, const shell_options& o) {
         std::cout << result.output;
     }
     return result.exit_code;
+}
+
+std::chrono::milliseconds milliseconds_of(double seconds) {
+    return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+}
+
+// The guest agent of a VM, with the VM's lock held while it is in use: the agent's port, like
+// QMP, serves one client at a time.
+struct agent_session {
+    launcher::vm_lock lock;
+    qmp::guest_agent agent;
+};
+
+agent_session open_agent(const context& ctx, const std::string& vm, std::string_view purpose,
+                         double answer_within) {
+    auto dir = find_vm(ctx, vm);
+    auto def = launcher::load_definition(dir.definition_copy());
+    auto lock =
+        launcher::vm_lock::acquire(dir.lock_file(), purpose, milliseconds_of(ctx.lock_timeout));
+    qmp::guest_agent_options options;
+    options.sync_timeout = milliseconds_of(answer_within);
+    options.logger = ctx.logger;
+    return {std::move(lock), launcher::open_guest_agent(dir, def, std::move(options))};
+}
+
+struct exec_options {
+    std::string vm;
+    std::vector<std::string> command;
+    std::vector<std::string> env;
+    double timeout = 60;
+    double agent_timeout = 5;
+};
+
+int run_exec(const context& ctx, const exec_options& o) {
+    auto session =
+        open_agent(ctx, o.vm, "running a command through the guest agent", o.agent_timeout);
+    qmp::guest_exec_request request;
+    request.path = o.command.front();
+    request.args.assign(o.command.begin() + 1, o.command.end());
+    request.env = o.env;
+    const auto status = session.agent.exec(request, milliseconds_of(o.timeout));
+    // Like a shell: 128 + the signal that ended it.
+    const int code = status.exit_code ? *status.exit_code : 128 + status.signal.value_or(0);
+    if (ctx.json) {
+        boost::json::object out{
+            {"exit_code", code}, {"stdout", status.out}, {"stderr", status.err}};
+        if (status.signal)
+            out["signal"] = *status.signal;
+        std::cout << boost::json::serialize(out) << "\n";
+        return code;
+    }
+    std::cout << status.out << std::flush;
+    std::cerr << status.err;
+    if (status.out_truncated || status.err_truncated)
+        std::cerr << "qmpkit: warning: the guest agent truncated the command's output\n";
+    if (status.signal)
+        std::cerr << "qmpkit: `" << request.path << "` was killed by signal " << *status.signal
+                  << "\n";
+    return code;
+}
+
+int run_guest_ping(const context& ctx, const std::string& vm, double timeout) {
+    auto session = open_agent(ctx, vm, "pinging the guest agent", timeout);
+    const auto start = std::chrono::steady_clock::now();
+    session.agent.ping(milliseconds_of(timeout));
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now() - start)
+                          .count();
+    const auto info = session.agent.info();
+    if (ctx.json)
+        std::cout << boost::json::serialize(boost::json::object{
+                         {"vm", vm}, {"version", info.version}, {"milliseconds", took}})
+                  << "\n";
+    else
+        std::cout << "VM " << vm << ": the guest agent answered in " << took << " ms (qemu-ga "
+                  << info.version << ")\n";
+    return exit_code::ok;
 }
 
 // A live console: bytes both ways until Ctrl-] (like virsh console).
@@ -115,6 +195,28 @@ void register_guest_commands(CLI::App& app, context& ctx) {
     shell->add_option("command", s->command, "command line (after --)")->required();
     shell->add_option("--timeout", s->timeout, "seconds")->capture_default_str();
     shell->callback([&ctx, s] { ctx.action = [&ctx, s] { return run_shell(ctx, *s); }; });
+
+    auto x = std::make_shared<exec_options>();
+    auto* exec = app.add_subcommand(
+        "exec", "Run a program in the guest through its guest agent (no shell: exec VM -- sh -c "
+                "'...' for one); prints its output and exits with its exit code");
+    exec->add_option("vm", x->vm, "VM name")->required();
+    exec->add_option("command", x->command, "program and arguments (after --)")->required();
+    exec->add_option("--env", x->env, "NAME=VALUE for the program's environment (repeatable)")
+        ->allow_extra_args(false);
+    exec->add_option("--timeout", x->timeout, "seconds the program may run")->capture_default_str();
+    exec->add_option("--agent-timeout", x->agent_timeout,
+                     "seconds to wait for the guest agent to answer at all")
+        ->capture_default_str();
+    exec->callback([&ctx, x] { ctx.action = [&ctx, x] { return run_exec(ctx, *x); }; });
+
+    auto p = std::make_shared<std::pair<std::string, double>>("", 5);
+    auto* ping = app.add_subcommand("guest-ping", "Check that the guest agent answers");
+    ping->add_option("vm", p->first, "VM name")->required();
+    ping->add_option("--timeout", p->second, "seconds to wait for an answer")
+        ->capture_default_str();
+    ping->callback(
+        [&ctx, p] { ctx.action = [&ctx, p] { return run_guest_ping(ctx, p->first, p->second); }; });
 
     auto c = std::make_shared<std::tuple<std::string, bool, std::size_t>>("", false, 50);
     auto* console = app.add_subcommand(

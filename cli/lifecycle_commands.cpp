@@ -242,7 +242,8 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
 
     auto sd = std::make_shared<std::pair<std::string, double>>("", 60);
     auto* shutdown =
-        app.add_subcommand("shutdown", "Power the guest off (ACPI), stopping qemu after a timeout");
+        app.add_subcommand("shutdown", "Power the guest off (guest agent, else ACPI), stopping "
+                                       "qemu after a timeout");
     shutdown->add_option("vm", sd->first, "VM name")->required();
     shutdown->add_option("--timeout", sd->second, "seconds before qemu is stopped anyway")
         ->capture_default_str();

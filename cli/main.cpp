@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
     cli::register_guest_commands(app, ctx);
     cli::register_disk_commands(app, ctx);
     cli::register_snapshot_commands(app, ctx);
+    cli::register_reset_commands(app, ctx);
     cli::register_qmp_commands(app, ctx);
 
     try {

@@ -90,7 +90,7 @@ struct create_options {
     std::string vm, name, description, memspec;
     std::vector<std::string> diskspecs;
     bool disk_only = false, halt = false, no_metadata = false, print_plan = false, atomic = false,
-         live = false;
+         live = false, quiesce = false;
 };
 
 int run_create(const context& ctx, const create_options& o) {
@@ -100,6 +100,7 @@ int run_create(const context& ctx, const create_options& o) {
     r.disk_only = o.disk_only;
     r.halt = o.halt;
     r.no_metadata = o.no_metadata;
+    r.quiesce = o.quiesce;
     if (!o.memspec.empty()) {
         // virsh's --memspec is "file=PATH[,snapshot=external]"; a bare path works too.
         auto spec = o.memspec;
@@ -123,7 +124,8 @@ int run_create(const context& ctx, const create_options& o) {
         print_json(to_json(record));
     else
         std::cout << "Snapshot " << record.name << " created (" << to_string(record.location)
-                  << (record.memory ? ", with memory" : ", disks only") << ")\n";
+                  << (record.memory ? ", with memory" : ", disks only")
+                  << (record.quiesced ? ", quiesced" : "") << ")\n";
     return exit_code::ok;
 }
 
@@ -138,6 +140,9 @@ void add_create(CLI::App* cmd, context& ctx) {
     cmd->add_option("--diskspec", o->diskspecs,
                     "disk[,snapshot=internal|external|no][,file=OVERLAY]");
     cmd->add_flag("--halt", o->halt, "stop the VM after the snapshot");
+    cmd->add_flag("--quiesce", o->quiesce,
+                  "with --disk-only: freeze the guest's file systems through its guest agent "
+                  "while the overlays are taken");
     cmd->add_flag("--no-metadata", o->no_metadata, "take it, but keep no record");
     cmd->add_flag("--print-plan", o->print_plan, "print the commands it would send, send nothing");
     cmd->add_flag(

@@ -24,11 +24,12 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view root_keys[] = {
-    "name",   "machine", "accel",           "cpus",  "memory", "kernel",  "initrd",
-    "append", "boot",    "command_channel", "disks", "serial", "network", "extra_args"};
+    "name", "machine",         "accel",       "cpus",  "memory", "kernel",  "initrd",     "append",
+    "boot", "command_channel", "guest_agent", "disks", "serial", "network", "extra_args", "reset"};
 constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",     "backing",
                                           "bus",  "read_only", "cache",  "node_name"};
 constexpr std::string_view serial_keys[] = {"log", "socket"};
+constexpr std::string_view reset_keys[] = {"strategy"};
 constexpr std::string_view network_keys[] = {"mode", "forwards", "mac"};
 constexpr std::string_view forward_keys[] = {"protocol", "host_addr", "host_port", "guest_port"};
 
@@ -403,6 +404,9 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
     if (auto n = f->get("command_channel"); present(n))
         if (auto v = read_bool(n, "command_channel"))
             def.command_channel = *v;
+    if (auto n = f->get("guest_agent"); present(n))
+        if (auto v = read_bool(n, "guest_agent"))
+            def.guest_agent = *v;
 
     if (auto n = f->get("disks"); present(n) && expect_list(n, "disks", "disks")) {
         std::size_t i = 0;
@@ -414,6 +418,14 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
     }
     if (auto n = f->get("serial"); present(n))
         parse_serial(n, def.serial);
+    if (auto n = f->get("reset"); present(n)) {
+        if (auto r = read_map(n, "reset", reset_keys))
+            if (auto s = r->get("strategy"); present(s))
+                if (auto v = read_enum(s, "reset.strategy", "reset strategy",
+                                       {reset_strategy::automatic, reset_strategy::loadvm,
+                                        reset_strategy::template_ram, reset_strategy::standby}))
+                    def.reset.strategy = *v;
+    }
     if (auto n = f->get("network"); present(n)) {
         network_definition network;
         parse_network(n, network);
@@ -634,6 +646,7 @@ std::string dump_definition(const vm_definition& def) {
         emit_string(out, "append", *def.append);
     emit_enum(out, "boot", def.boot);
     emit_plain(out, "command_channel", def.command_channel);
+    emit_plain(out, "guest_agent", def.guest_agent);
 
     out << YAML::Key << "disks" << YAML::Value << YAML::BeginSeq;
     for (const auto& disk : def.disks) {
@@ -652,6 +665,10 @@ std::string dump_definition(const vm_definition& def) {
         out << YAML::EndMap;
     }
     out << YAML::EndSeq;
+
+    out << YAML::Key << "reset" << YAML::Value << YAML::BeginMap;
+    emit_enum(out, "strategy", def.reset.strategy);
+    out << YAML::EndMap;
 
     out << YAML::Key << "serial" << YAML::Value << YAML::BeginMap;
     if (def.serial.log && !def.serial.log_file.empty())

@@ -201,6 +201,16 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         auto paths = default_launch_paths(dir.path(), qmp_listener.get());
         paths.events_listen_fd = events_listener.get();
         paths.supervisor_monitor_fd = theirs.get();
+        if (definition.reset.file_backed_memory()) {
+            if (!options.memory_template.empty()) {
+                paths.memory_file = options.memory_template;
+                paths.memory_shared = false;
+            } else {
+                paths.memory_file = dir.ram_file();
+                std::error_code ignored;
+                std::filesystem::remove(paths.memory_file, ignored); // a stale one from a crash
+            }
+        }
         qemu_command_options command_options;
         command_options.qemu_binary = options.qemu_binary;
         command_options.start_paused = options.paused;

@@ -74,12 +74,25 @@ public:
 
         add({options_.qemu_binary, "-nodefaults", "-no-user-config", "-display", "none", "-name",
              "guest=" + escape_option(std::string_view(def_.name))});
-        add({"-machine", std::string(to_string(def_.machine))});
+        std::string machine(to_string(def_.machine));
+        if (!paths_.memory_file.empty())
+            machine += ",memory-backend=ram";
+        add({"-machine", machine});
         if (accel_ == accel_mode::kvm)
             add({"-accel", "kvm", "-cpu", "host"});
         else
             add({"-accel", "tcg"});
         add({"-smp", std::to_string(def_.cpus), "-m", std::to_string(def_.memory / mib) + "M"});
+        if (!paths_.memory_file.empty()) {
+            // RAM in a named file: a reset point saves only the device state and maps the RAM
+            // back copy-on-write (share=off) instead of loading it.
+            json::object ram{{"qom-type", "memory-backend-file"},
+                             {"id", "ram"},
+                             {"size", def_.memory},
+                             {"mem-path", paths_.memory_file.string()},
+                             {"share", paths_.memory_shared}};
+            add({"-object", json::serialize(ram)});
+        }
         if (options_.start_paused)
             add({"-S"});
 
@@ -97,6 +110,7 @@ public:
                  "-mon", "chardev=qmp-supervisor,mode=control"});
         add_serial();
         add_command_channel();
+        add_guest_agent();
         add_disks();
         add_network();
         add_kernel();
@@ -147,6 +161,23 @@ private:
                     {"bus", "vser0.0"},
                     {"chardev", "shell"},
                     {"name", "org.qmpkit.shell"}});
+    }
+
+    void add_guest_agent() {
+        if (!def_.guest_agent)
+            return;
+        require_socket_path(paths_.agent_socket, "guest agent socket");
+        // The command channel's controller takes both ports.
+        if (!def_.command_channel)
+            add_device({{"driver", microvm_ ? "virtio-serial-device" : "virtio-serial-pci"},
+                        {"id", "vser0"}});
+        add({"-chardev",
+             "socket,id=agent,path=" + escape_path(paths_.agent_socket) + ",server=on,wait=off"});
+        add_device({{"driver", "virtserialport"},
+                    {"id", "agent0"},
+                    {"bus", "vser0.0"},
+                    {"chardev", "agent"},
+                    {"name", "org.qemu.guest_agent.0"}});
     }
 
     void add_disks() {
@@ -266,6 +297,7 @@ launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qm
     paths.serial_log = state_dir / "serial.log";
     paths.console_socket = state_dir / "console.sock";
     paths.shell_socket = state_dir / "shell.sock";
+    paths.agent_socket = state_dir / "agent.sock";
     return paths;
 }
 

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <sys/stat.h>
@@ -25,6 +27,19 @@ std::filesystem::path default_state_root() {
 state_directory::state_directory(std::filesystem::path root, std::string vm_name)
     : name_(std::move(vm_name))
     , dir_(std::filesystem::absolute(root) / name_) {}
+
+std::filesystem::path state_directory::ram_file() const {
+    if (std::filesystem::is_directory("/dev/shm")) {
+        // Unique per state directory: the same VM name may live under several roots.
+        std::uint64_t hash = 14695981039346656037ULL;
+        for (unsigned char c : dir_.native())
+            hash = (hash ^ c) * 1099511628211ULL;
+        char suffix[17];
+        std::snprintf(suffix, sizeof suffix, "%016llx", static_cast<unsigned long long>(hash));
+        return std::filesystem::path("/dev/shm") / ("qmpkit-" + name_ + "-" + suffix + ".ram");
+    }
+    return dir_ / "memory.ram";
+}
 
 bool state_directory::exists() const {
     return std::filesystem::is_directory(dir_);

@@ -143,11 +143,14 @@ private:
             record.state = "crashed";
             record.reason = "qemu " + status.describe();
         }
-        write_exit_record(vm_.state(), record);
-        for (const auto& socket : {vm_.state().qmp_socket(), vm_.state().events_socket()}) {
+        // Clean up before recording the end: whoever restarts the VM waits for the record, and
+        // must not have its new sockets removed by us afterwards.
+        for (const auto& socket :
+             {vm_.state().qmp_socket(), vm_.state().events_socket(), vm_.state().ram_file()}) {
             std::error_code ignored;
             std::filesystem::remove(socket, ignored);
         }
+        write_exit_record(vm_.state(), record);
         say("VM " + record.state + " (" + record.reason + "; " + record.exit + ")");
         return record;
     }

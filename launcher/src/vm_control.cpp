@@ -6,6 +6,7 @@
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/qemu_command.hpp>
 #include <qmpkit/launcher/qemu_process.hpp>
+#include <qmpkit/launcher/vm_agent.hpp>
 #include <qmpkit/launcher/vm_control.hpp>
 
 #include <boost/json.hpp>
@@ -132,7 +133,16 @@ std::string shutdown_vm(const state_directory& dir, std::chrono::milliseconds ti
                         const connect_options& options) {
     auto vm = vm_connection::open(dir, "shutdown", options);
     const auto runtime = vm.runtime();
-    vm.qmp().execute("system_powerdown");
+    // The guest agent powers the guest off from inside; the ACPI button when the VM has none or
+    // it does not answer in time.
+    bool by_agent = false;
+    try {
+        by_agent = request_agent_shutdown(dir, vm.definition(), 2s, options.logger);
+    } catch (const error&) {
+        // A damaged definition copy: the button still works.
+    }
+    if (!by_agent)
+        vm.qmp().execute("system_powerdown");
     if (wait_gone(runtime.qemu_pid, timeout))
         return settle_exit_record(dir, runtime, "guest-shutdown", false);
     try {

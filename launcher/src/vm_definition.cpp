@@ -28,6 +28,10 @@ constexpr name_table<cache_mode, 5> cache_names{{{cache_mode::writeback, "writeb
                                                  {cache_mode::directsync, "directsync"},
                                                  {cache_mode::unsafe, "unsafe"}}};
 constexpr name_table<network_mode, 1> network_names{{{network_mode::user, "user"}}};
+constexpr name_table<reset_strategy, 4> reset_names{{{reset_strategy::automatic, "auto"},
+                                                     {reset_strategy::loadvm, "loadvm"},
+                                                     {reset_strategy::template_ram, "template"},
+                                                     {reset_strategy::standby, "standby"}}};
 constexpr name_table<forward_protocol, 2> protocol_names{
     {{forward_protocol::tcp, "tcp"}, {forward_protocol::udp, "udp"}}};
 
@@ -73,6 +77,9 @@ std::string_view to_string(network_mode v) noexcept {
 std::string_view to_string(forward_protocol v) noexcept {
     return name_of(protocol_names, v);
 }
+std::string_view to_string(reset_strategy v) noexcept {
+    return name_of(reset_names, v);
+}
 
 std::optional<machine_type> machine_type_from_string(std::string_view s) noexcept {
     return value_of(machine_names, s);
@@ -97,6 +104,9 @@ std::optional<network_mode> network_mode_from_string(std::string_view s) noexcep
 }
 std::optional<forward_protocol> forward_protocol_from_string(std::string_view s) noexcept {
     return value_of(protocol_names, s);
+}
+std::optional<reset_strategy> reset_strategy_from_string(std::string_view s) noexcept {
+    return value_of(reset_names, s);
 }
 
 std::string default_mac_address(std::string_view vm_name) {

@@ -109,6 +109,19 @@ void decoder::reset() {
     skipping_line_ = false;
 }
 
+bool decoder::discard_until(char delimiter) {
+    const auto at = buffer_.find(delimiter, begin_);
+    skipping_line_ = false;
+    if (at == std::string::npos) {
+        buffer_.clear();
+        begin_ = scanned_ = 0;
+        return false;
+    }
+    begin_ = scanned_ = at + 1;
+    compact();
+    return true;
+}
+
 void decoder::compact() {
     // Drop consumed bytes only once they dominate, so a long line fed in small chunks is not
     // moved over and over.

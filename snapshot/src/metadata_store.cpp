@@ -2,6 +2,7 @@
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/error.hpp>
+#include <qmpkit/qmp/json_text.hpp>
 #include <qmpkit/snapshot/error.hpp>
 #include <qmpkit/snapshot/metadata_store.hpp>
 
@@ -19,40 +20,6 @@ namespace qmpkit::snapshot {
 namespace {
 
 namespace json = boost::json;
-
-// Indented, one field per line: the file is small, and people read it when something is wrong.
-void pretty(const json::value& v, std::string& out, int depth) {
-    const auto indent = [&](int d) { out.append(static_cast<std::size_t>(d) * 2, ' '); };
-    if (v.is_object() && !v.get_object().empty()) {
-        out += "{\n";
-        bool first = true;
-        for (const auto& [key, member] : v.get_object()) {
-            out += first ? "" : ",\n";
-            first = false;
-            indent(depth + 1);
-            out += json::serialize(json::string_view(key));
-            out += ": ";
-            pretty(member, out, depth + 1);
-        }
-        out += "\n";
-        indent(depth);
-        out += "}";
-    } else if (v.is_array() && !v.get_array().empty()) {
-        out += "[\n";
-        bool first = true;
-        for (const auto& element : v.get_array()) {
-            out += first ? "" : ",\n";
-            first = false;
-            indent(depth + 1);
-            pretty(element, out, depth + 1);
-        }
-        out += "\n";
-        indent(depth);
-        out += "]";
-    } else {
-        out += json::serialize(v);
-    }
-}
 
 class file_reader {
 public:
@@ -126,7 +93,7 @@ std::string metadata_store::serialize(const snapshot_tree& tree) {
     doc["current"] = tree.current() ? json::value(*tree.current()) : json::value(nullptr);
     doc["snapshots"] = std::move(snapshots);
     std::string out;
-    pretty(doc, out, 0);
+    out += qmp::indented_json(doc);
     out += "\n";
     return out;
 }

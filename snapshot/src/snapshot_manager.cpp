@@ -1,5 +1,7 @@
+#include "guest_freeze.hpp"
 #include "memory_state.hpp"
 #include "qmp_jobs.hpp"
+#include "vm_context.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
@@ -26,6 +28,13 @@
 #include <thread>
 
 namespace qmpkit::snapshot {
+
+using detail::hex_id;
+using detail::live_disks;
+using detail::now_seconds;
+using detail::same_file;
+using detail::vm_context;
+
 namespace {
 
 namespace json = boost::json;
@@ -33,36 +42,10 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using launcher::vm_definition;
 
-std::int64_t now_seconds() {
-    return std::chrono::duration_cast<std::chrono::seconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 // virsh names a snapshot after its creation time in seconds. A name of digits alone would be
 // taken for a snapshot id by qcow2's lookup (id first, then name), so it gets a prefix.
 std::string default_name() {
     return "snapshot-" + std::to_string(now_seconds());
-}
-
-std::string hex_id() {
-    static std::mt19937_64 random{std::random_device{}()};
-    char text[9];
-    std::snprintf(text, sizeof text, "%08x", static_cast<unsigned>(random()));
-    return text;
-}
-
-// The disks the VM has in the running block graph, by disk name.
-std::map<std::string, launcher::block_device> live_disks(qmp::client& qmp) {
-    std::map<std::string, launcher::block_device> disks;
-    for (auto& d : launcher::list_block_devices(qmp))
-        disks[d.disk] = d;
-    return disks;
-}
-
-bool same_file(const fs::path& a, const fs::path& b) {
-    std::error_code ec;
-    return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
 }
 
 // What differs between the configuration a snapshot was taken with and the current one, in the
@@ -81,6 +64,15 @@ std::string configuration_difference(const vm_definition& then, const vm_definit
         return "CPU count differs";
     if (then.machine != now.machine)
         return "machine type differs";
+    // These add or remove devices: qemu cannot load a state saved with another device set.
+    if (then.guest_agent != now.guest_agent)
+        return std::string("the guest agent was ") + (now.guest_agent ? "added" : "removed") +
+               " since";
+    if (then.command_channel != now.command_channel)
+        return std::string("the command channel was ") +
+               (now.command_channel ? "added" : "removed") + " since";
+    if (then.reset.file_backed_memory() != now.reset.file_backed_memory())
+        return "the RAM backend changed (reset.strategy)";
     return {};
 }
 
@@ -97,102 +89,6 @@ std::string fix_for_raw(const launcher::vm_definition& def) {
     }
     return text;
 }
-
-// Everything one operation needs: the VM's lock (held throughout), its definition, its
-// snapshot tree, and a QMP session when it runs.
-struct vm_context {
-    launcher::state_directory dir;
-    launcher::vm_lock lock;
-    vm_definition def;
-    snapshot_tree tree;
-    std::optional<qmp::client> qmp;
-    vm_state state = vm_state::shutoff;
-    const manager_options* options = nullptr;
-
-    vm_context(const std::string& vm, const manager_options& o, std::string_view purpose)
-        : dir(o.state_root.empty() ? launcher::default_state_root() : o.state_root, vm)
-        , lock((require_known(),
-                launcher::vm_lock::acquire(dir.lock_file(), purpose, o.lock_timeout)))
-        , def(launcher::load_definition(dir.definition_copy()))
-        , tree(metadata_store(dir).load())
-        , options(&o) {
-        if (launcher::is_running(dir))
-            connect();
-    }
-
-    void require_known() const {
-        if (!fs::exists(dir.definition_copy()))
-            throw error(error_kind::not_found, "no VM named '" + dir.vm_name() + "' in " +
-                                                   dir.path().parent_path().string() +
-                                                   " (start it once, or give its definition file)");
-    }
-
-    void connect() {
-        qmp::client_options o;
-        o.logger = options->logger;
-        qmp.emplace(o);
-        qmp->connect(dir.qmp_socket());
-        refresh_state();
-    }
-
-    void refresh_state() {
-        const auto status = qmp->execute("query-status");
-        state = status.at("running").as_bool() ? vm_state::running : vm_state::paused;
-    }
-
-    bool running() const { return qmp.has_value(); }
-
-    void report(const std::string& what, double fraction) const {
-        if (options->progress)
-            options->progress(what, fraction);
-    }
-
-    void save_tree() { metadata_store(dir).save(tree); }
-    void save_definition() {
-        launcher::write_file_atomically(dir.definition_copy(), launcher::dump_definition(def));
-    }
-
-    // Stops qemu and waits until it is gone; the supervisor records the end.
-    void stop_vm() {
-        if (!qmp)
-            return;
-        const auto runtime = launcher::read_runtime_info(dir);
-        try {
-            qmp->execute("quit");
-        } catch (const qmp::error&) {
-        }
-        qmp.reset();
-        for (int i = 0; runtime && i < 500 && launcher::process_alive(runtime->qemu_pid); ++i)
-            std::this_thread::sleep_for(20ms);
-        for (int i = 0; i < 100 && !fs::exists(dir.exit_record()); ++i)
-            std::this_thread::sleep_for(20ms);
-        state = vm_state::shutoff;
-    }
-
-    // Starts qemu for `d` (in the background, supervised) and connects.
-    void start_vm(const vm_definition& d, std::vector<std::string> extra_args, bool paused) {
-        launcher::launch_options o;
-        o.state_root = dir.path().parent_path();
-        o.extra_args = std::move(extra_args);
-        o.paused = paused;
-        o.lock_held_by_caller = true;
-        o.logger = options->logger;
-        launcher::start_in_background(d, o, launcher::supervise_options{});
-        def = d;
-        connect();
-    }
-
-    void set_run_state(vm_state wanted) {
-        if (!qmp)
-            return;
-        refresh_state();
-        if (wanted == vm_state::running && state != vm_state::running)
-            qmp->execute("cont");
-        if (wanted == vm_state::paused && state == vm_state::running)
-            qmp->execute("stop");
-        refresh_state();
-    }
-};
 
 } // namespace
 
@@ -399,6 +295,11 @@ void create_external_running(vm_context& ctx, snapshot_record& record,
                             [&](double f) { ctx.report("saving memory of " + record.name, f); });
     }
     try {
+        // --quiesce: frozen for the transaction only; thawed on leaving this block, also when the
+        // transaction throws.
+        std::optional<detail::guest_freeze> frozen;
+        if (request.quiesce)
+            frozen.emplace(ctx.dir, ctx.def, ctx.options->logger);
         qmp.execute("transaction", actions);
     } catch (const qmp::error& e) {
         // The block graph is all-or-nothing, but files made by earlier actions stay: remove them.
@@ -493,6 +394,9 @@ snapshot_record snapshot_manager::create(const create_request& request) {
         throw error(error_kind::name_taken,
                     "VM '" + vm_ + "' already has a snapshot named '" + record.name + "'");
     const bool external = request.disk_only || request.memory_file.has_value();
+    if (request.quiesce && (!request.disk_only || request.memory_file || !ctx.running()))
+        throw error(error_kind::unsupported,
+                    "--quiesce needs a disk-only snapshot (--disk-only) of a running VM");
     if (request.memory_file && !ctx.running())
         throw error(error_kind::not_running,
                     "a snapshot with memory needs VM '" + vm_ + "' running");
@@ -511,6 +415,7 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     record.location = external ? snapshot_location::external : snapshot_location::internal;
     record.memory = ctx.running() && (!external || request.memory_file);
     record.parent = ctx.tree.current();
+    record.quiesced = request.quiesce;
     record.definition = launcher::dump_definition(ctx.def);
 
     std::optional<std::map<std::string, launcher::block_device>> live;

@@ -248,6 +248,48 @@ TEST_F(snapshot_test, external_snapshot_with_memory_reverts_ram_too) {
     EXPECT_TRUE(info.at("memory").as_bool());
 }
 
+TEST_F(snapshot_test, delete_children_metadata_only_and_no_metadata) {
+    for (const auto* n : {"k1", "k2", "k3"})
+        ASSERT_EQ(qmpkit({"snapshot", "create", "snap", n}).code, 0) << n;
+    auto r = qmpkit({"snapshot", "delete", "snap", "k1", "--children-only"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, "Snapshot k3 deleted\nSnapshot k2 deleted\n") << "deepest first";
+    EXPECT_EQ(qmpkit({"snapshot", "info", "snap", "k1"}).code, 0);
+    EXPECT_EQ(qmpkit({"snapshot", "info", "snap", "k2"}).code, 1);
+
+    // --metadata forgets the snapshot but leaves it in the image; check reports the drift.
+    r = qmpkit({"snapshot", "delete", "snap", "k1", "--metadata"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    // Internal snapshots live in the top image, an overlay after the external cases.
+    std::string image;
+    const auto disks = json::parse(qmpkit({"--json", "disks", "snap"}).out);
+    for (const auto& d : disks.as_array())
+        if (d.at("disk").as_string() == "system")
+            image = d.at("file").as_string();
+    auto listed = launcher::qemu_img().info(image).snapshots;
+    EXPECT_TRUE(std::any_of(listed.begin(), listed.end(), [](auto& s) { return s.name == "k1"; }))
+        << image;
+    auto check = qmpkit({"snapshot", "check", "snap"});
+    EXPECT_EQ(check.code, 1);
+    EXPECT_NE(check.out.find("k1"), std::string::npos) << check.out;
+
+    // --no-metadata: taken, not recorded.
+    r = qmpkit({"snapshot", "create", "snap", "unrecorded", "--no-metadata"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(qmpkit({"snapshot", "info", "snap", "unrecorded"}).code, 1);
+    listed = launcher::qemu_img().info(image).snapshots;
+    EXPECT_TRUE(
+        std::any_of(listed.begin(), listed.end(), [](auto& s) { return s.name == "unrecorded"; }));
+    // Leave the images as the metadata says, for the cases after this one.
+    for (const auto* n : {"k1", "unrecorded"})
+        ASSERT_EQ(
+            qmpkit({"qmp", "snap", "human-monitor-command", std::string("command-line=delvm ") + n})
+                .code,
+            0);
+    EXPECT_EQ(qmpkit({"snapshot", "check", "snap"}).code, 0)
+        << qmpkit({"snapshot", "check", "snap"}).out;
+}
+
 TEST_F(snapshot_test, print_plan_shows_the_qmp_commands_and_sends_nothing) {
     auto r =
         qmpkit({"--json", "snapshot", "create", "snap", "planned", "--disk-only", "--print-plan"});

@@ -236,7 +236,7 @@ turbo: true
                   "scsi or ide)\n"
                   "/defs/vm.yaml:6:1: turbo: unknown key 'turbo' (expected one of: name, "
                   "machine, accel, cpus, memory, kernel, initrd, append, boot, command_channel, "
-                  "disks, serial, network, extra_args)");
+                  "guest_agent, disks, serial, network, extra_args, reset)");
     }
 }
 

@@ -25,6 +25,7 @@ TEST(definition_loader, fills_in_defaults) {
     EXPECT_FALSE(def.append);
     EXPECT_EQ(def.boot, boot_mode::disk);
     EXPECT_FALSE(def.command_channel);
+    EXPECT_FALSE(def.guest_agent);
     EXPECT_TRUE(def.disks.empty());
     EXPECT_TRUE(def.serial.log);
     EXPECT_TRUE(def.serial.log_file.empty());
@@ -72,6 +73,7 @@ initrd: /i
 append: "console=ttyS0"
 boot: kernel
 command_channel: true
+guest_agent: true
 disks:
   - name: system
     file: /s.qcow2
@@ -101,6 +103,7 @@ extra_args: ["-rtc", "base=utc", 7]
     EXPECT_EQ(def.initrd, fs::path("/i"));
     EXPECT_EQ(def.append, "console=ttyS0");
     EXPECT_TRUE(def.command_channel);
+    EXPECT_TRUE(def.guest_agent);
     EXPECT_EQ(def.disks[0], (disk_definition{"system", "/s.qcow2", disk_format::qcow2, gib,
                                              fs::path("/base.qcow2"), disk_bus::virtio, false,
                                              cache_mode::unsafe, "sys.node"}));
@@ -246,6 +249,7 @@ kernel: "/boot/vm linuz,1"
 initrd: /boot/initrd
 append: 'console=ttyS0 quote=" back\slash'
 command_channel: true
+guest_agent: true
 disks:
   - {name: system, file: "/images/$${x}.qcow2", size: 1000, backing: /base.qcow2,
      cache: none, node_name: sys}
@@ -286,6 +290,7 @@ TEST(definition_loader, example_configs_load_and_validate_their_shape) {
         EXPECT_NO_THROW(require_qcow2(def));
         EXPECT_EQ(def.boot, boot_mode::kernel);
         EXPECT_TRUE(def.command_channel);
+        EXPECT_TRUE(def.guest_agent);
         EXPECT_EQ(def.kernel, (test::source_dir() / "build/guest/vmlinuz").lexically_normal());
         expect_round_trip(def);
     }

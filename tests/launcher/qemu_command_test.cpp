@@ -85,16 +85,73 @@ TEST(qemu_command, tiny_example) {
     auto build = (test::source_dir() / "build").lexically_normal().string();
     EXPECT_EQ(build_qemu_command(def, paths, accel_mode::tcg),
               concat({prologue("pc", "tiny"),
-                      {"-device", R"({"driver":"virtio-serial-pci","id":"vser0"})", "-chardev",
-                       "socket,id=shell,path=/run/vm/shell.sock,server=on,wait=off", "-device",
+                      {"-device",
+                       R"({"driver":"virtio-serial-pci","id":"vser0"})",
+                       "-chardev",
+                       "socket,id=shell,path=/run/vm/shell.sock,server=on,wait=off",
+                       "-device",
                        R"({"driver":"virtserialport","id":"shell0","bus":"vser0.0",)"
                        R"("chardev":"shell","name":"org.qmpkit.shell"})",
-                       "-blockdev", file_node("system", build + "/images/tiny-system.qcow2"),
-                       "-blockdev", format_node("system"), "-device",
+                       "-chardev",
+                       "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off",
+                       "-device",
+                       R"({"driver":"virtserialport","id":"agent0","bus":"vser0.0",)"
+                       R"("chardev":"agent","name":"org.qemu.guest_agent.0"})",
+                       "-blockdev",
+                       file_node("system", build + "/images/tiny-system.qcow2"),
+                       "-blockdev",
+                       format_node("system"),
+                       "-device",
                        R"({"driver":"virtio-blk-pci","id":"system-dev","drive":"system",)"
                        R"("serial":"system"})",
-                       "-kernel", build + "/guest/vmlinuz", "-initrd",
-                       build + "/guest/initramfs.img", "-append", "console=ttyS0 panic=-1"}}));
+                       "-kernel",
+                       build + "/guest/vmlinuz",
+                       "-initrd",
+                       build + "/guest/initramfs.img",
+                       "-append",
+                       "console=ttyS0 panic=-1"}}));
+}
+
+TEST(qemu_command, guest_agent_shares_the_command_channels_controller) {
+    const argv agent_port = {
+        "-chardev", "socket,id=agent,path=/run/vm/agent.sock,server=on,wait=off", "-device",
+        R"({"driver":"virtserialport","id":"agent0","bus":"vser0.0",)"
+        R"("chardev":"agent","name":"org.qemu.guest_agent.0"})"};
+    auto rest = [](const argv& args) { return argv(args.begin() + prologue().size(), args.end()); };
+
+    // Alone, the agent brings its own controller.
+    EXPECT_EQ(rest(command("name: vm\nkernel: /k\nguest_agent: true\n")),
+              concat({{"-device", R"({"driver":"virtio-serial-pci","id":"vser0"})"},
+                      agent_port,
+                      {"-kernel", "/k"}}));
+    // With the command channel, one controller takes both ports.
+    EXPECT_EQ(rest(command("name: vm\nkernel: /k\ncommand_channel: true\nguest_agent: true\n")),
+              concat({{"-device", R"({"driver":"virtio-serial-pci","id":"vser0"})", "-chardev",
+                       "socket,id=shell,path=/run/vm/shell.sock,server=on,wait=off", "-device",
+                       R"({"driver":"virtserialport","id":"shell0","bus":"vser0.0",)"
+                       R"("chardev":"shell","name":"org.qmpkit.shell"})"},
+                      agent_port,
+                      {"-kernel", "/k"}}));
+    // microvm: the MMIO controller.
+    auto micro = command("name: vm\nmachine: microvm\nkernel: /k\nguest_agent: true\n");
+    EXPECT_NE(
+        std::find(micro.begin(), micro.end(), R"({"driver":"virtio-serial-device","id":"vser0"})"),
+        micro.end());
+    // Off (the default): no agent port.
+    auto off = command("name: vm\nkernel: /k\ncommand_channel: true\n");
+    EXPECT_EQ(std::find(off.begin(), off.end(), agent_port[1]), off.end());
+
+    auto deep = default_launch_paths("/" + std::string(100, 'd'), 3);
+    deep.console_socket = "/run/vm/console.sock";
+    try {
+        build_qemu_command(definition("name: vm\nkernel: /k\nguest_agent: true\n"), deep,
+                           accel_mode::tcg);
+        FAIL() << "no error";
+    } catch (const error& e) {
+        EXPECT_NE(std::string(e.what()).find("guest agent socket path is 112 bytes"),
+                  std::string::npos)
+            << e.what();
+    }
 }
 
 TEST(qemu_command, two_disks) {

@@ -293,6 +293,42 @@ TEST(decoder, decodes_a_300k_line_fed_in_4k_chunks) {
     EXPECT_EQ(d.pending_bytes(), 0u);
 }
 
+// The guest agent's resynchronisation: stale bytes, then 0xFF, then the reply that counts.
+TEST(decoder, discard_until_skips_stale_bytes_up_to_the_delimiter) {
+    decoder d;
+    d.feed("{\"return\": 1}\n{\"return\": {\"pid\"");
+    EXPECT_FALSE(d.discard_until('\xff'));
+    EXPECT_EQ(d.pending_bytes(), 0u);
+    // The delimiter may arrive in the middle of a partial line, before its newline.
+    d.feed(": 7}, \"x\": [1,2");
+    EXPECT_FALSE(d.discard_until('\xff'));
+    d.feed("]}\n\xff{\"return\": 42}\n{\"return\": {}}\n");
+    EXPECT_TRUE(d.discard_until('\xff'));
+    EXPECT_THAT(drain(d), ElementsAre("reply id=null 42", "reply id=null {}"));
+}
+
+TEST(decoder, discard_until_stops_at_the_first_delimiter_and_keeps_what_follows) {
+    decoder d;
+    d.feed("garbage\xff{\"return\": 1}\n\xff{\"ret");
+    EXPECT_TRUE(d.discard_until('\xff'));
+    EXPECT_THAT(drain(d), ElementsAre("reply id=null 1"));
+    EXPECT_TRUE(d.discard_until('\xff'));
+    EXPECT_EQ(d.pending_bytes(), 5u);
+    d.feed("urn\": 2}\r\n");
+    EXPECT_THAT(drain(d), ElementsAre("reply id=null 2"));
+    // Nothing held: nothing found.
+    EXPECT_FALSE(d.discard_until('\xff'));
+}
+
+TEST(decoder, discard_until_ends_the_skipping_of_an_oversized_line) {
+    decoder d(64);
+    d.feed(std::string(80, 'z'));
+    EXPECT_THAT(drain(d), ElementsAre(too_large));
+    d.feed(std::string(10, 'z') + "\xff{\"return\": 3}\n");
+    EXPECT_TRUE(d.discard_until('\xff'));
+    EXPECT_THAT(drain(d), ElementsAre("reply id=null 3"));
+}
+
 TEST(decoder, reset_drops_a_partial_line) {
     decoder d;
     d.feed("{\"return\": {}, \"i");

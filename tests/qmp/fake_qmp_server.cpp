@@ -208,6 +208,16 @@ json::object fake_qmp_server::expect_command(std::string_view name) {
     return std::move(command);
 }
 
+void fake_qmp_server::expect_bytes(std::string_view bytes) {
+    const auto until = clock_type::now() + deadline_;
+    while (buffer_.size() < bytes.size())
+        if (!read_some(milliseconds(remaining_ms(until))))
+            throw failure("the client closed the connection while bytes were expected");
+    if (std::string_view(buffer_).substr(0, bytes.size()) != bytes)
+        throw failure("expected other bytes, got: " + buffer_);
+    buffer_.erase(0, bytes.size());
+}
+
 void fake_qmp_server::expect_silence(milliseconds quiet) {
     if (!buffer_.empty())
         throw failure("expected silence, but the client had sent: " + buffer_);

@@ -63,6 +63,9 @@ public:
     // Reads the next command line and checks that it executes `name` ("execute" or
     // "exec-oob"). Returns the whole command so the script can take its id and arguments.
     boost::json::object expect_command(std::string_view name);
+    // Reads exactly these bytes next (e.g. the 0xFF a guest agent client sends before
+    // guest-sync-delimited).
+    void expect_bytes(std::string_view bytes);
     // Fails if any byte arrives within `quiet` (e.g. a command the client should hold back).
     void expect_silence(std::chrono::milliseconds quiet);
     // Waits for the client to close its end.

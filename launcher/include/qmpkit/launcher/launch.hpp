@@ -28,6 +28,9 @@ struct launch_options {
     std::vector<std::string> extra_args;
     // The caller already holds the VM's lock (a snapshot revert restarting the VM).
     bool lock_held_by_caller = false;
+    // For a VM with file-backed RAM: map this file copy-on-write as the RAM (a reset point's
+    // template) instead of the VM's own RAM file.
+    std::filesystem::path memory_template;
     std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
     std::chrono::milliseconds qmp_timeout{std::chrono::seconds(30)};
     std::shared_ptr<spdlog::logger> logger;

@@ -23,11 +23,16 @@ struct launch_paths {
     // per monitor, so event streaming needs its own), and one end of a socketpair for the
     // supervisor that started qemu. -1: none.
     int events_listen_fd = -1;
+    // When set, the VM's RAM is this file (memory-backend-file). shared: the VM writes to the
+    // file (share=on); otherwise it maps it copy-on-write and the file stays as it was.
+    std::filesystem::path memory_file;
+    bool memory_shared = true;
     int supervisor_monitor_fd = -1;
     // Used unless the definition names its own serial log (see serial_log_file).
     std::filesystem::path serial_log;
     std::filesystem::path console_socket;
     std::filesystem::path shell_socket;
+    std::filesystem::path agent_socket; // the guest agent's port (guest_agent: true)
 };
 
 // A disk's two block nodes, protocol ("<node>-file") then format ("<node>"), as -blockdev and
@@ -37,7 +42,7 @@ std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk)
 boost::json::object disk_device(const disk_definition& disk, machine_type machine, bool boot);
 std::string disk_device_id(const disk_definition& disk);
 
-// state_dir/serial.log, state_dir/console.sock, state_dir/shell.sock.
+// state_dir/serial.log, state_dir/console.sock, state_dir/shell.sock, state_dir/agent.sock.
 launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd);
 
 // The serial log qemu writes for this definition: its own serial.log_file, else paths.serial_log.

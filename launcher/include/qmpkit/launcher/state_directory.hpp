@@ -26,6 +26,7 @@ public:
     std::filesystem::path events_socket() const { return dir_ / "events.sock"; } // `qmpkit events`
     std::filesystem::path console_socket() const { return dir_ / "console.sock"; }
     std::filesystem::path shell_socket() const { return dir_ / "shell.sock"; }
+    std::filesystem::path agent_socket() const { return dir_ / "agent.sock"; } // qemu-ga
     std::filesystem::path serial_log() const { return dir_ / "serial.log"; }
     std::filesystem::path qemu_log() const { return dir_ / "qemu.log"; }
     std::filesystem::path supervisor_log() const { return dir_ / "supervisor.log"; }
@@ -33,6 +34,10 @@ public:
     std::filesystem::path runtime_file() const { return dir_ / "runtime.json"; }
     std::filesystem::path exit_record() const { return dir_ / "exit.json"; }
     std::filesystem::path lock_file() const { return dir_ / "lock"; }
+    // Reset points (reset/<name>/) and the RAM of a VM with file-backed memory. The RAM lives on
+    // /dev/shm where there is one: a file on disk would have its dirty pages written back.
+    std::filesystem::path reset_points() const { return dir_ / "reset"; }
+    std::filesystem::path ram_file() const;
 
     // Names of the VMs that have a state directory under root.
     static std::vector<std::string> list(const std::filesystem::path& root);

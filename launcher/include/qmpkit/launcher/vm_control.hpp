@@ -33,7 +33,8 @@ struct vm_status {
 // Never throws for a VM that merely is not running; `state` says so.
 vm_status query_status(const state_directory& dir, const connect_options& options = {});
 
-// ACPI power button, then `quit` after the timeout, then SIGKILL. Returns how it ended.
+// guest-shutdown through the guest agent when the VM has one that answers within 2 s, else the
+// ACPI power button; then `quit` after the timeout, then SIGKILL. Returns how it ended.
 std::string shutdown_vm(const state_directory& dir, std::chrono::milliseconds timeout,
                         const connect_options& options = {});
 // Immediate stop (virsh destroy).

@@ -24,6 +24,8 @@ enum class disk_bus { virtio, scsi, ide };
 enum class cache_mode { writeback, none, writethrough, directsync, unsafe };
 enum class network_mode { user };
 enum class forward_protocol { tcp, udp };
+// How `qmpkit reset` brings the VM back (see reset_definition).
+enum class reset_strategy { automatic, loadvm, template_ram, standby }; // "auto", ..., "template"
 
 // The spelling used in YAML and on the qemu command line.
 std::string_view to_string(machine_type v) noexcept;
@@ -34,6 +36,7 @@ std::string_view to_string(disk_bus v) noexcept;
 std::string_view to_string(cache_mode v) noexcept;
 std::string_view to_string(network_mode v) noexcept;
 std::string_view to_string(forward_protocol v) noexcept;
+std::string_view to_string(reset_strategy v) noexcept;
 
 // The inverse of to_string; nullopt for anything else (matching is exact, case included).
 std::optional<machine_type> machine_type_from_string(std::string_view s) noexcept;
@@ -44,6 +47,7 @@ std::optional<disk_bus> disk_bus_from_string(std::string_view s) noexcept;
 std::optional<cache_mode> cache_mode_from_string(std::string_view s) noexcept;
 std::optional<network_mode> network_mode_from_string(std::string_view s) noexcept;
 std::optional<forward_protocol> forward_protocol_from_string(std::string_view s) noexcept;
+std::optional<reset_strategy> reset_strategy_from_string(std::string_view s) noexcept;
 
 struct disk_definition {
     std::string name{};
@@ -84,6 +88,18 @@ struct network_definition {
     friend bool operator==(const network_definition&, const network_definition&) = default;
 };
 
+// reset: {strategy: auto|loadvm|template|standby}. template and standby keep the VM's RAM in a
+// named file so that a reset point can save only the device state and map the RAM back
+// copy-on-write; loadvm works with plain RAM.
+struct reset_definition {
+    reset_strategy strategy = reset_strategy::automatic;
+
+    // Whether the VM's RAM lives in a named file (memory-backend-file).
+    bool file_backed_memory() const noexcept { return strategy != reset_strategy::loadvm; }
+
+    friend bool operator==(const reset_definition&, const reset_definition&) = default;
+};
+
 struct vm_definition {
     std::string name{};
     machine_type machine = machine_type::q35;
@@ -95,6 +111,8 @@ struct vm_definition {
     std::optional<std::string> append{};
     boot_mode boot = boot_mode::disk; // the loader picks kernel when a kernel is set
     bool command_channel = false;
+    bool guest_agent = false;
+    reset_definition reset{}; // qemu-ga's virtio-serial port (org.qemu.guest_agent.0)
     std::vector<disk_definition> disks{};
     serial_definition serial{};
     std::optional<network_definition> network{};

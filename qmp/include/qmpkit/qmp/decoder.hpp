@@ -37,6 +37,12 @@ public:
     // The next complete message or error, or nullopt until more bytes arrive.
     std::optional<decode_result> next();
 
+    // Drops the bytes held up to and including the first `delimiter` and returns true; when none
+    // has arrived yet, drops everything held and returns false (call again after the next feed).
+    // A partial line before the delimiter is dropped with it. The guest agent sends 0xFF before
+    // its answer to guest-sync-delimited so that a client can skip stale bytes this way.
+    bool discard_until(char delimiter);
+
     // Bytes held that do not yet form a complete line.
     std::size_t pending_bytes() const noexcept { return buffer_.size() - begin_; }
 

@@ -51,6 +51,7 @@ struct create_request {
     std::optional<std::filesystem::path> memory_file; // external with memory (--memspec)
     bool halt = false;                                // stop the VM once the snapshot exists
     bool no_metadata = false;                         // take it, but keep no record of it
+    bool quiesce = false; // disk-only: guest file systems frozen by the guest agent meanwhile
     std::vector<disk_choice> disks;
 };
 

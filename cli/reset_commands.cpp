@@ -1,0 +1,122 @@
+// reset VM [TARGET] — back to a reset point or snapshot, fast; reset-point create|list|delete
+
+#include "context.hpp"
+#include "exit_codes.hpp"
+#include "output.hpp"
+#include "vm_lookup.hpp"
+
+#include <qmpkit/snapshot/tree_view.hpp>
+#include <qmpkit/snapshot/vm_reset.hpp>
+
+#include <boost/json.hpp>
+
+#include <iostream>
+
+namespace qmpkit::cli {
+namespace {
+
+namespace json = boost::json;
+
+snapshot::vm_reset reset_for(const context& ctx, const std::string& vm) {
+    snapshot::manager_options o;
+    o.state_root = state_root(ctx);
+    o.logger = ctx.logger;
+    o.lock_timeout = std::chrono::milliseconds(static_cast<long>(ctx.lock_timeout * 1000));
+    return snapshot::vm_reset(find_vm(ctx, vm).vm_name(), o);
+}
+
+json::object point_json(const snapshot::reset_point& p) {
+    json::array disks;
+    for (const auto& d : p.disks)
+        disks.push_back({{"name", d.name}, {"base", d.base.string()}});
+    return {{"name", p.name},
+            {"created_at", p.created_at},
+            {"ram", p.ram.string()},
+            {"device_state", p.device_state.string()},
+            {"disks", std::move(disks)}};
+}
+
+} // namespace
+
+void register_reset_commands(CLI::App& app, context& ctx) {
+    struct reset_options {
+        std::string vm, target;
+        bool paused = false;
+    };
+    auto r = std::make_shared<reset_options>();
+    auto* reset = app.add_subcommand(
+        "reset", "Bring a VM back to a reset point or snapshot, the fastest way its "
+                 "definition allows (reset.strategy)");
+    reset->add_option("vm", r->vm, "VM name")->required();
+    reset->add_option("target", r->target,
+                      "reset point or snapshot (default: the newest reset point, or the "
+                      "current snapshot)");
+    reset->add_flag("--paused", r->paused, "leave it paused");
+    reset->callback([&ctx, r] {
+        ctx.action = [&ctx, r] {
+            auto result =
+                reset_for(ctx, r->vm)
+                    .reset(r->target.empty() ? std::nullopt : std::optional<std::string>(r->target),
+                           r->paused);
+            const double ms = static_cast<double>(result.took.count()) / 1000.0;
+            if (ctx.json)
+                print_json(json::object{
+                    {"strategy", result.strategy}, {"target", result.target}, {"ms", ms}});
+            else
+                std::cout << "VM " << r->vm << " reset to " << result.target << " ("
+                          << result.strategy << ", " << ms << " ms)\n";
+            return exit_code::ok;
+        };
+    });
+
+    auto* points = app.add_subcommand("reset-point", "Reset points: create, list, delete");
+    points->require_subcommand(1);
+    auto c = std::make_shared<std::pair<std::string, std::string>>();
+    auto* create = points->add_subcommand("create", "Take a reset point of a running VM");
+    create->add_option("vm", c->first, "VM name")->required();
+    create->add_option("name", c->second, "reset point name")->required();
+    create->callback([&ctx, c] {
+        ctx.action = [&ctx, c] {
+            auto p = reset_for(ctx, c->first).create_point(c->second);
+            if (ctx.json)
+                print_json(point_json(p));
+            else
+                std::cout << "Reset point " << p.name << " created\n";
+            return exit_code::ok;
+        };
+    });
+    auto l = std::make_shared<std::string>();
+    auto* list = points->add_subcommand("list", "List a VM's reset points");
+    list->add_option("vm", *l, "VM name")->required();
+    list->callback([&ctx, l] {
+        ctx.action = [&ctx, l] {
+            auto all = reset_for(ctx, *l).points();
+            if (ctx.json) {
+                json::array a;
+                for (const auto& p : all)
+                    a.push_back(point_json(p));
+                print_json(a);
+            } else {
+                table t({"NAME", "CREATED", "DISKS"});
+                for (const auto& p : all)
+                    t.add({p.name, snapshot::format_local_time(p.created_at),
+                           std::to_string(p.disks.size())});
+                std::cout << t.str();
+            }
+            return exit_code::ok;
+        };
+    });
+    auto d = std::make_shared<std::pair<std::string, std::string>>();
+    auto* del = points->add_subcommand("delete", "Delete a reset point");
+    del->add_option("vm", d->first, "VM name")->required();
+    del->add_option("name", d->second, "reset point name")->required();
+    del->callback([&ctx, d] {
+        ctx.action = [&ctx, d] {
+            reset_for(ctx, d->first).remove_point(d->second);
+            std::cout << "Reset point " << d->second << " deleted\n";
+            return exit_code::ok;
+        };
+    });
+}
+
+} // namespace qmpkit::cli

@@ -1,0 +1,62 @@
+#pragma once
+
+// Putting a VM back to a known state fast, for test harnesses. Two strategies so far:
+//   loadvm    snapshot-load of an internal snapshot, in place (the baseline);
+//   template  a reset point holds only the device state (migration with x-ignore-shared), a
+//             frozen copy of the RAM file and frozen disk images; a reset starts a new qemu that
+//             maps the RAM copy-on-write, gets fresh overlays over the frozen disks, loads the
+//             device state and continues. RAM is not copied, so the time does not grow with RAM.
+// The VM definition chooses (reset: {strategy: ...}); auto takes template where the VM's RAM is
+// file-backed and a reset point exists, else loadvm.
+
+#include <qmpkit/snapshot/snapshot_manager.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qmpkit::snapshot {
+
+struct reset_point {
+    std::string name;
+    std::int64_t created_at = 0;
+    std::filesystem::path ram;          // the frozen RAM (mapped copy-on-write at reset)
+    std::filesystem::path device_state; // migration stream without RAM
+    struct disk {
+        std::string name;
+        std::filesystem::path base;    // frozen image
+        std::filesystem::path overlay; // what the VM writes to after a reset (made anew each time)
+    };
+    std::vector<disk> disks;
+    std::string definition; // YAML of the VM as it was
+};
+
+struct reset_result {
+    std::string strategy; // "loadvm" or "template"
+    std::string target;   // the snapshot or reset point
+    std::chrono::microseconds took{0};
+};
+
+class vm_reset {
+public:
+    vm_reset(std::string vm, manager_options options = {});
+
+    // A reset point of the running VM (template strategy: its RAM must be file-backed).
+    reset_point create_point(const std::string& name);
+    std::vector<reset_point> points() const;
+    void remove_point(const std::string& name);
+
+    // Back to `target` (a reset point, or a snapshot for loadvm; default: the newest reset point
+    // for template, the current snapshot for loadvm), running unless `paused`. A reset that fails
+    // leaves the VM stopped with the error.
+    reset_result reset(const std::optional<std::string>& target = std::nullopt,
+                       bool paused = false);
+
+private:
+    std::string vm_;
+    manager_options options_;
+};
+
+} // namespace qmpkit::snapshot

@@ -1,0 +1,159 @@
+#pragma once
+
+// Private: what the snapshot and reset operations share — one operation's hold on a VM (its
+// lock, definition, snapshot tree, QMP session) and small facts about its block graph.
+
+#include <qmpkit/launcher/atomic_file.hpp>
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/supervisor.hpp>
+#include <qmpkit/launcher/vm_control.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
+#include <qmpkit/snapshot/error.hpp>
+#include <qmpkit/snapshot/metadata_store.hpp>
+#include <qmpkit/snapshot/snapshot_manager.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace qmpkit::snapshot::detail {
+
+namespace fs = std::filesystem;
+using launcher::vm_definition;
+using namespace std::chrono_literals;
+
+inline std::int64_t now_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+inline std::string hex_id() {
+    static std::mt19937_64 random{std::random_device{}()};
+    char text[9];
+    std::snprintf(text, sizeof text, "%08x", static_cast<unsigned>(random()));
+    return text;
+}
+
+// The disks the VM has in the running block graph, by disk name.
+inline std::map<std::string, launcher::block_device> live_disks(qmp::client& qmp) {
+    std::map<std::string, launcher::block_device> disks;
+    for (auto& d : launcher::list_block_devices(qmp))
+        disks[d.disk] = d;
+    return disks;
+}
+
+inline bool same_file(const fs::path& a, const fs::path& b) {
+    std::error_code ec;
+    return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
+}
+
+// Everything one operation needs: the VM's lock (held throughout), its definition, its
+// snapshot tree, and a QMP session when it runs.
+struct vm_context {
+    launcher::state_directory dir;
+    launcher::vm_lock lock;
+    vm_definition def;
+    snapshot_tree tree;
+    std::optional<qmp::client> qmp;
+    vm_state state = vm_state::shutoff;
+    const manager_options* options = nullptr;
+
+    vm_context(const std::string& vm, const manager_options& o, std::string_view purpose)
+        : dir(o.state_root.empty() ? launcher::default_state_root() : o.state_root, vm)
+        , lock((require_known(),
+                launcher::vm_lock::acquire(dir.lock_file(), purpose, o.lock_timeout)))
+        , def(launcher::load_definition(dir.definition_copy()))
+        , tree(metadata_store(dir).load())
+        , options(&o) {
+        if (launcher::is_running(dir))
+            connect();
+    }
+
+    void require_known() const {
+        if (!fs::exists(dir.definition_copy()))
+            throw error(error_kind::not_found, "no VM named '" + dir.vm_name() + "' in " +
+                                                   dir.path().parent_path().string() +
+                                                   " (start it once, or give its definition file)");
+    }
+
+    void connect() {
+        qmp::client_options o;
+        o.logger = options->logger;
+        qmp.emplace(o);
+        qmp->connect(dir.qmp_socket());
+        refresh_state();
+    }
+
+    void refresh_state() {
+        const auto status = qmp->execute("query-status");
+        state = status.at("running").as_bool() ? vm_state::running : vm_state::paused;
+    }
+
+    bool running() const { return qmp.has_value(); }
+
+    void report(const std::string& what, double fraction) const {
+        if (options->progress)
+            options->progress(what, fraction);
+    }
+
+    void save_tree() { metadata_store(dir).save(tree); }
+    void save_definition() {
+        launcher::write_file_atomically(dir.definition_copy(), launcher::dump_definition(def));
+    }
+
+    // Stops qemu and waits until it is gone; the supervisor records the end.
+    void stop_vm() {
+        if (!qmp)
+            return;
+        const auto runtime = launcher::read_runtime_info(dir);
+        try {
+            qmp->execute("quit");
+        } catch (const qmp::error&) {
+        }
+        qmp.reset();
+        for (int i = 0; runtime && i < 500 && launcher::process_alive(runtime->qemu_pid); ++i)
+            std::this_thread::sleep_for(20ms);
+        for (int i = 0; i < 100 && !fs::exists(dir.exit_record()); ++i)
+            std::this_thread::sleep_for(20ms);
+        state = vm_state::shutoff;
+    }
+
+    // Starts qemu for `d` (in the background, supervised) and connects.
+    void start_vm(const vm_definition& d, std::vector<std::string> extra_args, bool paused,
+                  const fs::path& memory_template = {}) {
+        launcher::launch_options o;
+        o.state_root = dir.path().parent_path();
+        o.extra_args = std::move(extra_args);
+        o.paused = paused;
+        o.lock_held_by_caller = true;
+        o.memory_template = memory_template;
+        o.logger = options->logger;
+        launcher::start_in_background(d, o, launcher::supervise_options{});
+        def = d;
+        connect();
+    }
+
+    void set_run_state(vm_state wanted) {
+        if (!qmp)
+            return;
+        refresh_state();
+        if (wanted == vm_state::running && state != vm_state::running)
+            qmp->execute("cont");
+        if (wanted == vm_state::paused && state == vm_state::running)
+            qmp->execute("stop");
+        refresh_state();
+    }
+};
+
+
+} // namespace qmpkit::snapshot::detail
