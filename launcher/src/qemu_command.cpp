@@ -3,6 +3,7 @@
 
 #include <boost/json.hpp>
 
+#include <fstream>
 #include <sstream>
 #include <string_view>
 #include <sys/un.h>
@@ -16,7 +17,27 @@ namespace json = boost::json;
 
 // Under TCG the microvm kernel can hang calibrating a TSC whose speed it cannot
 // measure; telling it the rate skips the calibration.
-constexpr std::string_view microvm_tcg_tsc = "tsc_early_khz=1000000";
+constexpr std::string_view microvm_tcg_tsc = "tsc_early_khz=";
+
+// The host's TSC rate in kHz, which the guest's TSC runs at under TCG: a wrong value makes guest
+// time run fast or slow. From /proc/cpuinfo's "cpu MHz"; 1 GHz when it says nothing.
+std::string host_tsc_khz() {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+        if (line.rfind("cpu MHz", 0) != 0)
+            continue;
+        const auto colon = line.find(':');
+        try {
+            const double mhz = std::stod(line.substr(colon + 1));
+            if (mhz > 0)
+                return std::to_string(static_cast<long long>(mhz * 1000));
+        } catch (const std::exception&) {
+        }
+        break;
+    }
+    return "1000000";
+}
 
 // In qemu's "key=value,..." option strings a comma inside a value is written twice.
 std::string escape_option(std::string_view value) {
@@ -225,7 +246,8 @@ private:
         std::string append = def_.append.value_or("");
         if (microvm_ && accel_ == accel_mode::tcg &&
             !sets_kernel_parameter(append, microvm_tcg_tsc))
-            append += (append.empty() ? "" : " ") + std::string(microvm_tcg_tsc);
+            append += (append.empty() ? "" : " ") + std::string(microvm_tcg_tsc) +
+                      (options_.tsc_khz ? std::to_string(options_.tsc_khz) : host_tsc_khz());
         if (def_.append || !append.empty())
             add({"-append", append});
     }

@@ -5,6 +5,7 @@
 #include <boost/json/object.hpp>
 
 #include <array>
+#include <cstdint>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -53,6 +54,8 @@ struct qemu_command_options {
     std::string qemu_binary = "qemu-system-x86_64";
     // -S: stop before the first instruction, e.g. to load a snapshot over QMP before running.
     bool start_paused = false;
+    // microvm under TCG: the TSC rate the guest is told (tsc_early_khz); 0 reads the host's.
+    std::uint64_t tsc_khz = 0;
 };
 
 // The qemu argv (binary first, never a shell string) for a definition that has passed
