@@ -116,6 +116,7 @@ public:
         }
         if (options_.start_paused)
             add({"-S"});
+        add_hotplug_ports();
 
         add({"-chardev",
              "socket,id=qmp,fd=" + std::to_string(paths_.qmp_listen_fd) + ",server=on,wait=off",
@@ -199,6 +200,15 @@ private:
                     {"bus", "vser0.0"},
                     {"chardev", "agent"},
                     {"name", "org.qemu.guest_agent.0"}});
+    }
+
+    // q35's root complex cannot take hot-plugged devices: spare root ports can (attach-disk).
+    void add_hotplug_ports() {
+        if (def_.machine != machine_type::q35)
+            return;
+        for (int i = 0; i < hotplug_port_count; ++i)
+            add_device(
+                {{"driver", "pcie-root-port"}, {"id", hotplug_port_id(i)}, {"chassis", i + 1}});
     }
 
     void add_disks() {
@@ -310,6 +320,10 @@ boost::json::object disk_device(const disk_definition& disk, machine_type machin
 
 std::string disk_device_id(const disk_definition& disk) {
     return disk.name + "-dev";
+}
+
+std::string hotplug_port_id(int index) {
+    return "hotplug" + std::to_string(index);
 }
 
 launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd) {

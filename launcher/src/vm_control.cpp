@@ -224,7 +224,24 @@ void attach_disk(vm_connection& vm, const disk_definition& disk) {
             vm.qmp().execute("blockdev-add", node);
             added.push_back(std::string(node.at("node-name").as_string()));
         }
-        vm.qmp().execute("device_add", disk_device(disk, def.machine, false));
+        auto device = disk_device(disk, def.machine, false);
+        if (def.machine == machine_type::q35 && disk.bus == disk_bus::virtio) {
+            // The first spare root port that is free. A root port has one slot a PCIe guest
+            // scans (0): pinning it makes an occupied port refuse instead of taking slot 1.
+            device["addr"] = "0";
+            for (int port = 0;; ++port) {
+                device["bus"] = hotplug_port_id(port);
+                try {
+                    vm.qmp().execute("device_add", device);
+                    break;
+                } catch (const qmp::error&) {
+                    if (port + 1 == hotplug_port_count)
+                        throw;
+                }
+            }
+        } else {
+            vm.qmp().execute("device_add", device);
+        }
     } catch (const qmp::error& e) {
         for (auto it = added.rbegin(); it != added.rend(); ++it) {
             try {

@@ -128,6 +128,30 @@ TEST_F(lifecycle_test, attaches_and_detaches_a_disk_live) {
     EXPECT_NE(again.err.find("no disk named 'hot'"), std::string::npos) << again.err;
 }
 
+TEST_F(lifecycle_test, attaches_disks_live_on_q35_through_spare_root_ports) {
+    auto yaml = test::tiny_guest_yaml("qz", scratch_->path());
+    yaml.replace(yaml.find("machine: pc"), 11, "machine: q35");
+    const auto def = scratch_->path() / "qz.yaml";
+    test::write_text(def, yaml);
+    ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
+    for (const auto* name : {"one", "two"}) {
+        auto image = scratch_->path() / (std::string(name) + ".qcow2");
+        auto r = qmpkit({"attach-disk", "qz", image.string(), "--name", name, "--size", "16M"});
+        ASSERT_EQ(r.code, 0) << r.err;
+    }
+    std::string mounted;
+    for (int i = 0; i < 40 && mounted.find("/data/two") == std::string::npos; ++i) {
+        std::this_thread::sleep_for(250ms);
+        mounted = guest("qz", "mount");
+    }
+    EXPECT_NE(mounted.find("/data/one"), std::string::npos) << mounted;
+    EXPECT_NE(mounted.find("/data/two"), std::string::npos) << mounted;
+    guest("qz", "umount /data/one");
+    auto r = qmpkit({"detach-disk", "qz", "one"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    qmpkit({"destroy", "qz"});
+}
+
 TEST_F(lifecycle_test, commands_on_one_vm_take_turns) {
     // One command holds the VM for a while; a second one waits for it, a third gives up.
     std::thread slow([] { qmpkit({"shell", "shared", "--", "sleep 2"}); });

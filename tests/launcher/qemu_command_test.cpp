@@ -40,30 +40,39 @@ argv concat(std::initializer_list<argv> parts) {
 
 // The arguments every command starts with, for a VM named vm on q35 under TCG.
 argv prologue(std::string_view machine = "q35", std::string_view name = "vm") {
-    return {"qemu-system-x86_64",
-            "-nodefaults",
-            "-no-user-config",
-            "-display",
-            "none",
-            "-name",
-            "guest=" + std::string(name),
-            "-machine",
-            std::string(machine),
-            "-accel",
-            "tcg",
-            "-smp",
-            "1",
-            "-m",
-            "256M",
-            "-chardev",
-            "socket,id=qmp,fd=3,server=on,wait=off",
-            "-mon",
-            "chardev=qmp,mode=control",
-            "-chardev",
-            "socket,id=serial0,path=/run/vm/console.sock,server=on,wait=off,"
-            "logfile=/run/vm/serial.log,logappend=on",
-            "-serial",
-            "chardev:serial0"};
+    argv args{"qemu-system-x86_64",
+              "-nodefaults",
+              "-no-user-config",
+              "-display",
+              "none",
+              "-name",
+              "guest=" + std::string(name),
+              "-machine",
+              std::string(machine),
+              "-accel",
+              "tcg",
+              "-smp",
+              "1",
+              "-m",
+              "256M",
+              "-chardev",
+              "socket,id=qmp,fd=3,server=on,wait=off",
+              "-mon",
+              "chardev=qmp,mode=control",
+              "-chardev",
+              "socket,id=serial0,path=/run/vm/console.sock,server=on,wait=off,"
+              "logfile=/run/vm/serial.log,logappend=on",
+              "-serial",
+              "chardev:serial0"};
+    if (machine == "q35") {
+        // Spare root ports for live attach, right after the memory size.
+        const auto at = std::find(args.begin(), args.end(), "256M") + 1;
+        args.insert(at, {"-device", R"({"driver":"pcie-root-port","id":"hotplug0","chassis":1})",
+                         "-device", R"({"driver":"pcie-root-port","id":"hotplug1","chassis":2})",
+                         "-device", R"({"driver":"pcie-root-port","id":"hotplug2","chassis":3})",
+                         "-device", R"({"driver":"pcie-root-port","id":"hotplug3","chassis":4})"});
+    }
+    return args;
 }
 
 std::string file_node(std::string_view node, std::string_view file,

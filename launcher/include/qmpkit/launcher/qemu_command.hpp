@@ -43,6 +43,10 @@ std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk)
 boost::json::object disk_device(const disk_definition& disk, machine_type machine, bool boot);
 std::string disk_device_id(const disk_definition& disk);
 
+// q35 VMs get this many spare PCIe root ports (ids hotplug_port_id(0..)) for live attach.
+inline constexpr int hotplug_port_count = 4;
+std::string hotplug_port_id(int index);
+
 // state_dir/serial.log, state_dir/console.sock, state_dir/shell.sock, state_dir/agent.sock.
 launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd);
 
