@@ -42,7 +42,7 @@ protected:
                                           "guest_agent: true\n");
         auto r = (*run_)({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
-        wait_for_mount(vm, "/data/data");
+        ASSERT_TRUE(run_->wait_for_mount(vm, "/data/data")) << "never mounted";
     }
 
     static void TearDownTestSuite() {
@@ -58,15 +58,6 @@ protected:
     void SetUp() override {
         if (!test::qemu_available())
             GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-    }
-
-    static void wait_for_mount(const std::string& name, const std::string& where) {
-        for (int i = 0; i < 60; ++i) {
-            if ((*run_)({"shell", name, "--", "grep -q ' " + where + " ' /proc/mounts"}).code == 0)
-                return;
-            std::this_thread::sleep_for(250ms);
-        }
-        FAIL() << where << " never got mounted in " << name;
     }
 
     static test::cli_result qmpkit(std::vector<std::string> args) {

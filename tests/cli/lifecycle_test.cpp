@@ -102,12 +102,7 @@ TEST_F(lifecycle_test, attaches_and_detaches_a_disk_live) {
     EXPECT_TRUE(std::filesystem::exists(image));
 
     // The guest mounts new disks within a second or so.
-    std::string mounted;
-    for (int i = 0; i < 40 && mounted.find("/data/hot") == std::string::npos; ++i) {
-        std::this_thread::sleep_for(250ms);
-        mounted = guest("shared", "mount");
-    }
-    ASSERT_NE(mounted.find("/data/hot"), std::string::npos) << mounted;
+    ASSERT_TRUE(test::cli_runner(state_root()).wait_for_mount("shared", "/data/hot"));
     guest("shared", "echo hotplugged > /data/hot/f; sync");
     EXPECT_EQ(guest("shared", "cat /data/hot/f"), "hotplugged\n");
 
@@ -139,13 +134,8 @@ TEST_F(lifecycle_test, attaches_disks_live_on_q35_through_spare_root_ports) {
         auto r = qmpkit({"attach-disk", "qz", image.string(), "--name", name, "--size", "16M"});
         ASSERT_EQ(r.code, 0) << r.err;
     }
-    std::string mounted;
-    for (int i = 0; i < 40 && mounted.find("/data/two") == std::string::npos; ++i) {
-        std::this_thread::sleep_for(250ms);
-        mounted = guest("qz", "mount");
-    }
-    EXPECT_NE(mounted.find("/data/one"), std::string::npos) << mounted;
-    EXPECT_NE(mounted.find("/data/two"), std::string::npos) << mounted;
+    EXPECT_TRUE(test::cli_runner(state_root()).wait_for_mount("qz", "/data/one"));
+    EXPECT_TRUE(test::cli_runner(state_root()).wait_for_mount("qz", "/data/two"));
     guest("qz", "umount /data/one");
     auto r = qmpkit({"detach-disk", "qz", "one"});
     EXPECT_EQ(r.code, 0) << r.err;

@@ -33,7 +33,7 @@ protected:
         auto def = test::write_tiny_guest("snap", scratch_->path(), {{"system"}, {"data", "32M"}});
         auto r = (*run_)({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
-        wait_for_mount("snap", "/data/data");
+        ASSERT_TRUE(run_->wait_for_mount("snap", "/data/data")) << "never mounted";
     }
 
     static void TearDownTestSuite() {
@@ -49,15 +49,6 @@ protected:
     void SetUp() override {
         if (!test::qemu_available())
             GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-    }
-
-    static void wait_for_mount(const std::string& vm, const std::string& where) {
-        for (int i = 0; i < 60; ++i) {
-            if ((*run_)({"shell", vm, "--", "grep -q ' " + where + " ' /proc/mounts"}).code == 0)
-                return;
-            std::this_thread::sleep_for(250ms);
-        }
-        FAIL() << where << " never got mounted in " << vm;
     }
 
     static test::cli_result qmpkit(std::vector<std::string> args) {
@@ -181,7 +172,7 @@ TEST_F(snapshot_test, revert_after_detaching_a_disk_needs_force_and_brings_the_d
     ASSERT_EQ(forced.code, 0) << forced.err;
     auto disks = qmpkit({"--json", "disks", "snap"}).out;
     EXPECT_NE(disks.find("snap-data.qcow2"), std::string::npos) << disks;
-    wait_for_mount("snap", "/data/data");
+    ASSERT_TRUE(run_->wait_for_mount("snap", "/data/data")) << "never mounted";
     EXPECT_EQ(guest("cat /data/data/f"), "on-data\n");
 }
 
@@ -211,7 +202,7 @@ TEST_F(snapshot_test, external_disk_only_snapshot_is_atomic_reverts_and_merges_b
     r = qmpkit({"snapshot", "revert", "snap", "ext", "--running"});
     ASSERT_EQ(r.code, 0) << r.err;
     ASSERT_EQ(qmpkit({"wait-ready", "snap"}).code, 0);
-    wait_for_mount("snap", "/data/data");
+    ASSERT_TRUE(run_->wait_for_mount("snap", "/data/data")) << "never mounted";
     EXPECT_EQ(guest("cat /mnt/ext"), "before\n");
     EXPECT_EQ(guest("cat /data/data/ext"), "before\n");
 

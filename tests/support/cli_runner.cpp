@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <thread>
+
 namespace qmpkit::test {
 
 cli_runner::cli_runner(std::filesystem::path state_root)
@@ -23,6 +25,17 @@ std::string cli_runner::guest(const std::string& vm, const std::string& command)
     auto r = (*this)({"shell", vm, "--", command});
     EXPECT_EQ(r.code, 0) << "guest command `" << command << "`: " << r.out << r.err;
     return r.out;
+}
+
+bool cli_runner::wait_for_mount(const std::string& vm, const std::string& where,
+                                std::chrono::milliseconds timeout) const {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    do {
+        if ((*this)({"shell", vm, "--", "grep -q ' " + where + " ' /proc/mounts"}).code == 0)
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    } while (std::chrono::steady_clock::now() < deadline);
+    return false;
 }
 
 long cli_runner::counter(const std::string& vm) const {

@@ -29,6 +29,10 @@ public:
     long counter(const std::string& vm) const;
     std::string boot_id(const std::string& vm) const;
 
+    // Whether the guest mounts `where` (the tiny guest mounts disks by itself) within the timeout.
+    bool wait_for_mount(const std::string& vm, const std::string& where,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(15)) const;
+
     const std::filesystem::path& state_root() const { return state_root_; }
 
 private:
