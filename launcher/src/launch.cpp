@@ -7,6 +7,7 @@
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/qemu_command.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>
+#include <qmpkit/launcher/subprocess.hpp>
 #include <qmpkit/launcher/vm_lock.hpp>
 
 #include <spdlog/logger.h>
@@ -84,32 +85,13 @@ std::uint64_t file_size_or_zero(const std::filesystem::path& file) {
     return ec ? 0 : size;
 }
 
-std::string quote_command_line(const std::vector<std::string>& argv) {
-    std::string text;
-    for (const auto& a : argv) {
-        if (!text.empty())
-            text += ' ';
-        const bool plain =
-            !a.empty() && a.find_first_of(" \t\n'\"\\$`*?[]{}()<>|&;#~") == std::string::npos;
-        if (plain) {
-            text += a;
-            continue;
-        }
-        text += '\'';
-        for (char c : a)
-            text += c == '\'' ? std::string("'\\''") : std::string(1, c);
-        text += '\'';
-    }
-    return text;
-}
-
 std::string launch_failure(const std::string& what, const exit_status* status,
                            const std::vector<std::string>& argv, const state_directory& dir) {
     std::ostringstream text;
     text << "qemu failed to start: " << what;
     if (status)
         text << " (" << status->describe() << ")";
-    text << "\n  command: " << quote_command_line(argv);
+    text << "\n  command: " << describe(argv);
     auto lines = tail_lines(dir.qemu_log(), 20);
     if (!lines.empty()) {
         text << "\n  qemu said:";
@@ -233,13 +215,13 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
             // Created owner-only; the header line separates this run's output from earlier ones.
             owned_fd log(
                 ::open(dir.qemu_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-            const auto header = "--- qmpkit: starting " + quote_command_line(argv) + "\n";
+            const auto header = "--- qmpkit: starting " + describe(argv) + "\n";
             if (log.get() < 0 || ::write(log.get(), header.data(), header.size()) < 0)
                 throw error("cannot write " + dir.qemu_log().string() + ": " +
                             std::strerror(errno));
         }
         if (options.logger)
-            options.logger->debug("starting qemu: {}", quote_command_line(argv));
+            options.logger->debug("starting qemu: {}", describe(argv));
 
         spawn_options spawn;
         spawn.argv = argv;

@@ -184,4 +184,14 @@ bool process_alive(pid_t pid) {
            text[close + 2] != 'X';
 }
 
+bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout) {
+    const int fd = detail::open_pidfd(pid);
+    if (fd < 0)
+        return !process_alive(pid);
+    pollfd p{fd, POLLIN, 0};
+    const int ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
+    ::close(fd);
+    return ready > 0 || !process_alive(pid);
+}
+
 } // namespace qmpkit::launcher

@@ -1,5 +1,4 @@
 #include "disk_creation.hpp"
-#include "pidfd.hpp"
 
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
@@ -13,7 +12,6 @@
 
 #include <csignal>
 #include <fstream>
-#include <poll.h>
 #include <thread>
 #include <unistd.h>
 
@@ -22,17 +20,6 @@ namespace {
 
 namespace json = boost::json;
 using namespace std::chrono_literals;
-
-// Waits for a process that need not be our child; a pidfd wakes as soon as it exits.
-bool wait_gone(pid_t pid, std::chrono::milliseconds timeout) {
-    const int fd = detail::open_pidfd(pid);
-    if (fd < 0)
-        return !process_alive(pid);
-    pollfd p{fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, static_cast<int>(timeout.count()));
-    ::close(fd);
-    return ready > 0 || !process_alive(pid);
-}
 
 // The supervisor records the end; give it a moment, and write it ourselves if it is gone too.
 std::string settle_exit_record(const state_directory& dir, const runtime_info& runtime,
@@ -143,16 +130,16 @@ std::string shutdown_vm(const state_directory& dir, std::chrono::milliseconds ti
     }
     if (!by_agent)
         vm.qmp().execute("system_powerdown");
-    if (wait_gone(runtime.qemu_pid, timeout))
+    if (wait_for_exit(runtime.qemu_pid, timeout))
         return settle_exit_record(dir, runtime, "guest-shutdown", false);
     try {
         vm.qmp().execute("quit");
     } catch (const qmp::error&) {
         // qemu may be ending on its own at this very moment.
     }
-    if (!wait_gone(runtime.qemu_pid, 10s)) {
+    if (!wait_for_exit(runtime.qemu_pid, 10s)) {
         ::kill(runtime.qemu_pid, SIGKILL);
-        wait_gone(runtime.qemu_pid, 10s);
+        wait_for_exit(runtime.qemu_pid, 10s);
     }
     return settle_exit_record(dir, runtime, "stopped after the shutdown timeout", true);
 }
@@ -167,9 +154,9 @@ void destroy_vm(const state_directory& dir, const connect_options& options) {
     } catch (const std::exception&) {
         // Unresponsive or busy: the signal below does it.
     }
-    if (!wait_gone(runtime->qemu_pid, 5s)) {
+    if (!wait_for_exit(runtime->qemu_pid, 5s)) {
         ::kill(runtime->qemu_pid, SIGKILL);
-        wait_gone(runtime->qemu_pid, 10s);
+        wait_for_exit(runtime->qemu_pid, 10s);
     }
     settle_exit_record(dir, *runtime, "destroyed", true);
 }

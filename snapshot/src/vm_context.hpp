@@ -6,6 +6,7 @@
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 #include <qmpkit/launcher/supervisor.hpp>
@@ -121,8 +122,8 @@ struct vm_context {
         } catch (const qmp::error&) {
         }
         qmp.reset();
-        for (int i = 0; runtime && i < 500 && launcher::process_alive(runtime->qemu_pid); ++i)
-            std::this_thread::sleep_for(20ms);
+        if (runtime)
+            launcher::wait_for_exit(runtime->qemu_pid, 10s);
         for (int i = 0; i < 100 && !fs::exists(dir.exit_record()); ++i)
             std::this_thread::sleep_for(20ms);
         state = vm_state::shutoff;
@@ -154,6 +155,5 @@ struct vm_context {
         refresh_state();
     }
 };
-
 
 } // namespace qmpkit::snapshot::detail

@@ -66,4 +66,8 @@ private:
 // Whether a process (not necessarily our child) still runs; a zombie counts as ended.
 bool process_alive(pid_t pid);
 
+// Waits until such a process has ended (through a pidfd, which wakes the moment it exits);
+// true when it has, false after the timeout.
+bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout);
+
 } // namespace qmpkit::launcher
