@@ -1,8 +1,16 @@
 #include "command_arguments.hpp"
 
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/size.hpp>
+
 #include <boost/json/parse.hpp>
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
+#include <sys/stat.h>
 
 namespace qmpkit::cli {
 
@@ -34,6 +42,45 @@ boost::json::object parse_command_arguments(const std::vector<std::string>& word
             arguments[key] = std::move(value);
     }
     return arguments;
+}
+
+const CLI::Validator& non_negative_number() {
+    static const CLI::Validator check(
+        [](std::string& text) -> std::string {
+            char* end = nullptr;
+            const double value = std::strtod(text.c_str(), &end);
+            if (end == text.c_str() || *end != '\0')
+                return {};
+            if (value < 0)
+                return "must not be negative, got " + text;
+            if (!std::isfinite(value) || value > 1e9)
+                return "must be at most 1000000000, got " + text;
+            return {};
+        },
+        "NUMBER >= 0");
+    return check;
+}
+
+const CLI::Validator& existing_file() {
+    static const CLI::Validator check(
+        [](std::string& path) -> std::string {
+            struct stat st {};
+            if (::stat(path.c_str(), &st) != 0)
+                return "cannot use " + path + ": " + std::strerror(errno);
+            if (S_ISDIR(st.st_mode))
+                return path + " is a directory, not a file";
+            return {};
+        },
+        "FILE");
+    return check;
+}
+
+std::uint64_t parse_size_argument(std::string_view option, const std::string& text) {
+    try {
+        return launcher::parse_size(text);
+    } catch (const launcher::error& e) {
+        throw std::invalid_argument(std::string(option) + ": " + e.what());
+    }
 }
 
 } // namespace qmpkit::cli

@@ -1,5 +1,6 @@
 // disks, attach-disk, detach-disk (virsh domblklist / attach-disk --live / detach-disk --live)
 
+#include "command_arguments.hpp"
 #include "context.hpp"
 #include "exit_codes.hpp"
 #include "output.hpp"
@@ -7,7 +8,6 @@
 
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
-#include <qmpkit/launcher/size.hpp>
 #include <qmpkit/launcher/vm_control.hpp>
 
 #include <boost/json.hpp>
@@ -76,7 +76,7 @@ launcher::disk_definition disk_from(const attach_options& o) {
     disk.cache = *cache;
     disk.read_only = o.read_only;
     if (!o.size.empty())
-        disk.size = launcher::parse_size(o.size);
+        disk.size = parse_size_argument("--size", o.size);
     return disk;
 }
 
@@ -117,7 +117,8 @@ void register_device_commands(CLI::App& app, context& ctx) {
     detach->add_option("vm", std::get<0>(*d), "VM name")->required();
     detach->add_option("disk", std::get<1>(*d), "disk name")->required();
     detach->add_option("--timeout", std::get<2>(*d), "seconds the guest gets to release it")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(non_negative_number());
     detach->callback([&ctx, d] {
         ctx.action = [&ctx, d] {
             auto conn = launcher::vm_connection::open(find_vm(ctx, std::get<0>(*d)),

@@ -1,6 +1,7 @@
 // disk create | info | convert | check — qemu-img's everyday steps, with qmpkit's safety:
 // nothing is replaced, nothing is left half-written.
 
+#include "command_arguments.hpp"
 #include "context.hpp"
 #include "exit_codes.hpp"
 #include "output.hpp"
@@ -23,6 +24,14 @@ disk_format format_named(const std::string& name) {
     if (!f)
         throw std::invalid_argument("format must be qcow2 or raw, not '" + name + "'");
     return *f;
+}
+
+// qemu-img would fail too, but naming the temporary file it was given: name the directory.
+void require_directory_for(const std::string& file) {
+    const auto dir = std::filesystem::absolute(file).parent_path();
+    if (!std::filesystem::is_directory(dir))
+        throw std::invalid_argument("cannot create '" + file + "': directory " + dir.string() +
+                                    " does not exist");
 }
 
 json::object info_json(const launcher::image_info& i) {
@@ -89,7 +98,9 @@ void register_disk_commands(CLI::App& app, context& ctx) {
     disk->require_subcommand(1);
 
     struct create_options {
-        std::string file, size, format = "qcow2", backing;
+        std::string file, size, format = "qcow2", backing, key_file;
+        bool encrypt = false;
+        int iter_time = 0;
     };
     auto c = std::make_shared<create_options>();
     auto* create =
@@ -98,11 +109,23 @@ void register_disk_commands(CLI::App& app, context& ctx) {
     create->add_option("size", c->size, "size, e.g. 1G (may be left out with --backing)");
     create->add_option("-f,--format", c->format, "qcow2 or raw")->capture_default_str();
     create->add_option("-b,--backing", c->backing, "backing image (qcow2 only)");
+    auto* encrypt = create->add_flag("--encrypt", c->encrypt,
+                                     "encrypt the contents (qcow2 LUKS); needs --key-file");
+    create
+        ->add_option("--key-file", c->key_file,
+                     "the passphrase: this file's whole content (keep it mode 0600)")
+        ->check(CLI::ExistingFile)
+        ->needs(encrypt);
+    create
+        ->add_option("--iter-time", c->iter_time,
+                     "milliseconds spent deriving the key, paid at every open (default 2000)")
+        ->check(CLI::Range(1, 600000))
+        ->needs(encrypt);
     create->callback([&ctx, c] {
         ctx.action = [&ctx, c] {
             std::optional<std::uint64_t> size;
             if (!c->size.empty())
-                size = launcher::parse_size(c->size);
+                size = parse_size_argument("size", c->size);
             std::optional<std::filesystem::path> backing;
             std::optional<disk_format> backing_format;
             const launcher::qemu_img img;
@@ -112,7 +135,19 @@ void register_disk_commands(CLI::App& app, context& ctx) {
             } else if (!size) {
                 throw std::invalid_argument("give a size, or a backing image to take it from");
             }
-            img.create(c->file, format_named(c->format), size, backing, backing_format);
+            std::optional<launcher::disk_encryption> encryption;
+            if (c->encrypt) {
+                if (c->key_file.empty())
+                    throw std::invalid_argument("--encrypt needs --key-file");
+                encryption = launcher::disk_encryption{launcher::encryption_format::luks,
+                                                       std::filesystem::absolute(c->key_file)};
+            }
+            std::optional<std::chrono::milliseconds> iter_time;
+            if (c->iter_time > 0)
+                iter_time = std::chrono::milliseconds(c->iter_time);
+            require_directory_for(c->file);
+            img.create(c->file, format_named(c->format), size, backing, backing_format, encryption,
+                       iter_time);
             if (ctx.json)
                 print_json(info_json(img.info(c->file)));
             else
@@ -124,7 +159,7 @@ void register_disk_commands(CLI::App& app, context& ctx) {
     auto i = std::make_shared<std::pair<std::string, bool>>("", false);
     auto* info = disk->add_subcommand(
         "info", "Show an image: format, sizes, backing file, internal snapshots");
-    info->add_option("file", i->first, "image")->required()->check(CLI::ExistingFile);
+    info->add_option("file", i->first, "image")->required()->check(existing_file());
     info->add_flag("--backing-chain", i->second, "also every image below it");
     info->callback([&ctx, i] {
         ctx.action = [&ctx, i] {
@@ -153,7 +188,7 @@ void register_disk_commands(CLI::App& app, context& ctx) {
     auto* convert =
         disk->add_subcommand("convert", "Copy an image into a new one of another format "
                                         "(e.g. raw to qcow2); the original is untouched");
-    convert->add_option("input", v->in, "source image")->required()->check(CLI::ExistingFile);
+    convert->add_option("input", v->in, "source image")->required()->check(existing_file());
     convert->add_option("output", v->out, "new image")->required();
     convert->add_option("-O,--output-format", v->out_format, "qcow2 or raw")->capture_default_str();
     convert->add_option("-f,--input-format", v->in_format, "source format (default: probed)");
@@ -163,6 +198,7 @@ void register_disk_commands(CLI::App& app, context& ctx) {
             if (!v->in_format.empty())
                 in_format = format_named(v->in_format);
             const launcher::qemu_img img;
+            require_directory_for(v->out);
             img.convert(v->in, v->out, format_named(v->out_format), in_format);
             if (ctx.json)
                 print_json(info_json(img.info(v->out)));
@@ -174,11 +210,18 @@ void register_disk_commands(CLI::App& app, context& ctx) {
     });
 
     auto k = std::make_shared<std::string>();
+    auto check_key = std::make_shared<std::string>();
     auto* check = disk->add_subcommand("check", "Check an image's consistency (qemu-img check)");
-    check->add_option("file", *k, "image")->required()->check(CLI::ExistingFile);
-    check->callback([&ctx, k] {
-        ctx.action = [&ctx, k] {
-            auto r = launcher::qemu_img().check(*k);
+    check->add_option("file", *k, "image")->required()->check(existing_file());
+    check->add_option("--key-file", *check_key, "the passphrase of an encrypted image")
+        ->check(CLI::ExistingFile);
+    check->callback([&ctx, k, check_key] {
+        ctx.action = [&ctx, k, check_key] {
+            std::optional<launcher::disk_encryption> key;
+            if (!check_key->empty())
+                key = launcher::disk_encryption{launcher::encryption_format::luks,
+                                                std::filesystem::absolute(*check_key)};
+            auto r = launcher::qemu_img().check(*k, key);
             if (ctx.json)
                 print_json(json::object{{"clean", r.clean()},
                                         {"corruptions", r.corruptions},

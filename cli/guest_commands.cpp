@@ -1,6 +1,7 @@
 // shell (the tiny guest's command channel), console (the serial console, live or its log),
 // exec and guest-ping (the guest agent)
 
+#include "command_arguments.hpp"
 #include "context.hpp"
 #include "exit_codes.hpp"
 #include "vm_lookup.hpp"
@@ -33,10 +34,11 @@ struct shell_options {
 };
 
 int run_shell(const context& ctx, const shell_options& o) {
-    auto dir = find_vm(ctx, o.vm);
+    auto dir = find_running_vm(ctx, o.vm);
     if (!std::filesystem::exists(dir.shell_socket()))
         throw launcher::error("VM '" + o.vm +
-                              "' has no command channel (command_channel: true) or is not running");
+                              "' has no command channel (set command_channel: true in its "
+                              "definition and restart it)");
     // The channel serves one client at a time, like QMP: take the VM's lock.
     auto lock = launcher::vm_lock::acquire(
         dir.lock_file(), "running a guest command",
@@ -193,7 +195,9 @@ void register_guest_commands(CLI::App& app, context& ctx) {
         "Run a command in the guest through its command channel; exits with its exit code");
     shell->add_option("vm", s->vm, "VM name")->required();
     shell->add_option("command", s->command, "command line (after --)")->required();
-    shell->add_option("--timeout", s->timeout, "seconds")->capture_default_str();
+    shell->add_option("--timeout", s->timeout, "seconds")
+        ->capture_default_str()
+        ->check(non_negative_number());
     shell->callback([&ctx, s] { ctx.action = [&ctx, s] { return run_shell(ctx, *s); }; });
 
     auto x = std::make_shared<exec_options>();
@@ -204,17 +208,21 @@ void register_guest_commands(CLI::App& app, context& ctx) {
     exec->add_option("command", x->command, "program and arguments (after --)")->required();
     exec->add_option("--env", x->env, "NAME=VALUE for the program's environment (repeatable)")
         ->allow_extra_args(false);
-    exec->add_option("--timeout", x->timeout, "seconds the program may run")->capture_default_str();
+    exec->add_option("--timeout", x->timeout, "seconds the program may run")
+        ->capture_default_str()
+        ->check(non_negative_number());
     exec->add_option("--agent-timeout", x->agent_timeout,
                      "seconds to wait for the guest agent to answer at all")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(non_negative_number());
     exec->callback([&ctx, x] { ctx.action = [&ctx, x] { return run_exec(ctx, *x); }; });
 
     auto p = std::make_shared<std::pair<std::string, double>>("", 5);
     auto* ping = app.add_subcommand("guest-ping", "Check that the guest agent answers");
     ping->add_option("vm", p->first, "VM name")->required();
     ping->add_option("--timeout", p->second, "seconds to wait for an answer")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(non_negative_number());
     ping->callback(
         [&ctx, p] { ctx.action = [&ctx, p] { return run_guest_ping(ctx, p->first, p->second); }; });
 
@@ -223,16 +231,18 @@ void register_guest_commands(CLI::App& app, context& ctx) {
         "console", "Attach to the serial console (Ctrl-] leaves), or print its log");
     console->add_option("vm", std::get<0>(*c), "VM name")->required();
     console->add_flag("--log", std::get<1>(*c), "print the end of the console log instead");
-    console->add_option("--lines", std::get<2>(*c), "lines of log to print")->capture_default_str();
+    console->add_option("--lines", std::get<2>(*c), "lines of log to print")
+        ->capture_default_str()
+        ->check(non_negative_number());
     console->callback([&ctx, c] {
         ctx.action = [&ctx, c] {
-            auto dir = find_vm(ctx, std::get<0>(*c));
             if (std::get<1>(*c)) {
-                for (const auto& line : launcher::tail_lines(dir.serial_log(), std::get<2>(*c)))
+                const auto log = find_vm(ctx, std::get<0>(*c)).serial_log();
+                for (const auto& line : launcher::tail_lines(log, std::get<2>(*c)))
                     std::cout << line << "\n";
                 return exit_code::ok;
             }
-            return run_console(dir.console_socket());
+            return run_console(find_running_vm(ctx, std::get<0>(*c)).console_socket());
         };
     });
 }

@@ -1,5 +1,6 @@
-// start, run, wait-ready, shutdown, destroy, status, list
+// start, run, wait-ready, shutdown, destroy, remove, status, list
 
+#include "command_arguments.hpp"
 #include "context.hpp"
 #include "exit_codes.hpp"
 #include "output.hpp"
@@ -9,6 +10,7 @@
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/size.hpp>
 #include <qmpkit/launcher/supervisor.hpp>
 #include <qmpkit/launcher/vm_control.hpp>
@@ -47,6 +49,14 @@ launcher::vm_definition load_valid(const context& ctx, const std::string& file) 
     auto def = launcher::load_definition(file);
     launcher::validate_definition(def);
     launcher::state_directory dir(state_root(ctx), def.name);
+    // launch() refuses this too, but `start` hears it from the background supervisor, which has
+    // already appended it to the running VM's supervisor.log: refuse before touching anything.
+    if (launcher::is_running(dir)) {
+        const auto runtime = launcher::read_runtime_info(dir);
+        throw launcher::error("VM '" + def.name + "' is already running" +
+                              (runtime ? " (pid " + std::to_string(runtime->qemu_pid) + ")" : "") +
+                              "; stop it first with `qmpkit shutdown " + def.name + "`");
+    }
     return launcher::with_recorded_overlays(std::move(def), dir);
 }
 
@@ -138,6 +148,8 @@ json::object status_json(const launcher::vm_status& st) {
                    {"state_dir", st.state_dir.string()}};
     if (!st.log_tail.empty())
         o["qemu_log_tail"] = json::value_from(st.log_tail);
+    if (!st.standby.empty())
+        o["standby"] = st.standby;
     return o;
 }
 
@@ -165,6 +177,8 @@ int run_status(const context& ctx, const std::string& vm) {
         rows.emplace_back("CPUs", std::to_string(st.cpus));
         rows.emplace_back("Memory", launcher::format_size(st.memory));
     }
+    if (!st.standby.empty())
+        rows.emplace_back("Standby", "ready for reset point " + st.standby);
     rows.emplace_back("State dir", st.state_dir.string());
     std::cout << key_values(rows);
     if (!st.log_tail.empty()) {
@@ -202,11 +216,12 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
     auto add_start_options = [](CLI::App* cmd, start_options& o) {
         cmd->add_option("definition", o.definition, "the VM's YAML definition")
             ->required()
-            ->check(CLI::ExistingFile);
+            ->check(existing_file());
         cmd->add_flag("--paused", o.paused, "start with the CPUs stopped");
         cmd->add_option("--shutdown-timeout", o.shutdown_timeout,
                         "seconds the guest gets to power off before qemu is stopped")
-            ->capture_default_str();
+            ->capture_default_str()
+            ->check(non_negative_number());
         cmd->add_option("--qemu", o.qemu, "the qemu binary")->capture_default_str();
     };
 
@@ -217,7 +232,8 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
     start->add_flag("--wait-ready", s->wait_ready,
                     "also wait for the guest's ready line on the console");
     start->add_option("--ready-timeout", s->ready_timeout, "seconds to wait for the ready line")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(non_negative_number());
     start->callback([&ctx, s] { ctx.action = [&ctx, s] { return run_start(ctx, *s); }; });
 
     auto r = std::make_shared<start_options>();
@@ -230,7 +246,9 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
     auto wait = std::make_shared<std::pair<std::string, double>>("", 120);
     auto* wr = app.add_subcommand("wait-ready", "Wait for the guest's ready line on the console");
     wr->add_option("vm", wait->first, "VM name")->required();
-    wr->add_option("--timeout", wait->second, "seconds")->capture_default_str();
+    wr->add_option("--timeout", wait->second, "seconds")
+        ->capture_default_str()
+        ->check(non_negative_number());
     wr->callback([&ctx, wait] {
         ctx.action = [&ctx, wait] {
             auto line = launcher::wait_for_console_line(find_vm(ctx, wait->first), ready_marker,
@@ -246,7 +264,8 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
                                        "qemu after a timeout");
     shutdown->add_option("vm", sd->first, "VM name")->required();
     shutdown->add_option("--timeout", sd->second, "seconds before qemu is stopped anyway")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(non_negative_number());
     shutdown->callback([&ctx, sd] {
         ctx.action = [&ctx, sd] {
             auto how = launcher::shutdown_vm(find_vm(ctx, sd->first), seconds(sd->second),
@@ -264,6 +283,20 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
         ctx.action = [&ctx, d] {
             launcher::destroy_vm(find_vm(ctx, *d), connect_options_for(ctx));
             std::cout << "VM " << *d << " destroyed\n";
+            return exit_code::ok;
+        };
+    });
+
+    auto rm = std::make_shared<std::string>();
+    auto* remove = app.add_subcommand(
+        "remove", "Forget a stopped VM: its state directory, overlays and reset points go; "
+                  "images outside the state directory stay");
+    remove->alias("undefine");
+    remove->add_option("vm", *rm, "VM name")->required();
+    remove->callback([&ctx, rm] {
+        ctx.action = [&ctx, rm] {
+            launcher::remove_vm(find_vm(ctx, *rm));
+            std::cout << "VM " << *rm << " removed\n";
             return exit_code::ok;
         };
     });

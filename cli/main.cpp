@@ -1,3 +1,4 @@
+#include "command_arguments.hpp"
 #include "context.hpp"
 #include "exit_codes.hpp"
 
@@ -9,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include <iostream>
+#include <optional>
 #include <stdexcept>
 
 namespace {
@@ -24,6 +26,21 @@ int exit_code_for(const qmp::error& e) {
         code == errc::negotiation_failed || code.category() != qmp::qmp_category())
         return cli::exit_code::unreachable;
     return cli::exit_code::failed;
+}
+
+// CLI11 reports a mistyped command ("qmpkit strat x.yaml") as "A subcommand is required", which
+// hides the word it did not know. The deepest command chosen still wants a subcommand and words
+// were left over: name the first of them.
+std::optional<std::string> unknown_command(const CLI::App& app) {
+    const CLI::App* at = &app;
+    while (!at->get_subcommands().empty())
+        at = at->get_subcommands().front();
+    const auto left = app.remaining(true);
+    if (at->get_require_subcommand_min() == 0 || at->get_subcommands().size() > 0 || left.empty())
+        return std::nullopt;
+    const auto where = at == &app ? std::string("qmpkit") : "qmpkit " + at->get_name();
+    const auto& word = left.front();
+    return where + ": unknown " + (word.starts_with('-') ? "option '" : "command '") + word + "'";
 }
 
 std::shared_ptr<spdlog::logger> make_logger(int verbosity) {
@@ -49,7 +66,8 @@ int main(int argc, char** argv) {
         ->envname("QMPKIT_STATE_DIR");
     app.add_option("--lock-timeout", ctx.lock_timeout,
                    "seconds to wait while another command works on the VM")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(cli::non_negative_number());
 
     cli::register_lifecycle_commands(app, ctx);
     cli::register_device_commands(app, ctx);
@@ -62,6 +80,10 @@ int main(int argc, char** argv) {
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
+        if (auto unknown = unknown_command(app); unknown && e.get_exit_code() != 0) {
+            std::cerr << *unknown << "\nRun with --help for more information.\n";
+            return cli::exit_code::usage;
+        }
         const int code = app.exit(e);
         return code == 0 ? cli::exit_code::ok : cli::exit_code::usage;
     }

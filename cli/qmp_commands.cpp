@@ -81,9 +81,10 @@ json::object event_to_json(const qmp::event& e) {
 
 int run_events(const context& ctx, const events_options& o) {
     // A VM has a monitor of its own for event streams, so they never block its commands.
-    auto client = connect(
-        ctx, is_socket_path(o.socket) ? o.socket : find_vm(ctx, o.socket).events_socket().string(),
-        0);
+    const auto socket = is_socket_path(o.socket)
+                            ? o.socket
+                            : find_running_vm(ctx, o.socket).events_socket().string();
+    auto client = connect(ctx, socket, 0);
     auto listener = client.listen(o.names);
     const auto wait = std::chrono::milliseconds(static_cast<long>(o.timeout * 1000));
     bool saw_shutdown = false;
@@ -122,7 +123,8 @@ void register_qmp_commands(CLI::App& app, context& ctx) {
         "arguments", q->arguments,
         "arguments: one JSON object, or key=value words (values parsed as JSON when they are)");
     qmp->add_option("--timeout", q->timeout, "seconds to wait for the reply (0: no limit)")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->check(non_negative_number());
     qmp->add_flag("--compact", q->compact, "print the reply on one line");
     qmp->callback([&ctx, q] { ctx.action = [&ctx, q] { return run_qmp(ctx, *q); }; });
 
@@ -132,9 +134,12 @@ void register_qmp_commands(CLI::App& app, context& ctx) {
     events->add_option("target", e->socket, "a VM's name, or a QMP socket path (containing '/')")
         ->required();
     events->add_option("names", e->names, "only these events (default: all)");
-    events->add_option("--count", e->count, "stop after this many events");
-    events->add_option("--timeout", e->timeout,
-                       "give up when no event comes for this many seconds");
+    events->add_option("--count", e->count, "stop after this many events (0: no limit)")
+        ->check(non_negative_number());
+    events
+        ->add_option("--timeout", e->timeout,
+                     "give up when no event comes for this many seconds (0: never)")
+        ->check(non_negative_number());
     events->callback([&ctx, e] { ctx.action = [&ctx, e] { return run_events(ctx, *e); }; });
 }
 

@@ -1,4 +1,5 @@
-// reset VM [TARGET] — back to a reset point or snapshot, fast; reset-point create|list|delete
+// reset VM [TARGET] — back to a reset point or snapshot, fast; reset-point create|list|delete;
+// clone VM --count N — new VMs from a reset point
 
 #include "context.hpp"
 #include "exit_codes.hpp"
@@ -69,6 +70,47 @@ void register_reset_commands(CLI::App& app, context& ctx) {
         };
     });
 
+    struct clone_options {
+        std::string vm, point, prefix;
+        int count = 1;
+        bool paused = false;
+    };
+    auto cl = std::make_shared<clone_options>();
+    auto* clone = app.add_subcommand(
+        "clone", "Start new VMs from a reset point, without booting: each has its own name, "
+                 "state and overlays, and they share the point's RAM copy-on-write");
+    clone->add_option("vm", cl->vm, "VM whose reset point to clone")->required();
+    clone->add_option("--count,-n", cl->count, "how many clones")
+        ->check(CLI::Range(1, 256))
+        ->default_val(1);
+    clone->add_option("--point", cl->point, "reset point (default: the newest)");
+    clone->add_option("--prefix", cl->prefix,
+                      "clones are named PREFIX1, PREFIX2, ... (default: VM-clone-)");
+    clone->add_flag("--paused", cl->paused, "leave them paused");
+    clone->callback([&ctx, cl] {
+        ctx.action = [&ctx, cl] {
+            snapshot::clone_request request;
+            request.count = cl->count;
+            request.prefix = cl->prefix;
+            request.paused = cl->paused;
+            if (!cl->point.empty())
+                request.point = cl->point;
+            const auto result = reset_for(ctx, cl->vm).clone(request);
+            const double ms = static_cast<double>(result.took.count()) / 1000.0;
+            if (ctx.json) {
+                json::array names;
+                for (const auto& n : result.names)
+                    names.emplace_back(n);
+                print_json(json::object{{"clones", std::move(names)}, {"ms", ms}});
+            } else {
+                for (const auto& n : result.names)
+                    std::cout << "VM " << n << " started from " << cl->vm << "\n";
+                std::cout << result.names.size() << " clone(s) in " << ms << " ms\n";
+            }
+            return exit_code::ok;
+        };
+    });
+
     auto* points = app.add_subcommand("reset-point", "Reset points: create, list, delete");
     points->require_subcommand(1);
     auto c = std::make_shared<std::pair<std::string, std::string>>();
@@ -77,6 +119,8 @@ void register_reset_commands(CLI::App& app, context& ctx) {
     create->add_option("name", c->second, "reset point name")->required();
     create->callback([&ctx, c] {
         ctx.action = [&ctx, c] {
+            // A point is a directory named after it: refuse names that would leave reset/.
+            snapshot::require_valid_snapshot_name(c->second, "reset point name");
             auto p = reset_for(ctx, c->first).create_point(c->second);
             if (ctx.json)
                 print_json(point_json(p));
@@ -112,6 +156,7 @@ void register_reset_commands(CLI::App& app, context& ctx) {
     del->add_option("name", d->second, "reset point name")->required();
     del->callback([&ctx, d] {
         ctx.action = [&ctx, d] {
+            snapshot::require_valid_snapshot_name(d->second, "reset point name");
             reset_for(ctx, d->first).remove_point(d->second);
             std::cout << "Reset point " << d->second << " deleted\n";
             return exit_code::ok;

@@ -90,12 +90,15 @@ struct create_options {
     std::string vm, name, description, memspec;
     std::vector<std::string> diskspecs;
     bool disk_only = false, halt = false, no_metadata = false, print_plan = false, atomic = false,
-         live = false, quiesce = false;
+         live = false, quiesce = false, name_given = false;
 };
 
 int run_create(const context& ctx, const create_options& o) {
     create_request r;
     r.name = o.name;
+    // An empty name typed out is a mistake, not a request for the default name.
+    if (o.name_given)
+        require_valid_snapshot_name(o.name);
     r.description = o.description;
     r.disk_only = o.disk_only;
     r.halt = o.halt;
@@ -150,7 +153,10 @@ void add_create(CLI::App* cmd, context& ctx) {
         "accepted for virsh compatibility: external snapshots are always one transaction");
     cmd->add_flag("--live", o->live,
                   "accepted for virsh compatibility: memory is saved while the guest runs");
-    cmd->callback([&ctx, o] { ctx.action = [&ctx, o] { return run_create(ctx, *o); }; });
+    cmd->callback([&ctx, o, cmd] {
+        o->name_given = cmd->count("name") + cmd->count("--name") > 0;
+        ctx.action = [&ctx, o] { return run_create(ctx, *o); };
+    });
 }
 
 struct list_options_cli {
@@ -212,8 +218,12 @@ void add_named(CLI::App* cmd, context& ctx, named_action run, bool name_required
     auto* opt = cmd->add_option("name", *name, "snapshot name");
     if (name_required)
         opt->required();
-    cmd->callback([&ctx, vm, name, run] {
-        ctx.action = [&ctx, vm, name, run] {
+    cmd->callback([&ctx, vm, name, run, name_required] {
+        ctx.action = [&ctx, vm, name, run, name_required] {
+            // No snapshot can bear an invalid name: say what is wrong with it (a usage error)
+            // rather than that it was not found.
+            if (name_required || !name->empty())
+                require_valid_snapshot_name(*name);
             auto m = manager_for(ctx, *vm);
             return run(ctx, m, *vm, *name);
         };
@@ -335,21 +345,44 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
 
     auto* check =
         group->add_subcommand("check", "Compare the snapshot metadata with what the images hold");
+    auto repair = std::make_shared<bool>(false);
+    check->add_flag("--repair", *repair,
+                    "finish or undo an interrupted operation, forget snapshots whose data is "
+                    "gone, adopt snapshots every disk holds, remove qmpkit's leftover temporary "
+                    "files; never deletes data qmpkit did not make");
     add_named(
         check, ctx,
-        [](const context& c, snapshot_manager& m, const std::string& vm, const std::string&) {
-            auto found = m.check();
-            if (c.json) {
-                json::array all;
-                for (const auto& d : found)
-                    all.push_back(json::value(d.description));
-                print_json(all);
-            } else if (found.empty()) {
-                std::cout << "snapshots of " << vm << ": metadata and images agree\n";
+        [repair](const context& c, snapshot_manager& m, const std::string& vm, const std::string&) {
+            std::vector<std::string> done;
+            std::vector<drift> found;
+            if (*repair) {
+                auto r = m.repair();
+                done = std::move(r.done);
+                found = std::move(r.remaining);
             } else {
+                found = m.check();
+            }
+            if (c.json) {
+                json::array problems;
+                for (const auto& d : found)
+                    problems.push_back({{"kind", to_string(d.what)},
+                                        {"snapshot", d.snapshot},
+                                        {"disk", d.disk},
+                                        {"file", d.file.string()},
+                                        {"description", d.description}});
+                json::object out{{"problems", std::move(problems)}};
+                if (*repair)
+                    out["repaired"] = json::value_from(done);
+                print_json(out);
+            } else {
+                for (const auto& line : done)
+                    std::cout << "repaired: " << line << "\n";
+                if (found.empty())
+                    std::cout << "snapshots of " << vm << ": metadata and images agree\n";
                 for (const auto& d : found)
                     std::cout << d.description << "\n";
             }
+            // Non-zero while a problem remains (after --repair: one it leaves to a person).
             return found.empty() ? exit_code::ok : exit_code::failed;
         },
         false);

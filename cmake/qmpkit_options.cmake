@@ -13,3 +13,28 @@ if(QMPKIT_SANITIZE)
                         -fno-sanitize-recover=undefined)
     add_link_options(-fsanitize=address,undefined)
 endif()
+
+if(QMPKIT_FUZZ)
+    if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+        message(FATAL_ERROR "QMPKIT_FUZZ needs clang (-DCMAKE_CXX_COMPILER=clang++): libFuzzer "
+                            "is part of clang")
+    endif()
+    # Every object gets coverage instrumentation and the sanitizers; only the fuzz targets link
+    # libFuzzer's main (-fsanitize=fuzzer, in tests/fuzz).
+    add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer
+                        -fno-sanitize-recover=undefined)
+    add_link_options(-fsanitize=address,undefined)
+endif()
+
+if(QMPKIT_TSAN)
+    if(QMPKIT_SANITIZE)
+        message(FATAL_ERROR "QMPKIT_TSAN and QMPKIT_SANITIZE exclude each other: use two builds")
+    endif()
+    add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+    add_link_options(-fsanitize=thread)
+    if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+        # GCC warns that TSan cannot see the fences in Asio's reference counts and handler
+        # blocks; each sits next to an atomic operation or a mutex that TSan does see.
+        add_compile_options(-Wno-tsan)
+    endif()
+endif()

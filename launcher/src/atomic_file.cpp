@@ -20,7 +20,7 @@ namespace {
 } // namespace
 
 void write_file_atomically(const std::filesystem::path& path, std::string_view content,
-                           std::filesystem::perms mode) {
+                           std::filesystem::perms mode, durability how) {
     auto dir = path.parent_path();
     if (dir.empty())
         dir = ".";
@@ -47,7 +47,7 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view c
     }
     if (::fchmod(fd, static_cast<mode_t>(mode)) != 0)
         cleanup("cannot set the mode of");
-    if (::fsync(fd) != 0)
+    if (how == durability::synced && ::fsync(fd) != 0)
         cleanup("cannot sync");
     ::close(fd);
     if (::rename(temp.c_str(), path.c_str()) != 0) {
@@ -56,6 +56,11 @@ void write_file_atomically(const std::filesystem::path& path, std::string_view c
         fail("cannot replace", path, err);
     }
     // The rename itself is durable only once the directory is synced.
+    if (how == durability::synced)
+        sync_directory(dir);
+}
+
+void sync_directory(const std::filesystem::path& dir) {
     const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dir_fd >= 0) {
         ::fsync(dir_fd);

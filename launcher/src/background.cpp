@@ -1,14 +1,25 @@
+#include "instance_files.hpp"
+
+#include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/supervisor.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <iostream>
 #include <linux/close_range.h>
+#include <optional>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <utility>
+#include <vector>
 
 namespace qmpkit::launcher {
 namespace {
@@ -20,15 +31,21 @@ std::string timestamp() {
     return text;
 }
 
-[[noreturn]] void become_supervisor(const vm_definition& definition, const launch_options& options,
-                                    const supervise_options& supervision,
-                                    const state_directory& dir, int report) {
+// The process becomes a daemon of its own: a session of its own, nothing of the caller's open
+// but the descriptors in `keep` (an inherited VM lock would be held for as long as the VM
+// runs), output to <state>/supervisor.log, termination signals left to the supervisor.
+void detach_from_caller(const state_directory& dir, std::vector<int> keep) {
     ::setsid();
-    // Nothing of the caller's may live on in the supervisor: an inherited lock descriptor would
-    // hold the VM's lock for as long as the VM runs.
-    if (report > 3)
-        ::close_range(3, static_cast<unsigned>(report) - 1, 0);
-    ::close_range(static_cast<unsigned>(report) + 1, ~0U, 0);
+    std::sort(keep.begin(), keep.end());
+    unsigned next = 3;
+    for (int fd : keep) {
+        if (fd < static_cast<int>(next))
+            continue;
+        if (static_cast<unsigned>(fd) > next)
+            ::close_range(next, static_cast<unsigned>(fd) - 1, 0);
+        next = static_cast<unsigned>(fd) + 1;
+    }
+    ::close_range(next, ~0U, 0);
     const int log =
         ::open(dir.supervisor_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -36,17 +53,48 @@ std::string timestamp() {
     ::dup2(log, STDOUT_FILENO);
     ::dup2(log, STDERR_FILENO);
     block_termination_signals();
+}
+
+// Forks a process that is not the caller's child: the child forks again and exits at once, so
+// the grandchild is adopted by init and a long-lived caller collects no zombies. True in the
+// grandchild.
+bool fork_detached() {
+    std::cout.flush();
+    std::cerr.flush();
+    const pid_t child = ::fork();
+    if (child < 0)
+        throw error(std::string("fork: ") + std::strerror(errno));
+    if (child == 0) {
+        const pid_t grandchild = ::fork();
+        if (grandchild != 0)
+            ::_exit(grandchild < 0 ? 1 : 0);
+        return true;
+    }
+    int status = 0;
+    while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
+    }
+    return false;
+}
+
+supervise_options logged(const supervise_options& supervision) {
+    auto options = supervision;
+    options.report = [](const std::string& text) {
+        std::cerr << timestamp() << " " << text << std::endl;
+    };
+    return options;
+}
+
+[[noreturn]] void become_supervisor(const vm_definition& definition, const launch_options& options,
+                                    const supervise_options& supervision,
+                                    const state_directory& dir, int report) {
+    detach_from_caller(dir, {report});
     int code = 1;
     try {
         auto vm = launch(definition, options);
         (void)!::write(report, "OK", 2);
         ::close(report);
         std::cerr << timestamp() << " supervising qemu pid " << vm.process().pid() << std::endl;
-        auto logged = supervision;
-        logged.report = [](const std::string& text) {
-            std::cerr << timestamp() << " " << text << std::endl;
-        };
-        const auto record = supervise(vm, logged);
+        const auto record = supervise(vm, logged(supervision));
         code = record.state == "crashed" ? 5 : record.forced ? 6 : 0;
     } catch (const std::exception& e) {
         const std::string failure = std::string("ERR") + e.what();
@@ -58,10 +106,96 @@ std::string timestamp() {
     ::_exit(code);
 }
 
+[[noreturn]] void become_standby_supervisor(const state_directory& dir, const standby_plan& plan,
+                                            int lock_fd) {
+    detach_from_caller(dir, {lock_fd});
+    int code = 1;
+    try {
+        discard_standbys_locked(dir);
+        // The promotion that made these garbage renamed the definition without a sync: make it
+        // durable before the files the old one names are gone.
+        sync_directory(dir.path());
+        std::error_code ignored;
+        for (const auto& file : plan.garbage)
+            std::filesystem::remove(file, ignored);
+        auto [definition, owned] = plan.prepare();
+        auto options = plan.launch;
+        options.standby = true;
+        options.owned_files = owned;
+        auto vm = launch(definition, options);
+        try {
+            write_standby_marker(vm.instance().dir, plan.key, owned);
+        } catch (...) {
+            vm.process().kill(SIGKILL);
+            vm.process().wait_for(std::chrono::seconds(5));
+            std::filesystem::remove_all(vm.instance().dir, ignored);
+            for (const auto& file : owned)
+                std::filesystem::remove(file, ignored);
+            throw;
+        }
+        if (plan.after_ready) {
+            try {
+                plan.after_ready();
+            } catch (const std::exception& e) {
+                std::cerr << timestamp() << " tidying up after the standby: " << e.what()
+                          << std::endl;
+            }
+        }
+        ::close(lock_fd); // ready: a reset waiting for it may go on
+        std::cerr << timestamp() << " standby qemu pid " << vm.process().pid() << " ready for "
+                  << plan.key << std::endl;
+        supervise(vm, logged({}));
+        code = 0;
+    } catch (const std::exception& e) {
+        std::cerr << timestamp() << " preparing a standby failed: " << e.what() << std::endl;
+    }
+    std::cout.flush();
+    std::cerr.flush();
+    ::_exit(code);
+}
+
 } // namespace
 
-void start_in_background(const vm_definition& definition, const launch_options& options,
-                         const supervise_options& supervision) {
+background_start::background_start(int report_fd, std::filesystem::path supervisor_log)
+    : report_fd_(report_fd)
+    , supervisor_log_(std::move(supervisor_log)) {}
+
+background_start::background_start(background_start&& other) noexcept
+    : report_fd_(std::exchange(other.report_fd_, -1))
+    , supervisor_log_(std::move(other.supervisor_log_)) {}
+
+background_start::~background_start() {
+    if (report_fd_ >= 0) {
+        try {
+            wait();
+        } catch (const error&) {
+            // Nobody asked: the supervisor logged it.
+        }
+    }
+}
+
+void background_start::wait() {
+    if (report_fd_ < 0)
+        return;
+    std::string answer;
+    char chunk[4096];
+    for (;;) {
+        const auto n = ::read(report_fd_, chunk, sizeof chunk);
+        if (n > 0)
+            answer.append(chunk, static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR)
+            break;
+    }
+    ::close(std::exchange(report_fd_, -1));
+    if (answer.rfind("OK", 0) != 0)
+        throw error(answer.size() > 3
+                        ? answer.substr(3)
+                        : "the VM's supervisor failed (see " + supervisor_log_.string() + ")");
+}
+
+background_start begin_start_in_background(const vm_definition& definition,
+                                           const launch_options& options,
+                                           const supervise_options& supervision) {
     const auto root = options.state_root.empty() ? default_state_root() : options.state_root;
     state_directory dir(root, definition.name);
     dir.create();
@@ -69,30 +203,39 @@ void start_in_background(const vm_definition& definition, const launch_options& 
     int report[2];
     if (::pipe2(report, O_CLOEXEC) != 0)
         throw error(std::string("pipe: ") + std::strerror(errno));
-    std::cout.flush();
-    std::cerr.flush();
-    const pid_t child = ::fork();
-    if (child < 0)
-        throw error(std::string("fork: ") + std::strerror(errno));
-    if (child == 0) {
+    bool child = false;
+    try {
+        child = fork_detached();
+    } catch (...) {
+        ::close(report[0]);
+        ::close(report[1]);
+        throw;
+    }
+    if (child) {
         ::close(report[0]);
         become_supervisor(definition, options, supervision, dir, report[1]);
     }
     ::close(report[1]);
-    std::string answer;
-    char chunk[4096];
-    for (;;) {
-        const auto n = ::read(report[0], chunk, sizeof chunk);
-        if (n > 0)
-            answer.append(chunk, static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR)
-            break;
+    return background_start(report[0], dir.supervisor_log());
+}
+
+void start_in_background(const vm_definition& definition, const launch_options& options,
+                         const supervise_options& supervision) {
+    begin_start_in_background(definition, options, supervision).wait();
+}
+
+void prepare_standby_in_background(const state_directory& dir, standby_plan plan) {
+    std::optional<vm_lock> lock;
+    try {
+        lock.emplace(vm_lock::acquire(dir.standby_lock(), "preparing a standby", {}));
+    } catch (const error&) {
+        return; // another preparation is under way
     }
-    ::close(report[0]);
-    if (answer.rfind("OK", 0) != 0)
-        throw error(answer.size() > 3
-                        ? answer.substr(3)
-                        : "the VM's supervisor failed (see " + dir.supervisor_log().string() + ")");
+    // The child holds the lock from the start, so that whoever waits for a standby or discards
+    // them cannot slip in before it has begun.
+    if (fork_detached())
+        become_standby_supervisor(dir, plan, lock->native_handle());
+    lock->close_without_unlock();
 }
 
 } // namespace qmpkit::launcher

@@ -1,6 +1,7 @@
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <initializer_list>
 #include <limits>
 #include <map>
+#include <optional>
 #include <span>
 #include <sstream>
 #include <system_error>
@@ -24,10 +26,13 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view root_keys[] = {
-    "name", "machine",         "accel",       "cpus",  "memory", "kernel",  "initrd",     "append",
-    "boot", "command_channel", "guest_agent", "disks", "serial", "network", "extra_args", "reset"};
-constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",     "backing",
-                                          "bus",  "read_only", "cache",  "node_name"};
+    "name",       "machine", "accel",           "cpus",        "memory", "kernel", "initrd",
+    "append",     "boot",    "command_channel", "guest_agent", "disks",  "serial", "network",
+    "extra_args", "reset",   "security"};
+constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",      "backing",
+                                          "bus",  "read_only", "cache",  "node_name", "encryption"};
+constexpr std::string_view encryption_keys[] = {"format", "key_file"};
+constexpr std::string_view security_keys[] = {"sandbox", "run_as"};
 constexpr std::string_view serial_keys[] = {"log", "socket"};
 constexpr std::string_view reset_keys[] = {"strategy"};
 constexpr std::string_view network_keys[] = {"mode", "forwards", "mac"};
@@ -69,6 +74,37 @@ bool yaml11_bool(const YAML::Node& node) {
                                                  "ON", "off", "Off", "OFF"};
     return !is_quoted(node) &&
            std::find(std::begin(words), std::end(words), node.Scalar()) != std::end(words);
+}
+
+// Where the first byte that is not part of valid UTF-8 is. yaml-cpp passes such bytes through,
+// but YAML text is UTF-8 and dump_definition could not write them back as they were.
+std::optional<std::size_t> invalid_utf8_at(std::string_view s) {
+    for (std::size_t i = 0; i < s.size();) {
+        const auto b = static_cast<unsigned char>(s[i]);
+        std::size_t length = 0;
+        if (b < 0x80)
+            length = 1;
+        else if ((b >> 5) == 0x6)
+            length = 2;
+        else if ((b >> 4) == 0xE)
+            length = 3;
+        else if ((b >> 3) == 0x1E)
+            length = 4;
+        if (length == 0 || s.size() - i < length)
+            return i;
+        char32_t c = length == 1 ? b : b & (0x7F >> length);
+        for (std::size_t k = 1; k < length; ++k) {
+            const auto next = static_cast<unsigned char>(s[i + k]);
+            if ((next & 0xC0) != 0x80)
+                return i;
+            c = (c << 6) | (next & 0x3F);
+        }
+        constexpr char32_t shortest[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (c < shortest[length] || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return i;
+        i += length;
+    }
+    return std::nullopt;
 }
 
 std::string_view kind_of(const YAML::Node& node) {
@@ -203,6 +239,9 @@ private:
     }
 
     void parse_disk(const YAML::Node& node, const std::string& field, disk_definition& disk);
+    void parse_encryption(const YAML::Node& node, const std::string& field,
+                          disk_encryption& encryption);
+    void parse_security(const YAML::Node& node, security_definition& security);
     void parse_serial(const YAML::Node& node, serial_definition& serial);
     void parse_network(const YAML::Node& node, network_definition& network);
     void parse_forward(const YAML::Node& node, const std::string& field, port_forward& forward);
@@ -257,6 +296,10 @@ std::optional<std::string> parser::read_scalar(const YAML::Node& node, const std
                                                std::string_view expected) {
     if (!node.IsScalar()) {
         fail(field, "expected " + std::string(expected) + ", got " + std::string(kind_of(node)));
+        return std::nullopt;
+    }
+    if (auto at = invalid_utf8_at(node.Scalar())) {
+        fail(field, "is not valid UTF-8 (at byte " + std::to_string(*at) + ")");
         return std::nullopt;
     }
     return node.Scalar();
@@ -433,6 +476,8 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
             network.mac = default_mac_address(def.name);
         def.network = std::move(network);
     }
+    if (auto n = f->get("security"); present(n))
+        parse_security(n, def.security);
     if (auto n = f->get("extra_args"); present(n) && expect_list(n, "extra_args", "strings")) {
         std::size_t i = 0;
         for (const auto& item : n) {
@@ -486,6 +531,41 @@ void parser::parse_disk(const YAML::Node& node, const std::string& field, disk_d
     if (auto n = f->get("node_name"); present(n))
         if (auto v = read_string(n, sub("node_name")))
             disk.node_name = *v;
+    if (auto n = f->get("encryption"); present(n))
+        parse_encryption(n, sub("encryption"), disk.encryption.emplace());
+}
+
+void parser::parse_encryption(const YAML::Node& node, const std::string& field,
+                              disk_encryption& encryption) {
+    auto f = read_map(node, field, encryption_keys);
+    if (!f)
+        return;
+    if (auto n = f->get("format"); present(n))
+        if (auto v =
+                read_enum(n, join(field, "format"), "encryption format", {encryption_format::luks}))
+            encryption.format = *v;
+    if (auto n = f->get("key_file"); present(n)) {
+        if (auto v = read_path(n, join(field, "key_file")))
+            encryption.key_file = *v;
+    } else {
+        fail(join(field, "key_file"), "required field is missing");
+    }
+}
+
+void parser::parse_security(const YAML::Node& node, security_definition& security) {
+    auto f = read_map(node, "security", security_keys);
+    if (!f)
+        return;
+    if (auto n = f->get("sandbox"); present(n))
+        if (auto v = read_bool(n, "security.sandbox"))
+            security.sandbox = *v;
+    if (auto n = f->get("run_as"); present(n)) {
+        if (auto v = read_string(n, "security.run_as")) {
+            if (v->empty())
+                fail("security.run_as", "must not be empty (leave it out to keep qmpkit's user)");
+            security.run_as = *v;
+        }
+    }
 }
 
 void parser::parse_serial(const YAML::Node& node, serial_definition& serial) {
@@ -555,26 +635,80 @@ void parser::parse_forward(const YAML::Node& node, const std::string& field,
     }
 }
 
+// Where the root node of one YAML document is.
+class document_root : public YAML::EventHandler {
+public:
+    std::optional<YAML::Mark> mark;
+
+    void OnDocumentStart(const YAML::Mark&) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+    void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+    void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                  const std::string&) override {
+        node(m);
+    }
+    void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {
+        node(m);
+    }
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {
+        node(m);
+    }
+    void OnMapEnd() override {}
+
+private:
+    void node(const YAML::Mark& m) {
+        if (!mark)
+            mark = m;
+    }
+};
+
+// Where a second document starts, if the text has one. Not YAML::LoadAll: in yaml-cpp 0.7 it
+// loops forever, allocating as it goes, on a token the parser does not consume, such as a stray
+// ',' (yaml-cpp issue 1040; found by fuzzing): every call of HandleNextDocument then yields
+// another empty document at the same place. So at most three documents are read, and two whose
+// roots are at the same place are that token, reported as a syntax error.
+std::optional<YAML::Mark> second_document(const std::string& text) {
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    std::vector<YAML::Mark> roots;
+    for (document_root doc; roots.size() < 3 && parser.HandleNextDocument(doc); doc = {}) {
+        const auto mark = doc.mark.value_or(YAML::Mark::null_mark());
+        if (!roots.empty() && roots.back().pos == mark.pos) {
+            const auto at = static_cast<std::size_t>(mark.pos);
+            std::string what = "unexpected character";
+            if (at < text.size() && text[at] > ' ' && text[at] < 0x7f)
+                what = "unexpected '" + std::string(1, text[at]) + "'";
+            throw YAML::ParserException(mark, what);
+        }
+        roots.push_back(mark);
+    }
+    return roots.size() > 1 ? std::optional(roots[1]) : std::nullopt;
+}
+
 vm_definition parse_document(const std::string& text, const fs::path& origin) {
     vm_definition def;
     def.sources = source_map(origin.string());
-    std::vector<YAML::Node> documents;
+    YAML::Node root;
+    std::optional<YAML::Mark> second;
     try {
-        documents = YAML::LoadAll(text);
+        root = YAML::Load(text);
+        second = second_document(text);
     } catch (const YAML::Exception& e) {
         throw error(diagnostic{origin.string(), e.mark.line + 1, e.mark.column + 1, "", e.msg});
     }
-    if (documents.empty() || documents.front().IsNull())
+    if (root.IsNull())
         throw error(diagnostic{origin.string(), 1, 1, "", "the definition is empty"});
-    if (documents.size() > 1) {
-        auto mark = documents[1].Mark();
-        throw error(diagnostic{origin.string(), mark.line + 1, mark.column + 1, "",
+    if (second)
+        throw error(diagnostic{origin.string(), second->line + 1, second->column + 1, "",
                                "only one YAML document is allowed"});
-    }
 
     auto base_dir = origin.empty() ? fs::current_path() : fs::absolute(origin).parent_path();
     parser p(def.sources, base_dir);
-    p.parse(documents.front(), def);
+    p.parse(root, def);
     auto problems = p.take_diagnostics();
     if (!problems.empty()) {
         sort_by_position(problems);
@@ -662,6 +796,12 @@ std::string dump_definition(const vm_definition& def) {
         emit_plain(out, "read_only", disk.read_only);
         emit_enum(out, "cache", disk.cache);
         emit_string(out, "node_name", disk.node_name);
+        if (disk.encryption) {
+            out << YAML::Key << "encryption" << YAML::Value << YAML::BeginMap;
+            emit_enum(out, "format", disk.encryption->format);
+            emit_path(out, "key_file", disk.encryption->key_file);
+            out << YAML::EndMap;
+        }
         out << YAML::EndMap;
     }
     out << YAML::EndSeq;
@@ -694,6 +834,12 @@ std::string dump_definition(const vm_definition& def) {
         emit_string(out, "mac", def.network->mac);
         out << YAML::EndMap;
     }
+
+    out << YAML::Key << "security" << YAML::Value << YAML::BeginMap;
+    emit_plain(out, "sandbox", def.security.sandbox);
+    if (!def.security.run_as.empty())
+        emit_string(out, "run_as", def.security.run_as);
+    out << YAML::EndMap;
 
     out << YAML::Key << "extra_args" << YAML::Value << YAML::Flow << YAML::BeginSeq;
     for (const auto& arg : def.extra_args)

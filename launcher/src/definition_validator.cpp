@@ -3,10 +3,15 @@
 
 #include <algorithm>
 #include <arpa/inet.h>
+#include <cerrno>
+#include <cstdio>
 #include <map>
+#include <pwd.h>
 #include <set>
+#include <sys/stat.h>
 #include <system_error>
 #include <tuple>
+#include <unistd.h>
 #include <utility>
 
 namespace qmpkit::launcher {
@@ -80,6 +85,7 @@ public:
         check_disks();
         check_serial();
         check_network();
+        check_security();
         sort_by_position(diagnostics_);
         return std::move(diagnostics_);
     }
@@ -210,7 +216,82 @@ private:
 
             if (options_.check_files && !disk.file.empty())
                 check_image(disk, field);
+            if (disk.encryption)
+                check_encryption(disk, field);
         }
+    }
+
+    void check_encryption(const disk_definition& disk, const std::string& field) {
+        if (disk.format != disk_format::qcow2)
+            fail(field + ".encryption", "only qcow2 images can be encrypted");
+        // A reset gives each disk a fresh overlay that vm_reset makes without the key: what the
+        // guest writes after a reset would be stored in clear.
+        if (def_.reset.strategy == reset_strategy::template_ram ||
+            def_.reset.strategy == reset_strategy::standby)
+            fail(field + ".encryption", "reset.strategy " +
+                                            std::string(to_string(def_.reset.strategy)) +
+                                            " does not support encrypted disks yet (use loadvm)");
+        const auto& key = disk.encryption->key_file;
+        const auto key_field = field + ".encryption.key_file";
+        if (!options_.check_files || key.empty())
+            return;
+        // lstat, not stat: a symlink could be swapped for another file between this check and
+        // qemu reading it.
+        struct stat st {};
+        if (::lstat(key.c_str(), &st) != 0) {
+            fail(key_field, "cannot read key file " + quoted(key) + ": " +
+                                std::error_code(errno, std::generic_category()).message());
+            return;
+        }
+        if (!S_ISREG(st.st_mode)) {
+            fail(key_field, "not a regular file: " + quoted(key));
+            return;
+        }
+        if ((st.st_mode & 0077) != 0) {
+            char mode[8];
+            std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+            fail(key_field, "key file " + quoted(key) + " is accessible to other users (mode " +
+                                mode + "): chmod 600 it");
+        } else if (st.st_size == 0) {
+            fail(key_field, "key file " + quoted(key) + " is empty");
+        }
+    }
+
+    void check_security() {
+        const auto& user = def_.security.run_as;
+        if (user.empty())
+            return;
+        // A reset point's overlays are made by qemu, inside the state directory that only
+        // qmpkit's user may enter.
+        if (def_.reset.strategy == reset_strategy::template_ram ||
+            def_.reset.strategy == reset_strategy::standby)
+            fail("security.run_as", "reset.strategy " +
+                                        std::string(to_string(def_.reset.strategy)) +
+                                        " does not work with run_as (use loadvm)");
+        if (!is_valid_user_name(user)) {
+            fail("security.run_as", "invalid user name '" + user +
+                                        "': use letters, digits, '_', '.' or '-', not starting "
+                                        "with '-'");
+            return;
+        }
+        if (!options_.check_files)
+            return;
+        // getpwnam_r: the validator may run on any thread.
+        passwd entry{};
+        passwd* found = nullptr;
+        std::vector<char> buffer(16384);
+        if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
+            found == nullptr) {
+            fail("security.run_as", "no such user '" + user + "' on this host");
+            return;
+        }
+        if (found->pw_uid == 0)
+            fail("security.run_as", "'" + user +
+                                        "' is uid 0: qemu would keep every privilege; leave "
+                                        "run_as out or name an unprivileged user");
+        else if (::geteuid() != 0)
+            fail("security.run_as",
+                 "qemu can switch to user '" + user + "' only when qmpkit runs as root");
     }
 
     void check_node_name(const disk_definition& disk, const std::string& field,
@@ -306,6 +387,14 @@ bool is_valid_vm_name(std::string_view name) noexcept {
 
 bool is_valid_disk_name(std::string_view name) noexcept {
     return valid_identifier(name, 24, false, "_-");
+}
+
+bool is_valid_user_name(std::string_view name) noexcept {
+    if (name.size() > 32)
+        return false;
+    if (name.starts_with('_')) // system users such as _apt
+        name.remove_prefix(1);
+    return valid_identifier(name, 32, true, "_.-");
 }
 
 bool is_valid_node_name(std::string_view name) noexcept {

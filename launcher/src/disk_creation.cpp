@@ -23,7 +23,8 @@ std::vector<std::filesystem::path> create_missing_disks(const vm_definition& def
             if (disk.backing)
                 backing_format = disk_format_from_string(img.info(*disk.backing).format);
             std::filesystem::create_directories(disk.file.parent_path(), ec);
-            img.create(disk.file, disk.format, disk.size, disk.backing, backing_format);
+            img.create(disk.file, disk.format, disk.size, disk.backing, backing_format,
+                       disk.encryption);
             created.push_back(disk.file);
         }
     } catch (...) {

@@ -1,4 +1,5 @@
 #include "disk_creation.hpp"
+#include "instance_files.hpp"
 
 #include <qmpkit/launcher/accel.hpp>
 #include <qmpkit/launcher/atomic_file.hpp>
@@ -104,12 +105,13 @@ std::string launch_failure(const std::string& what, const exit_status* status,
 } // namespace
 
 launched_vm::launched_vm(vm_definition def, state_directory dir, qemu_process process,
-                         qmp::client monitor, runtime_info runtime)
+                         qmp::client monitor, runtime_info runtime, qemu_instance instance)
     : definition_(std::move(def))
     , state_(std::move(dir))
     , process_(std::move(process))
     , monitor_(std::move(monitor))
-    , runtime_(std::move(runtime)) {}
+    , runtime_(std::move(runtime))
+    , instance_(std::move(instance)) {}
 
 vm_definition with_recorded_overlays(vm_definition definition, const state_directory& dir) {
     std::error_code ec;
@@ -162,25 +164,35 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
     state_directory dir(root, definition.name);
     dir.create();
     std::optional<vm_lock> lock;
-    if (!options.lock_held_by_caller)
+    if (!options.lock_held_by_caller && !options.standby)
         lock.emplace(vm_lock::acquire(dir.lock_file(), "starting the VM", options.lock_timeout));
-    if (is_running(dir))
+    if (!options.standby && is_running(dir))
         throw error("VM '" + definition.name + "' is already running (pid " +
                     std::to_string(read_runtime_info(dir)->qemu_pid) +
                     "); stop it first with `qmpkit shutdown " + definition.name + "`");
 
+    if (!options.standby)
+        remove_stale_instance_directories(dir);
     const auto accel = resolve_accel(definition.accel);
     auto created = create_missing_disks(definition);
+    qemu_instance instance;
+    instance.standby = options.standby;
+    instance.owned_files = options.owned_files;
+    instance.dir = make_instance_directory(dir, options.standby ? "standby" : "starting");
+    // The instance directory is a state directory of its own for the sockets and records.
+    const state_directory own(dir.path(), instance.dir.filename().string());
     std::optional<qemu_process> process;
     try {
-        auto qmp_listener = listen_on(dir.qmp_socket());
-        auto events_listener = listen_on(dir.events_socket());
+        auto qmp_listener = listen_on(own.qmp_socket());
+        auto events_listener = listen_on(own.events_socket());
         int pair[2];
         if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
             throw error(std::string("socketpair: ") + std::strerror(errno));
         owned_fd ours(pair[0]), theirs(pair[1]);
 
-        auto paths = default_launch_paths(dir.path(), qmp_listener.get());
+        auto paths = default_launch_paths(own.path(), qmp_listener.get());
+        paths.state_dir = dir.path();
+        paths.serial_log = dir.serial_log();
         paths.events_listen_fd = events_listener.get();
         paths.supervisor_monitor_fd = theirs.get();
         if (definition.reset.file_backed_memory()) {
@@ -191,6 +203,13 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
                 paths.memory_file = dir.ram_file();
                 std::error_code ignored;
                 std::filesystem::remove(paths.memory_file, ignored); // a stale one from a crash
+                // Made here, owner-only and exclusively: /dev/shm is world-writable and the name
+                // is predictable, so a file someone else slipped in must never become the RAM.
+                owned_fd ram(::open(paths.memory_file.c_str(),
+                                    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+                if (ram.get() < 0)
+                    throw error("cannot create the RAM file " + paths.memory_file.string() + ": " +
+                                std::strerror(errno));
             }
         }
         qemu_command_options command_options;
@@ -199,10 +218,14 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         auto argv = build_qemu_command(definition, paths, accel, command_options);
         argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
 
-        // Records of an earlier run would mislead anyone watching this one start.
-        std::filesystem::remove(dir.exit_record());
-        std::filesystem::remove(dir.runtime_file());
-        write_file_atomically(dir.definition_copy(), dump_definition(definition));
+        // A standby leaves the VM's records alone until it is promoted.
+        const state_directory& records = options.standby ? own : dir;
+        if (!options.standby) {
+            // Records of an earlier run would mislead anyone watching this one start.
+            std::filesystem::remove(dir.exit_record());
+            std::filesystem::remove(dir.runtime_file());
+        }
+        write_file_atomically(records.definition_copy(), dump_definition(definition));
         runtime_info runtime;
         runtime.accel = std::string(to_string(accel));
         runtime.serial_log_offset = file_size_or_zero(serial_log_file(definition, paths));
@@ -215,7 +238,8 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
             // Created owner-only; the header line separates this run's output from earlier ones.
             owned_fd log(
                 ::open(dir.qemu_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-            const auto header = "--- qmpkit: starting " + describe(argv) + "\n";
+            const auto header = std::string("--- qmpkit: starting ") +
+                                (options.standby ? "a standby: " : "") + describe(argv) + "\n";
             if (log.get() < 0 || ::write(log.get(), header.data(), header.size()) < 0)
                 throw error("cannot write " + dir.qemu_log().string() + ": " +
                             std::strerror(errno));
@@ -250,14 +274,23 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         }
         runtime.qemu_pid = process->pid();
         runtime.qemu_version = monitor.server_greeting().version_string();
-        write_runtime_info(dir, runtime);
+        if (paths.memory_shared && !paths.memory_file.empty())
+            instance.ram_inode = inode_of(paths.memory_file);
+        // qemu answers on QMP only once every chardev has bound its socket.
+        if (!options.standby) {
+            move_sockets(own, dir);
+            std::filesystem::remove_all(instance.dir);
+        }
+        write_runtime_info(records, runtime);
         return launched_vm(definition, std::move(dir), std::move(*process), std::move(monitor),
-                           std::move(runtime));
+                           std::move(runtime), std::move(instance));
     } catch (...) {
         if (process && process->running()) {
             process->kill(SIGKILL);
             process->wait_for(std::chrono::seconds(5));
         }
+        std::error_code ignored;
+        std::filesystem::remove_all(instance.dir, ignored);
         remove_created_disks(created);
         throw;
     }

@@ -1,5 +1,6 @@
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/qemu_command.hpp>
+#include <qmpkit/launcher/qemu_img.hpp>
 
 #include <boost/json.hpp>
 
@@ -66,6 +67,16 @@ void require_socket_path(const fs::path& p, std::string_view what) {
                     " a UNIX socket allows: " + p.string());
 }
 
+// qemu's seccomp filter. qemu installs it while it parses its options, long before -runas
+// switches users at the end of its start-up, so elevateprivileges=deny would kill qemu (SIGSYS)
+// at that setgid(); =children denies set*id as well. With run_as the set*id calls stay allowed:
+// once qemu has switched, all its uids and gids are the unprivileged user's and there is no
+// privilege left for them to regain.
+std::string sandbox_option(const security_definition& security) {
+    return std::string("on,obsolete=deny,elevateprivileges=") +
+           (security.run_as.empty() ? "deny" : "allow") + ",spawn=deny,resourcecontrol=deny";
+}
+
 bool sets_kernel_parameter(std::string_view append, std::string_view parameter) {
     auto name = parameter.substr(0, parameter.find('=') + 1);
     std::istringstream words{std::string(append)};
@@ -99,6 +110,10 @@ public:
         if (!paths_.memory_file.empty())
             machine += ",memory-backend=ram";
         add({"-machine", machine});
+        if (def_.security.sandbox)
+            add({"-sandbox", sandbox_option(def_.security)});
+        if (!def_.security.run_as.empty())
+            add({"-runas", def_.security.run_as});
         if (accel_ == accel_mode::kvm)
             add({"-accel", "kvm", "-cpu", "host"});
         else
@@ -225,7 +240,22 @@ private:
     }
 
     void add_blockdev(const disk_definition& disk) {
-        for (const auto& node : disk_block_nodes(disk))
+        std::vector<image_info> chain;
+        if (disk.encryption) {
+            // qemu reads the passphrase from the key file itself: it is never on the command
+            // line, and no copy of it is made.
+            add({"-object",
+                 json::serialize(json::object{{"qom-type", "secret"},
+                                              {"id", disk_secret_id(disk)},
+                                              {"format", "raw"},
+                                              {"file", disk.encryption->key_file.string()}})});
+            // An encrypted backing file opened from the image's header would get no key: the
+            // whole chain is spelled out instead. A missing image is created encrypted, alone.
+            std::error_code ec;
+            if (std::filesystem::exists(disk.file, ec))
+                chain = qemu_img(options_.qemu_img_binary).info_chain(disk.file);
+        }
+        for (const auto& node : disk_block_nodes(disk, chain))
             add({"-blockdev", json::serialize(node)});
     }
 
@@ -272,12 +302,20 @@ private:
 
 } // namespace
 
-std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk) {
+std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk,
+                                                    std::span<const image_info> chain) {
     bool direct = disk.cache == cache_mode::none || disk.cache == cache_mode::directsync;
     bool no_flush = disk.cache == cache_mode::unsafe;
-    // Both nodes carry the cache settings: with -blockdev nothing is inherited from a parent.
+    // Every node carries the cache settings: with -blockdev nothing is inherited from a parent.
     json::object cache{{"direct", direct}, {"no-flush", no_flush}};
     auto protocol_node = disk.node_name + "-file";
+    // The disk's key opens every encrypted layer: qmpkit encrypts a disk's overlays with it.
+    auto encrypt = [&](std::size_t layer) -> json::value {
+        if (!disk.encryption || (layer < chain.size() && !chain[layer].encrypted))
+            return nullptr;
+        return json::object{{"format", to_string(disk.encryption->format)},
+                            {"key-secret", disk_secret_id(disk)}};
+    };
 
     json::object file{{"driver", "file"},
                       {"node-name", protocol_node},
@@ -289,7 +327,68 @@ std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk)
                         {"file", protocol_node},
                         {"cache", cache},
                         {"read-only", disk.read_only}};
+    if (auto e = encrypt(0); !e.is_null())
+        format["encrypt"] = std::move(e);
+    // The backing layers, base last, each nested in the one above; below the last one given,
+    // qemu follows the image headers.
+    json::value backing;
+    for (std::size_t layer = chain.size(); layer-- > 1;) {
+        const auto& info = chain[layer];
+        // Where the layer above says its backing file is: qemu-img prints a backing layer's
+        // filename as recorded, which may be relative to that layer's directory.
+        const auto file = chain[layer - 1].full_backing_file.value_or(info.filename.string());
+        // No "read-only": qemu opens a backing file read-only by default, and an explicit
+        // setting would stop block-commit from reopening it read-write to merge into it.
+        json::object node{{"driver", info.format},
+                          {"file", {{"driver", "file"}, {"filename", file}, {"cache", cache}}},
+                          {"cache", cache}};
+        if (auto e = encrypt(layer); !e.is_null())
+            node["encrypt"] = std::move(e);
+        if (!backing.is_null())
+            node["backing"] = std::move(backing);
+        backing = std::move(node);
+    }
+    if (!backing.is_null())
+        format["backing"] = std::move(backing);
     return {std::move(file), std::move(format)};
+}
+
+std::array<boost::json::object, 2> overlay_block_nodes(const disk_definition& disk,
+                                                       const std::filesystem::path& overlay,
+                                                       const std::string& node) {
+    auto layer = disk;
+    layer.file = overlay;
+    layer.format = disk_format::qcow2;
+    layer.node_name = node;
+    layer.read_only = false;
+    auto nodes = disk_block_nodes(layer);
+    nodes[1]["backing"] = nullptr;
+    return nodes;
+}
+
+std::string disk_secret_id(const disk_definition& disk) {
+    return "key-" + disk.name;
+}
+
+std::string image_file_of(std::string_view qemu_filename) {
+    constexpr std::string_view prefix = "json:";
+    if (!qemu_filename.starts_with(prefix))
+        return std::string(qemu_filename);
+    // A node with options beyond its file name (an encryption key, a spelled-out backing
+    // chain) is named by all its options: the image is the innermost "file"'s filename.
+    boost::system::error_code ec;
+    auto value = json::parse(qemu_filename.substr(prefix.size()), ec);
+    const json::object* node = ec ? nullptr : value.if_object();
+    while (node) {
+        const auto* file = node->if_contains("file");
+        if (!file || !file->is_object()) {
+            if (const auto* name = node->if_contains("filename"); name && name->is_string())
+                return std::string(name->as_string());
+            break;
+        }
+        node = &file->as_object();
+    }
+    return std::string(qemu_filename);
 }
 
 boost::json::object disk_device(const disk_definition& disk, machine_type machine, bool boot) {

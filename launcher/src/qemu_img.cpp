@@ -45,6 +45,44 @@ std::string quoted(const fs::path& p) {
     return "'" + p.string() + "'";
 }
 
+// In qemu's "key=value,..." option strings a comma inside a value is written twice.
+std::string escape_option(const std::string& value) {
+    std::string out;
+    for (char c : value) {
+        out += c;
+        if (c == ',')
+            out += ',';
+    }
+    return out;
+}
+
+constexpr std::string_view secret_id = "qmpkit-key";
+
+// --object for an encrypted image's passphrase: qemu-img reads it from the key file, so the
+// passphrase is never in an argument list.
+std::vector<std::string> secret_args(const disk_encryption& key) {
+    return {"--object", "secret,id=" + std::string(secret_id) +
+                            ",format=raw,file=" + escape_option(key.key_file.string())};
+}
+
+// How a command names the image: the plain path, or, for an encrypted image, --image-opts with
+// the secret that opens it (a plain path gives qemu-img no way to pass the key). The options
+// go before the command's own, the image argument last.
+struct image_spec {
+    std::vector<std::string> options;
+    std::string image;
+};
+
+image_spec image_spec_for(const fs::path& image, const std::optional<disk_encryption>& key) {
+    if (!key)
+        return {{}, path_arg(image)};
+    auto options = secret_args(*key);
+    options.push_back("--image-opts");
+    return {std::move(options), "driver=qcow2,file.driver=file,file.filename=" +
+                                    escape_option(fs::absolute(image).string()) +
+                                    ",encrypt.key-secret=" + std::string(secret_id)};
+}
+
 // stderr without the "qemu-img: " each line starts with, and without the trailing newline.
 std::string clean_stderr(std::string_view err, std::string_view program) {
     std::string out;
@@ -224,10 +262,19 @@ fs::path temp_path_for(const fs::path& target) {
 }
 
 // Removes the temp file unless it was renamed into place, also when a failure throws.
+// The file is made here, empty and owner-only, before qemu-img writes into it: qemu-img keeps the
+// mode of a file that exists, so a guest's disk is never readable by other users, not even for
+// the moment between creating and renaming it (qemu-img's own would be 0644 minus the umask).
 class temp_file {
 public:
-    explicit temp_file(fs::path path)
-        : path_(std::move(path)) {}
+    temp_file(fs::path path, const std::string& what)
+        : path_(std::move(path)) {
+        const int fd =
+            ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        if (fd < 0)
+            throw error(what + ": cannot create " + quoted(path_) + ": " + std::strerror(errno));
+        ::close(fd);
+    }
     ~temp_file() {
         if (!installed_) {
             std::error_code ignored;
@@ -328,7 +375,9 @@ std::vector<image_info> qemu_img::info_chain(const fs::path& image) const {
 
 void qemu_img::create(const fs::path& image, disk_format format, std::optional<std::uint64_t> size,
                       const std::optional<fs::path>& backing,
-                      std::optional<disk_format> backing_format) const {
+                      std::optional<disk_format> backing_format,
+                      const std::optional<disk_encryption>& encryption,
+                      std::optional<std::chrono::milliseconds> key_iter_time) const {
     std::string what = "cannot create " + quoted(image);
     if (image.empty() || !image.has_filename())
         throw error(error_kind::invalid_argument, what + ": not a file name");
@@ -338,10 +387,23 @@ void qemu_img::create(const fs::path& image, disk_format format, std::optional<s
                                                       std::string(to_string(format)));
     if (!size && !backing)
         throw error(error_kind::invalid_argument, what + ": no size given");
+    if (encryption && format != disk_format::qcow2)
+        throw error(error_kind::invalid_argument, what +
+                                                      ": only qcow2 images can be encrypted, not " +
+                                                      std::string(to_string(format)));
     if (occupied(image))
         throw_exists(image, what);
 
     std::vector<std::string> args{"create", "-q", "-f", std::string(to_string(format))};
+    if (encryption) {
+        auto secret = secret_args(*encryption);
+        args.insert(args.end(), secret.begin(), secret.end());
+        std::string options = "encrypt.format=" + std::string(to_string(encryption->format)) +
+                              ",encrypt.key-secret=" + std::string(secret_id);
+        if (key_iter_time)
+            options += ",encrypt.iter-time=" + std::to_string(key_iter_time->count());
+        args.insert(args.end(), {"-o", options});
+    }
     if (backing) {
         std::string fmt;
         if (backing_format) {
@@ -354,11 +416,24 @@ void qemu_img::create(const fs::path& image, disk_format format, std::optional<s
         args.insert(args.end(), {"-b", backing_arg(*backing), "-F", fmt});
     }
 
-    temp_file temp(temp_path_for(image));
+    temp_file temp(temp_path_for(image), what);
     args.push_back(path_arg(temp.path()));
     if (size)
         args.push_back(std::to_string(*size));
-    run_img({program_, timeout_}, std::move(args), what);
+    // Choosing a LUKS key's iteration count, qemu times a first round of PBKDF2 by the thread's
+    // CPU time and gives up ("Unable to get accurate CPU usage") when that reads 0 ms, which a
+    // busy host's coarse CPU clock sometimes does. Another try measures anew.
+    for (int attempt = 1;; ++attempt) {
+        try {
+            run_img({program_, timeout_}, args, what);
+            break;
+        } catch (const error& e) {
+            if (!encryption || attempt == 3 ||
+                std::string_view(e.what()).find("Unable to get accurate CPU usage") ==
+                    std::string_view::npos)
+                throw;
+        }
+    }
     install(temp, image, what);
 }
 
@@ -374,7 +449,7 @@ void qemu_img::convert(const fs::path& in, const fs::path& out, disk_format out_
         throw_exists(out, what);
 
     std::string in_fmt = in_format ? std::string(to_string(*in_format)) : info(in).format;
-    temp_file temp(temp_path_for(out));
+    temp_file temp(temp_path_for(out), what);
     run_img({program_, timeout_},
             {"convert", "-q", "-f", in_fmt, "-O", std::string(to_string(out_format)), path_arg(in),
              path_arg(temp.path())},
@@ -431,32 +506,49 @@ void snapshot_call(F call) {
 
 } // namespace
 
-void qemu_img::snapshot_create(const fs::path& image, const std::string& name) const {
+namespace {
+
+std::vector<std::string> snapshot_args(const fs::path& image,
+                                       const std::optional<disk_encryption>& key,
+                                       std::string_view action, const std::string& target) {
+    auto spec = image_spec_for(image, key);
+    std::vector<std::string> args{"snapshot"};
+    args.insert(args.end(), spec.options.begin(), spec.options.end());
+    args.insert(args.end(), {"-q", std::string(action), target, spec.image});
+    return args;
+}
+
+} // namespace
+
+void qemu_img::snapshot_create(const fs::path& image, const std::string& name,
+                               const std::optional<disk_encryption>& key) const {
     std::string what = "cannot create snapshot '" + name + "' of " + quoted(image);
     if (!snapshots_named(*this, image, name, what).empty())
         throw error(error_kind::snapshot_exists,
                     what + ": a snapshot with that name already exists");
-    run_img({program_, timeout_}, {"snapshot", "-q", "-c", name, path_arg(image)}, what);
+    run_img({program_, timeout_}, snapshot_args(image, key, "-c", name), what);
 }
 
-void qemu_img::snapshot_apply(const fs::path& image, const std::string& name) const {
+void qemu_img::snapshot_apply(const fs::path& image, const std::string& name,
+                              const std::optional<disk_encryption>& key) const {
     std::string what = "cannot apply snapshot '" + name + "' to " + quoted(image);
     auto found = snapshots_named(*this, image, name, what);
     const auto& snapshot = the_one(found, name, what);
     // -a looks its argument up as an id first and as a name only then, so a snapshot named "2"
     // would lose to the one whose id is 2; the id is unambiguous.
     snapshot_call([&] {
-        run_img({program_, timeout_}, {"snapshot", "-q", "-a", snapshot.id, path_arg(image)}, what);
+        run_img({program_, timeout_}, snapshot_args(image, key, "-a", snapshot.id), what);
     });
 }
 
-void qemu_img::snapshot_delete(const fs::path& image, const std::string& name) const {
+void qemu_img::snapshot_delete(const fs::path& image, const std::string& name,
+                               const std::optional<disk_encryption>& key) const {
     std::string what = "cannot delete snapshot '" + name + "' of " + quoted(image);
     auto found = snapshots_named(*this, image, name, what);
     the_one(found, name, what);
     // -d, unlike -a, matches names only.
     snapshot_call([&] {
-        run_img({program_, timeout_}, {"snapshot", "-q", "-d", name, path_arg(image)}, what);
+        run_img({program_, timeout_}, snapshot_args(image, key, "-d", name), what);
     });
 }
 
@@ -464,14 +556,18 @@ std::vector<image_snapshot> qemu_img::snapshot_list(const fs::path& image) const
     return info(image).snapshots;
 }
 
-image_check qemu_img::check(const fs::path& image) const {
+image_check qemu_img::check(const fs::path& image,
+                            const std::optional<disk_encryption>& key) const {
     std::string what = "cannot check " + quoted(image);
+    auto spec = image_spec_for(image, key);
+    std::vector<std::string> args{"check", "--output=json"};
+    args.insert(args.end(), spec.options.begin(), spec.options.end());
+    args.push_back(spec.image);
     // 2: corruptions found, 3: leaks only; both print the JSON report. 63: no checks for the
     // format. 1: the check itself failed (no report).
     subprocess_result result;
     try {
-        result = run_img({program_, timeout_}, {"check", "--output=json", path_arg(image)}, what,
-                         {0, 2, 3});
+        result = run_img({program_, timeout_}, std::move(args), what, {0, 2, 3});
     } catch (const error& e) {
         if (e.kind() == error_kind::command_failed &&
             std::string_view(e.what()).find("does not support checks") != std::string_view::npos)

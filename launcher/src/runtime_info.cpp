@@ -29,7 +29,6 @@ T field(const json::object& o, const char* key, T fallback) {
     const auto* v = o.if_contains(key);
     if (!v)
         return fallback;
-    boost::system::error_code ec;
     auto r = json::try_value_to<T>(*v);
     return r ? *r : fallback;
 }
@@ -45,7 +44,10 @@ void write_runtime_info(const state_directory& dir, const runtime_info& info) {
                    {"started_at", info.started_at},
                    {"serial_log_offset", info.serial_log_offset},
                    {"command_line", json::value_from(info.command_line)}};
-    write_file_atomically(dir.runtime_file(), json::serialize(o) + "\n");
+    // Describes a running process: nothing to keep across a power loss.
+    write_file_atomically(dir.runtime_file(), json::serialize(o) + "\n",
+                          std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+                          durability::atomic_only);
 }
 
 std::optional<runtime_info> read_runtime_info(const state_directory& dir) {

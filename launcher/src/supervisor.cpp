@@ -1,4 +1,7 @@
+#include "instance_files.hpp"
+
 #include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/supervisor.hpp>
 
 #include <csignal>
@@ -48,6 +51,7 @@ public:
             if (auto status = vm_.process().try_wait())
                 return finish(*status);
             take_signals();
+            quit_if_replaced();
             step_shutdown();
 
             if (monitor_open) {
@@ -72,6 +76,30 @@ public:
     }
 
 private:
+    // A reset that promoted a standby over this qemu tells it to quit; should that reset have
+    // died first, the VM's runtime record, which names another qemu now, says it all the same.
+    void quit_if_replaced() {
+        if (quit_sent_)
+            return;
+        const auto& instance = vm_.instance();
+        if (instance.standby && std::filesystem::exists(instance.dir / standby_marker_name))
+            return; // not the VM's (yet)
+        const auto inode = inode_of(vm_.state().runtime_file());
+        if (inode == runtime_inode_)
+            return;
+        runtime_inode_ = inode;
+        try {
+            const auto current = read_runtime_info(vm_.state());
+            if (current && current->qemu_pid != vm_.process().pid()) {
+                say("replaced by another qemu: stopping this one");
+                send_quit();
+            }
+        } catch (const error&) {
+            // Being rewritten; look again next round.
+            runtime_inode_ = 0;
+        }
+    }
+
     void say(const std::string& text) {
         if (options_.report)
             options_.report(text);
@@ -143,13 +171,31 @@ private:
             record.state = "crashed";
             record.reason = "qemu " + status.describe();
         }
-        // Clean up before recording the end: whoever restarts the VM waits for the record, and
-        // must not have its new sockets removed by us afterwards.
-        for (const auto& socket :
-             {vm_.state().qmp_socket(), vm_.state().events_socket(), vm_.state().ram_file()}) {
-            std::error_code ignored;
-            std::filesystem::remove(socket, ignored);
+        const auto& instance = vm_.instance();
+        std::error_code ignored;
+        if (instance.standby && std::filesystem::exists(instance.dir / standby_marker_name)) {
+            // A standby that never became the VM: nothing of the VM's is this qemu's.
+            std::filesystem::remove_all(instance.dir, ignored);
+            for (const auto& file : instance.owned_files)
+                std::filesystem::remove(file, ignored);
+            say("standby qemu ended (" + record.exit + ")");
+            return record;
         }
+        std::filesystem::remove_all(instance.dir, ignored);
+        if (instance.ram_inode != 0 && inode_of(vm_.state().ram_file()) == instance.ram_inode)
+            std::filesystem::remove(vm_.state().ram_file(), ignored);
+        // A standby promoted in this qemu's place owns the VM's sockets and records now.
+        const auto current = read_runtime_info(vm_.state());
+        if (current && current->qemu_pid != vm_.process().pid()) {
+            say("qemu replaced by a reset ended (" + record.exit + ")");
+            return record;
+        }
+        // Clean up before recording the end: whoever restarts the VM waits for the record, and
+        // must not have its new sockets removed by us afterwards. Standbys serve a running VM
+        // only.
+        discard_standbys(vm_.state());
+        for (const auto& socket : vm_.state().sockets())
+            std::filesystem::remove(socket, ignored);
         write_exit_record(vm_.state(), record);
         say("VM " + record.state + " (" + record.reason + "; " + record.exit + ")");
         return record;
@@ -163,6 +209,7 @@ private:
     std::optional<clock_type::time_point> quit_sent_;
     bool forced_ = false;
     bool killed_ = false;
+    std::uint64_t runtime_inode_ = 0;
 };
 
 } // namespace

@@ -22,8 +22,9 @@ vm_connection vm_connection::open(const state_directory& dir, std::string_view p
     auto runtime = read_runtime_info(dir);
     if (!runtime || !is_running(dir)) {
         auto record = read_exit_record(dir);
-        std::string how =
-            record ? record->state + " (" + record->reason + ")" : "crashed (no record of its end)";
+        std::string how = record    ? record->state + " (" + record->reason + ")"
+                          : runtime ? "crashed (no record of its end)"
+                                    : "never started";
         throw error("VM '" + dir.vm_name() + "' is not running: " + how);
     }
     qmp::client_options qmp_options;

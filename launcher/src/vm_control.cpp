@@ -5,8 +5,10 @@
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/qemu_command.hpp>
 #include <qmpkit/launcher/qemu_process.hpp>
+#include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/vm_agent.hpp>
 #include <qmpkit/launcher/vm_control.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
 
 #include <boost/json.hpp>
 
@@ -94,6 +96,8 @@ vm_status query_status(const state_directory& dir, const connect_options& option
             st.state = runstate == "prelaunch" ? "paused" : runstate;
             auto kvm = vm.qmp().execute("query-kvm").as_object();
             st.accel = kvm.at("enabled").as_bool() ? "kvm" : "tcg";
+            for (const auto& s : list_standbys(dir))
+                st.standby = s.key.substr(0, s.key.rfind('@'));
         } catch (const std::exception& e) {
             st.state = "unresponsive";
             st.reason = e.what();
@@ -161,6 +165,31 @@ void destroy_vm(const state_directory& dir, const connect_options& options) {
     settle_exit_record(dir, *runtime, "destroyed", true);
 }
 
+void remove_vm(const state_directory& dir) {
+    if (!std::filesystem::exists(dir.definition_copy()))
+        throw error("no VM named '" + dir.vm_name() + "' in " + dir.path().parent_path().string());
+    auto lock = vm_lock::acquire(dir.lock_file(), "removing the VM", std::chrono::seconds(0));
+    if (is_running(dir))
+        throw error("VM '" + dir.vm_name() + "' is running; stop it first (qmpkit shutdown " +
+                    dir.vm_name() + ")");
+    const auto root = dir.path().parent_path();
+    for (const auto& other : state_directory::list(root)) {
+        const state_directory d(root, other);
+        if (other == dir.vm_name() || !is_running(d))
+            continue;
+        const auto runtime = read_runtime_info(d);
+        for (const auto& arg : runtime ? runtime->command_line : std::vector<std::string>{})
+            if (arg.find(dir.reset_points().string() + "/") != std::string::npos)
+                throw error("VM '" + other + "' runs on a reset point of VM '" + dir.vm_name() +
+                            "'; stop it first");
+    }
+    discard_standbys(dir);
+    std::error_code ignored;
+    std::filesystem::remove(dir.ram_file(), ignored);
+    // Symbolic links (a clone's reset points) are removed, not followed.
+    std::filesystem::remove_all(dir.path());
+}
+
 std::vector<block_device> list_block_devices(qmp::client& qmp) {
     std::vector<block_device> devices;
     const auto reply = qmp.execute("query-block");
@@ -173,14 +202,14 @@ std::vector<block_device> list_block_devices(qmp::client& qmp) {
         block_device d;
         d.disk = disk_name_of(string_at(o, "qdev"));
         d.node_name = string_at(in, "node-name");
-        d.file = string_at(in, "file");
+        d.file = image_file_of(string_at(in, "file")); // "json:{...}" for an encrypted disk
         d.format = string_at(in, "drv");
         d.read_only = in.contains("ro") && in.at("ro").as_bool();
         const auto* image = in.if_contains("image");
         while (image && image->is_object()) {
             image = image->as_object().if_contains("backing-image");
             if (image && image->is_object())
-                d.backing_chain.push_back(string_at(image->as_object(), "filename"));
+                d.backing_chain.push_back(image_file_of(string_at(image->as_object(), "filename")));
         }
         devices.push_back(std::move(d));
     }

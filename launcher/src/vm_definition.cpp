@@ -32,6 +32,7 @@ constexpr name_table<reset_strategy, 4> reset_names{{{reset_strategy::automatic,
                                                      {reset_strategy::loadvm, "loadvm"},
                                                      {reset_strategy::template_ram, "template"},
                                                      {reset_strategy::standby, "standby"}}};
+constexpr name_table<encryption_format, 1> encryption_names{{{encryption_format::luks, "luks"}}};
 constexpr name_table<forward_protocol, 2> protocol_names{
     {{forward_protocol::tcp, "tcp"}, {forward_protocol::udp, "udp"}}};
 
@@ -80,6 +81,9 @@ std::string_view to_string(forward_protocol v) noexcept {
 std::string_view to_string(reset_strategy v) noexcept {
     return name_of(reset_names, v);
 }
+std::string_view to_string(encryption_format v) noexcept {
+    return name_of(encryption_names, v);
+}
 
 std::optional<machine_type> machine_type_from_string(std::string_view s) noexcept {
     return value_of(machine_names, s);
@@ -108,6 +112,9 @@ std::optional<forward_protocol> forward_protocol_from_string(std::string_view s)
 std::optional<reset_strategy> reset_strategy_from_string(std::string_view s) noexcept {
     return value_of(reset_names, s);
 }
+std::optional<encryption_format> encryption_format_from_string(std::string_view s) noexcept {
+    return value_of(encryption_names, s);
+}
 
 std::string default_mac_address(std::string_view vm_name) {
     // FNV-1a is spelled out rather than std::hash so the MAC is the same on every build.
@@ -120,6 +127,13 @@ std::string default_mac_address(std::string_view vm_name) {
     std::snprintf(buf, sizeof buf, "52:54:00:%02x:%02x:%02x", (h >> 16) & 0xffu, (h >> 8) & 0xffu,
                   h & 0xffu);
     return buf;
+}
+
+std::optional<disk_encryption> disk_key(const vm_definition& def, std::string_view disk) {
+    for (const auto& d : def.disks)
+        if (d.name == disk)
+            return d.encryption;
+    return std::nullopt;
 }
 
 std::string disk_field(std::size_t index) {

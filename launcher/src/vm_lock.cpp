@@ -2,6 +2,7 @@
 #include <qmpkit/launcher/vm_lock.hpp>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fcntl.h>
 #include <string>
@@ -21,6 +22,20 @@ std::string holder_of(int fd) {
     return holder.empty() ? "another qmpkit process" : holder;
 }
 
+// The lock sits in the VM's state directory, which is named after the VM.
+std::string vm_named_by(const std::filesystem::path& lock_file) {
+    const auto name = lock_file.parent_path().filename().string();
+    return name.empty() ? std::string("the VM") : "VM '" + name + "'";
+}
+
+std::string waited_for(std::chrono::milliseconds timeout) {
+    if (timeout.count() <= 0)
+        return {};
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f", static_cast<double>(timeout.count()) / 1000.0);
+    return std::string(" after waiting ") + text + " s";
+}
+
 } // namespace
 
 vm_lock vm_lock::acquire(const std::filesystem::path& lock_file, std::string_view purpose,
@@ -38,8 +53,12 @@ vm_lock vm_lock::acquire(const std::filesystem::path& lock_file, std::string_vie
         if (std::chrono::steady_clock::now() >= deadline) {
             auto holder = holder_of(fd);
             ::close(fd);
-            throw error("the VM is busy: " + holder + " holds " + lock_file.string() +
-                        "; try again when it is done (or raise --lock-timeout)");
+            throw error(vm_named_by(lock_file) + " is busy" + waited_for(timeout) + ": " + holder +
+                        " holds its lock " + lock_file.string() +
+                        (timeout.count() > 0
+                             ? "; try again when it is done, or raise --lock-timeout"
+                             : "; try again when it is done, or give "
+                               "--lock-timeout SECONDS to wait for it"));
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
@@ -66,6 +85,12 @@ vm_lock& vm_lock::operator=(vm_lock&& other) noexcept {
 
 vm_lock::~vm_lock() {
     release();
+}
+
+void vm_lock::close_without_unlock() noexcept {
+    if (fd_ >= 0)
+        ::close(fd_);
+    fd_ = -1;
 }
 
 void vm_lock::release() {

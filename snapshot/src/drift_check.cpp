@@ -1,8 +1,10 @@
 #include "text.hpp"
 
+#include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/snapshot/drift_check.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <exception>
 #include <map>
 #include <optional>
@@ -43,6 +45,8 @@ public:
                 mention(d.file, d.name);
         for (const auto& [image, disk] : mentioned_)
             check_unknown(image, disk);
+        if (!options_.state_dir.empty())
+            check_files();
         return std::move(found_);
     }
 
@@ -195,6 +199,86 @@ private:
         }
     }
 
+    std::vector<fs::path> list(const fs::path& dir) const {
+        if (options_.list_dir)
+            return options_.list_dir(dir);
+        std::vector<fs::path> files;
+        std::error_code ec;
+        for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+            files.push_back(it->path());
+        std::sort(files.begin(), files.end());
+        return files;
+    }
+
+    bool is_mentioned(const fs::path& p) const {
+        const auto key = p.lexically_normal();
+        return std::any_of(mentioned_.begin(), mentioned_.end(),
+                           [&](const auto& m) { return m.first == key; });
+    }
+
+    // write_file_atomically's ".NAME.XXXXXX" for the files the snapshot layer writes.
+    static bool is_state_temp(const std::string& name) {
+        for (std::string_view base :
+             {".snapshots.json.", ".definition.yaml.", ".snapshot-op.json."})
+            if (name.size() == base.size() + 6 && name.starts_with(base))
+                return std::all_of(name.begin() + static_cast<long>(base.size()), name.end(),
+                                   [](unsigned char c) { return std::isalnum(c); });
+        return false;
+    }
+
+    // qemu_img's ".NAME.qmpkit-tmp-SUFFIX" for an image of this VM.
+    bool is_image_temp(const fs::path& dir, const std::string& name) const {
+        const auto at = name.find(".qmpkit-tmp-");
+        if (!name.starts_with(".") || at == std::string::npos || at < 2)
+            return false;
+        const auto target = name.substr(1, at - 1);
+        return is_mentioned(dir / target) ||
+               (!vm_prefix().empty() && target.starts_with(vm_prefix()));
+    }
+
+    std::string vm_prefix() const {
+        return options_.definition ? options_.definition->name + "-" : std::string();
+    }
+
+    void check_files() {
+        const auto state = options_.state_dir.lexically_normal();
+        std::set<fs::path> dirs;
+        for (const auto& [image, disk] : mentioned_)
+            if (image.parent_path() != state)
+                dirs.insert(image.parent_path());
+        scan(state, true);
+        for (const auto& d : dirs)
+            scan(d, false);
+    }
+
+    void scan(const fs::path& dir, bool is_state_dir) {
+        for (const auto& file : list(dir)) {
+            const auto name = file.filename().string();
+            if ((is_state_dir && is_state_temp(name)) || is_image_temp(dir, name)) {
+                report(drift::kind::stray_file, "", "", file,
+                       "temporary file " + shown_path(file) + " was left by an interrupted qmpkit");
+                continue;
+            }
+            if (!name.ends_with(".qcow2") || is_mentioned(file))
+                continue;
+            if (!is_state_dir && (vm_prefix().empty() || !name.starts_with(vm_prefix())))
+                continue; // another VM's or the user's image
+            const auto& r = probe(file);
+            if (!r.info)
+                continue;
+            std::optional<fs::path> backing;
+            if (r.info->full_backing_file)
+                backing = fs::path(*r.info->full_backing_file);
+            else if (r.info->backing_file)
+                backing = dir / *r.info->backing_file;
+            if (!backing || !is_mentioned(*backing))
+                continue;
+            report(drift::kind::unknown_overlay, "", "", file,
+                   "overlay " + shown_path(file) + " over " + shown_path(*backing) +
+                       " is recorded by no snapshot and not used by the VM's definition");
+        }
+    }
+
     bool reported_unreadable(const fs::path& image) const {
         return std::any_of(found_.begin(), found_.end(), [&](const drift& d) {
             return d.what == drift::kind::unreadable && d.file.lexically_normal() == image;
@@ -226,6 +310,14 @@ std::string_view to_string(drift::kind k) noexcept {
         return "memory missing";
     case drift::kind::unreadable:
         return "unreadable";
+    case drift::kind::current_missing:
+        return "current missing";
+    case drift::kind::interrupted:
+        return "interrupted";
+    case drift::kind::stray_file:
+        return "stray file";
+    case drift::kind::unknown_overlay:
+        return "unknown overlay";
     }
     return "unreadable";
 }
@@ -233,6 +325,154 @@ std::string_view to_string(drift::kind k) noexcept {
 std::vector<drift> check_drift(const snapshot_tree& tree, const image_info_function& info,
                                const drift_options& options) {
     return checker(tree, info, options).run();
+}
+
+namespace {
+
+std::optional<launcher::image_info> info_or_none(const image_info_function& info,
+                                                 const fs::path& image) {
+    try {
+        return info(image);
+    } catch (const std::exception&) {
+        return std::nullopt;
+    }
+}
+
+bool is_overlay_of(const snapshot_record& r, const fs::path& file) {
+    return std::any_of(r.disks.begin(), r.disks.end(), [&](const disk_snapshot& d) {
+        return d.how == disk_snapshot::mode::external &&
+               d.overlay.lexically_normal() == file.lexically_normal();
+    });
+}
+
+// A record for an internal snapshot that every writable disk of `def` holds, or nullopt.
+std::optional<snapshot_record> adoptable(const snapshot_tree& tree, const std::string& name,
+                                         const image_info_function& info,
+                                         const launcher::vm_definition& def) {
+    if (!is_valid_snapshot_name(name) || tree.contains(name))
+        return std::nullopt;
+    snapshot_record r;
+    r.name = name;
+    r.description = "adopted by `qmpkit snapshot check --repair` from the images";
+    r.location = snapshot_location::internal;
+    r.parent = tree.current();
+    r.definition = launcher::dump_definition(def);
+    bool any = false;
+    for (const auto& d : def.disks) {
+        if (d.read_only) {
+            r.disks.push_back({d.name, disk_snapshot::mode::excluded, d.file, {}, d.node_name});
+            continue;
+        }
+        auto i = info_or_none(info, d.file);
+        if (!i)
+            return std::nullopt;
+        auto s = std::find_if(i->snapshots.begin(), i->snapshots.end(),
+                              [&](const auto& x) { return x.name == name; });
+        if (s == i->snapshots.end())
+            return std::nullopt;
+        any = true;
+        r.created_at = std::max(r.created_at, s->date_sec);
+        r.memory = r.memory || s->vm_state_size > 0;
+        r.disks.push_back({d.name, disk_snapshot::mode::internal, d.file, {}, d.node_name});
+    }
+    if (!any)
+        return std::nullopt;
+    // A snapshot with RAM was taken of a running VM; a disk-only one (qemu-img) of a shut-off one.
+    r.state = r.memory ? vm_state::running : vm_state::shutoff;
+    return r;
+}
+
+} // namespace
+
+repair_plan plan_repair(const snapshot_tree& tree, const std::vector<drift>& found,
+                        const image_info_function& info, const drift_options& options) {
+    repair_plan plan{tree};
+    std::set<std::string> dropped, adopted;
+    auto drop = [&](const std::string& name, const std::string& why) {
+        if (!plan.tree.contains(name) || !dropped.insert(name).second)
+            return;
+        plan.tree.remove(name);
+        plan.tree_changed = true;
+        plan.done.push_back("forgot snapshot " + shown(name) + ": " + why);
+    };
+    for (const auto& d : found) {
+        switch (d.what) {
+        case drift::kind::missing_in_image:
+            drop(d.snapshot, d.description);
+            break;
+        case drift::kind::file_missing: {
+            const auto* r = tree.find(d.snapshot);
+            if (r && is_overlay_of(*r, d.file))
+                plan.left.push_back(d); // the snapshot is whole; a revert makes a new overlay
+            else
+                drop(d.snapshot, d.description);
+            break;
+        }
+        case drift::kind::chain_broken: {
+            const auto* r = plan.tree.find(d.snapshot);
+            if (!r) {
+                plan.left.push_back(d);
+                break;
+            }
+            auto updated = *r;
+            bool fixed = false;
+            for (auto& x : updated.disks) {
+                if (x.how != disk_snapshot::mode::external ||
+                    x.overlay.lexically_normal() != d.file.lexically_normal())
+                    continue;
+                auto top = info_or_none(info, x.overlay);
+                auto below = info_or_none(info, x.image);
+                if (!top || !below || !top->full_backing_file || !below->full_backing_file)
+                    continue;
+                if (fs::path(*top->full_backing_file).lexically_normal() ==
+                    fs::path(*below->full_backing_file).lexically_normal()) {
+                    plan.done.push_back("snapshot " + shown(d.snapshot) + ": disk " +
+                                        shown(x.disk) + " now sits on " +
+                                        shown_path(*top->full_backing_file) + " (" +
+                                        shown_path(x.image) + " was merged into it)");
+                    x.image = *top->full_backing_file;
+                    fixed = true;
+                }
+            }
+            if (fixed) {
+                plan.tree.update(updated);
+                plan.tree_changed = true;
+            } else {
+                plan.left.push_back(d);
+            }
+            break;
+        }
+        case drift::kind::unknown_to_qmpkit: {
+            if (adopted.contains(d.snapshot))
+                break;
+            std::optional<snapshot_record> r;
+            if (options.definition)
+                r = adoptable(plan.tree, d.snapshot, info, *options.definition);
+            if (!r) {
+                plan.left.push_back(d);
+                break;
+            }
+            adopted.insert(d.snapshot);
+            plan.tree.add(*r);
+            plan.tree_changed = true;
+            plan.done.push_back("adopted internal snapshot " + shown(d.snapshot) +
+                                ", which every disk holds" + (r->memory ? ", with memory" : ""));
+            break;
+        }
+        case drift::kind::stray_file:
+            plan.remove.push_back(d.file);
+            plan.done.push_back("removed " + shown_path(d.file) + ", a temporary file of qmpkit");
+            break;
+        default:
+            plan.left.push_back(d);
+            break;
+        }
+    }
+    // Drift about a snapshot that was dropped needs nothing more.
+    std::erase_if(plan.left, [&](const drift& d) {
+        return d.what != drift::kind::unknown_to_qmpkit && dropped.contains(d.snapshot);
+    });
+    return plan;
 }
 
 } // namespace qmpkit::snapshot

@@ -20,13 +20,19 @@ constexpr const char* fd_name = "qmpkit-memory";
 
 // Polls query-migrate until the migration ends; throws with qemu's reason when it failed.
 void wait_migration(qmp::client& qmp, const std::filesystem::path& file,
-                    const std::function<void(double)>& progress) {
+                    const std::function<void(double)>& progress,
+                    const std::function<void(std::string_view)>& on_step = {}) {
     const auto deadline = std::chrono::steady_clock::now() + 30min;
+    bool seen_active = false;
     for (;;) {
         const auto reply = qmp.execute("query-migrate");
         const auto& info = reply.as_object();
         const auto* status = info.if_contains("status");
         const std::string state = status ? std::string(status->as_string()) : "none";
+        if (state == "active" && !seen_active && on_step) {
+            seen_active = true;
+            on_step("migration-running");
+        }
         if (state == "completed")
             return;
         if (state == "failed" || state == "cancelled") {
@@ -53,7 +59,8 @@ void wait_migration(qmp::client& qmp, const std::filesystem::path& file,
 } // namespace
 
 void save_memory(qmp::client& qmp, const std::filesystem::path& file,
-                 const std::function<void(double)>& progress) {
+                 const std::function<void(double)>& progress,
+                 const std::function<void(std::string_view)>& on_step) {
     const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         throw error(error_kind::other,
@@ -73,10 +80,15 @@ void save_memory(qmp::client& qmp, const std::filesystem::path& file,
     qmp.execute("migrate-set-parameters", {{"max-bandwidth", std::int64_t{1} << 40}});
     try {
         qmp.execute("migrate", {{"uri", std::string("fd:") + fd_name}});
-        wait_migration(qmp, file, progress);
+        wait_migration(qmp, file, progress, on_step);
     } catch (...) {
-        qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});
-        std::filesystem::remove(file);
+        // qemu may be gone (that is often why we are here): the half-written file goes first.
+        std::error_code ignored;
+        std::filesystem::remove(file, ignored);
+        try {
+            qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});
+        } catch (const std::exception&) {
+        }
         throw;
     }
     qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});

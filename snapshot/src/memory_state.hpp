@@ -7,13 +7,17 @@
 
 #include <filesystem>
 #include <functional>
+#include <string_view>
 
 namespace qmpkit::snapshot::detail {
 
 // Saves to a new file (refusing an existing one). When it returns the VM is paused
 // (postmigrate): the caller snapshots the disks at this same point, then resumes it.
+// on_step: called with "migration-running" once qemu reports the migration active (the fault
+// point of a memory save hangs there).
 void save_memory(qmp::client& qmp, const std::filesystem::path& file,
-                 const std::function<void(double)>& progress);
+                 const std::function<void(double)>& progress,
+                 const std::function<void(std::string_view step)>& on_step = {});
 
 // Loads into a qemu started with `-incoming defer`; the VM is paused afterwards.
 void load_memory(qmp::client& qmp, const std::filesystem::path& file);

@@ -48,8 +48,11 @@ void run_job(qmp::client& qmp, const std::string& command, json::object argument
             throw error(error_kind::other, command + ": job " + job_id + " did not finish in time");
         }
         if (auto e = qmp.wait_event(changes, 200ms)) {
-            if (e->data.at("id").as_string() == job_id)
+            if (e->data.at("id").as_string() == job_id) {
                 status = e->data.at("status").as_string();
+                if (options.on_status)
+                    options.on_status(status);
+            }
         } else if (options.progress) {
             if (auto job = find_job(qmp, job_id)) {
                 const auto total = job->at("total-progress").to_number<double>();

@@ -19,6 +19,9 @@ struct job_options {
     std::function<void(double)> progress;
     // For jobs that stop in `ready` (an active-layer block-commit): send job-complete.
     bool complete_when_ready = false;
+    // Called once per status the job enters ("running", "ready", ...), before run_job acts on
+    // it (job-complete comes after on_status("ready")). The fault points hang here.
+    std::function<void(const std::string& status)> on_status;
     std::chrono::milliseconds timeout{std::chrono::minutes(30)};
 };
 

@@ -1,13 +1,18 @@
 #include "guest_freeze.hpp"
+#include "interrupted_operation.hpp"
 #include "memory_state.hpp"
+#include "operation_journal.hpp"
 #include "qmp_jobs.hpp"
+#include "vm_check.hpp"
 #include "vm_context.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/fault_point.hpp>
 #include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/qemu_command.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
@@ -25,7 +30,9 @@
 #include <map>
 #include <random>
 #include <set>
+#include <sys/statvfs.h>
 #include <thread>
+#include <unistd.h>
 
 namespace qmpkit::snapshot {
 
@@ -125,14 +132,7 @@ snapshot_tree snapshot_manager::tree() const {
 std::vector<drift> snapshot_manager::check() const {
     launcher::state_directory dir(
         options_.state_root.empty() ? launcher::default_state_root() : options_.state_root, vm_);
-    std::optional<vm_definition> def;
-    if (fs::exists(dir.definition_copy()))
-        def = launcher::load_definition(dir.definition_copy());
-    drift_options o;
-    o.definition = def ? &*def : nullptr;
-    const launcher::qemu_img img;
-    return check_drift(
-        tree(), [&](const fs::path& p) { return img.info(p); }, o);
+    return detail::check_vm(dir);
 }
 
 // --- create ------------------------------------------------------------------------------------
@@ -146,6 +146,7 @@ struct disk_plan {
     fs::path overlay; // external: the new overlay
     std::string node; // the top node now (internal) / the overlay's node (external)
     std::string top_node;
+    std::optional<launcher::disk_encryption> key; // an encrypted disk's, for all its layers
 };
 
 std::vector<disk_plan>
@@ -170,6 +171,7 @@ plan_disks(const vm_definition& def, const create_request& request, bool externa
             p.how = disk_snapshot::mode::excluded; // nothing changes on it
         p.image = d.file;
         p.top_node = d.node_name;
+        p.key = d.encryption;
         if (live) {
             auto it = live->find(d.name);
             if (it == live->end())
@@ -198,6 +200,11 @@ json::object transaction_for(const std::vector<disk_plan>& disks) {
     for (const auto& d : disks) {
         if (d.how != disk_snapshot::mode::external)
             continue;
+        if (d.key) { // its encrypted overlay is in place already (add_encrypted_overlays)
+            actions.push_back({{"type", "blockdev-snapshot"},
+                               {"data", {{"node", d.top_node}, {"overlay", d.node}}}});
+            continue;
+        }
         actions.push_back({{"type", "blockdev-snapshot-sync"},
                            {"data",
                             {{"node-name", d.top_node},
@@ -215,6 +222,23 @@ json::object command(const std::string& name, json::object arguments = {}) {
     return c;
 }
 
+// qemu reports a full disk during a save as "Input/output error": say what is likely behind it.
+std::string space_hint(const vm_definition& def, const std::vector<disk_plan>& disks) {
+    for (const auto& d : disks) {
+        struct statvfs fs_info {};
+        if (d.how != disk_snapshot::mode::internal ||
+            ::statvfs(d.image.parent_path().c_str(), &fs_info) != 0)
+            continue;
+        const auto free_bytes = static_cast<std::uint64_t>(fs_info.f_bavail) * fs_info.f_frsize;
+        if (free_bytes < def.memory)
+            return " (the file system holding " + d.image.string() + " has only " +
+                   std::to_string(free_bytes >> 20) +
+                   " MiB free, and a snapshot with memory can need up to the VM's " +
+                   std::to_string(def.memory >> 20) + " MiB of RAM: is it full?)";
+    }
+    return {};
+}
+
 void create_internal_running(vm_context& ctx, snapshot_record& record,
                              const std::vector<disk_plan>& disks) {
     auto& qmp = *ctx.qmp;
@@ -229,12 +253,20 @@ void create_internal_running(vm_context& ctx, snapshot_record& record,
         const auto job = detail::make_job_id("save");
         detail::job_options o;
         o.progress = progress;
-        detail::run_job(qmp, "snapshot-save",
-                        {{"job-id", job},
-                         {"tag", record.name},
-                         {"vmstate", nodes.front()},
-                         {"devices", json::value_from(nodes)}},
-                        job, o);
+        o.on_status = [&](const std::string& status) {
+            if (status == "running")
+                launcher::fault_point("snapshot.save.job-running", ctx.dir);
+        };
+        try {
+            detail::run_job(qmp, "snapshot-save",
+                            {{"job-id", job},
+                             {"tag", record.name},
+                             {"vmstate", nodes.front()},
+                             {"devices", json::value_from(nodes)}},
+                            job, o);
+        } catch (const error& e) {
+            throw error(e.kind(), e.what() + space_hint(ctx.def, disks));
+        }
     } else {
         // qemu before 6.0: HMP, which answers errors as text (client::hmp turns them into errors).
         try {
@@ -247,20 +279,20 @@ void create_internal_running(vm_context& ctx, snapshot_record& record,
 
 void create_internal_offline(vm_context& ctx, snapshot_record& record,
                              const std::vector<disk_plan>& disks, const launcher::qemu_img& img) {
-    std::vector<fs::path> done;
+    std::vector<const disk_plan*> done;
     try {
         for (const auto& d : disks) {
             if (d.how != disk_snapshot::mode::internal)
                 continue;
             ctx.report("snapshotting " + d.disk, static_cast<double>(done.size()) / disks.size());
-            img.snapshot_create(d.image, record.name);
-            done.push_back(d.image);
+            img.snapshot_create(d.image, record.name, d.key);
+            done.push_back(&d);
         }
     } catch (...) {
         // All disks or none: take it back from the disks that have it already.
-        for (const auto& image : done) {
+        for (const auto* p : done) {
             try {
-                img.snapshot_delete(image, record.name);
+                img.snapshot_delete(p->image, record.name, p->key);
             } catch (const std::exception&) {
             }
         }
@@ -277,6 +309,43 @@ void remove_new_files(const std::vector<disk_plan>& disks, const std::set<fs::pa
     }
 }
 
+// Encrypted disks' overlays are made by qemu-img, encrypted with the disk's key, and added with
+// blockdev-add for the transaction's blockdev-snapshot: blockdev-snapshot-sync would create them
+// unencrypted. On failure nothing of them is left.
+void remove_encrypted_overlays(qmp::client& qmp, const std::vector<disk_plan>& disks) {
+    for (const auto& d : disks) {
+        if (d.how != disk_snapshot::mode::external || !d.key)
+            continue;
+        for (const auto& node : {d.node, d.node + "-file"}) {
+            try {
+                qmp.execute("blockdev-del", {{"node-name", node}});
+            } catch (const qmp::error&) {
+            }
+        }
+    }
+}
+
+void add_encrypted_overlays(vm_context& ctx, const std::vector<disk_plan>& disks,
+                            const std::set<fs::path>& existed) {
+    const launcher::qemu_img img;
+    try {
+        for (const auto& d : disks) {
+            if (d.how != disk_snapshot::mode::external || !d.key)
+                continue;
+            const auto disk = std::find_if(ctx.def.disks.begin(), ctx.def.disks.end(),
+                                           [&](auto& x) { return x.name == d.disk; });
+            img.create(d.overlay, launcher::disk_format::qcow2, std::nullopt, d.image,
+                       img.info(d.image).known_format(), d.key);
+            for (const auto& node : launcher::overlay_block_nodes(*disk, d.overlay, d.node))
+                ctx.qmp->execute("blockdev-add", node);
+        }
+    } catch (...) {
+        remove_encrypted_overlays(*ctx.qmp, disks);
+        remove_new_files(disks, existed);
+        throw;
+    }
+}
+
 void create_external_running(vm_context& ctx, snapshot_record& record,
                              const std::vector<disk_plan>& disks, const create_request& request) {
     auto& qmp = *ctx.qmp;
@@ -288,11 +357,17 @@ void create_external_running(vm_context& ctx, snapshot_record& record,
     for (const auto& d : disks)
         if (fs::exists(d.overlay))
             existed.insert(d.overlay);
+    add_encrypted_overlays(ctx, disks, existed);
     if (request.memory_file) {
         // Migration ends with the VM paused (postmigrate): RAM and disks are taken at that one
         // point.
-        detail::save_memory(qmp, *request.memory_file,
-                            [&](double f) { ctx.report("saving memory of " + record.name, f); });
+        detail::save_memory(
+            qmp, *request.memory_file,
+            [&](double f) { ctx.report("saving memory of " + record.name, f); },
+            [&](std::string_view step) {
+                launcher::fault_point("snapshot.memory." + std::string(step), ctx.dir);
+            });
+        launcher::fault_point("snapshot.memory.after-migration", ctx.dir);
     }
     try {
         // --quiesce: frozen for the transaction only; thawed on leaving this block, also when the
@@ -300,9 +375,11 @@ void create_external_running(vm_context& ctx, snapshot_record& record,
         std::optional<detail::guest_freeze> frozen;
         if (request.quiesce)
             frozen.emplace(ctx.dir, ctx.def, ctx.options->logger);
+        launcher::fault_point("snapshot.external.before-transaction", ctx.dir);
         qmp.execute("transaction", actions);
     } catch (const qmp::error& e) {
         // The block graph is all-or-nothing, but files made by earlier actions stay: remove them.
+        remove_encrypted_overlays(qmp, disks);
         remove_new_files(disks, existed);
         if (request.memory_file) {
             std::error_code ignored;
@@ -314,6 +391,7 @@ void create_external_running(vm_context& ctx, snapshot_record& record,
                     std::string("the disk snapshot transaction failed, nothing was changed: ") +
                         e.what());
     }
+    launcher::fault_point("snapshot.external.after-transaction", ctx.dir);
     if (request.memory_file && was_running)
         qmp.execute("cont");
 }
@@ -328,7 +406,7 @@ void create_external_offline(vm_context& ctx, snapshot_record& record,
                 continue;
             ctx.report("creating overlay for " + d.disk, 0);
             img.create(d.overlay, launcher::disk_format::qcow2, std::nullopt, d.image,
-                       img.info(d.image).known_format());
+                       img.info(d.image).known_format(), d.key);
             made.push_back(d.overlay);
         }
     } catch (...) {
@@ -387,6 +465,7 @@ std::vector<json::object> snapshot_manager::plan(const create_request& request) 
 
 snapshot_record snapshot_manager::create(const create_request& request) {
     vm_context ctx(vm_, options_, "creating a snapshot");
+    detail::require_no_interrupted_operation(ctx.dir);
     snapshot_record record;
     record.name = request.name.empty() ? default_name() : request.name;
     require_valid_snapshot_name(record.name);
@@ -441,15 +520,6 @@ snapshot_record snapshot_manager::create(const create_request& request) {
             throw error(error_kind::name_taken,
                         "overlay " + d.overlay.string() + " already exists");
 
-    if (!external && ctx.running())
-        create_internal_running(ctx, record, disks);
-    else if (!external)
-        create_internal_offline(ctx, record, disks, img);
-    else if (ctx.running())
-        create_external_running(ctx, record, disks, request);
-    else
-        create_external_offline(ctx, record, disks, img);
-
     for (const auto& d : disks) {
         disk_snapshot ds;
         ds.disk = d.disk;
@@ -462,9 +532,13 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     if (request.memory_file)
         record.memory_file = fs::absolute(*request.memory_file);
 
+    // What the operation will leave behind, written down before anything changes: a crash in
+    // between is then finished or taken back by `snapshot check --repair` (and by the failure
+    // path below), never guessed at.
+    auto after_def = ctx.def;
     if (external) {
         // The VM now writes to the overlays: restarts must use them.
-        for (auto& disk : ctx.def.disks)
+        for (auto& disk : after_def.disks)
             for (const auto& d : disks)
                 if (d.disk == disk.name && d.how == disk_snapshot::mode::external) {
                     disk.file = d.overlay;
@@ -472,15 +546,58 @@ snapshot_record snapshot_manager::create(const create_request& request) {
                     disk.size.reset();
                     disk.backing.reset();
                 }
-        ctx.save_definition();
     }
+    auto after_tree = ctx.tree;
     if (!request.no_metadata) {
-        auto tree = ctx.tree;
-        tree.add(record);
-        tree.set_current(record.name);
-        ctx.tree = std::move(tree);
-        ctx.save_tree();
+        after_tree.add(record);
+        after_tree.set_current(record.name);
     }
+    detail::operation_journal journal;
+    journal.operation = external ? "create-external" : "create-internal";
+    journal.snapshot = record.name;
+    journal.pid = ::getpid();
+    journal.started_at = now_seconds();
+    journal.was_running = ctx.state == vm_state::running && ctx.running();
+    journal.before_digest = detail::digest_of_file(metadata_store(ctx.dir).path());
+    journal.after_metadata = metadata_store::serialize(after_tree);
+    if (external)
+        journal.after_definition = launcher::dump_definition(after_def);
+    for (const auto& d : disks) {
+        if (d.how == disk_snapshot::mode::internal)
+            journal.tags.push_back({d.image, record.name});
+        else if (d.how == disk_snapshot::mode::external)
+            journal.overlays.push_back({d.disk, d.image, d.overlay});
+    }
+    if (request.memory_file)
+        journal.creates.push_back(record.memory_file);
+    detail::write_journal(ctx.dir, journal);
+    const std::string step = external ? "snapshot.external" : "snapshot.save";
+
+    try {
+        if (!external && ctx.running())
+            create_internal_running(ctx, record, disks);
+        else if (!external)
+            create_internal_offline(ctx, record, disks, img);
+        else if (ctx.running())
+            create_external_running(ctx, record, disks, request);
+        else
+            create_external_offline(ctx, record, disks, img);
+
+        if (external) {
+            ctx.def = after_def;
+            ctx.save_definition();
+        }
+        launcher::fault_point(step + ".before-metadata", ctx.dir);
+        if (!request.no_metadata) {
+            ctx.tree = std::move(after_tree);
+            ctx.save_tree();
+        }
+        launcher::fault_point(step + ".after-metadata", ctx.dir);
+    } catch (...) {
+        detail::resolve_after_failure(ctx, journal);
+        throw;
+    }
+    detail::remove_journal(ctx.dir);
     if (request.halt && ctx.running())
         ctx.stop_vm();
     return record;
@@ -496,7 +613,7 @@ std::optional<std::string> node_of(qmp::client& qmp, const fs::path& file) {
     for (const auto& n : nodes.as_array()) {
         const auto& o = n.as_object();
         if (o.at("drv").as_string() != "file" &&
-            same_file(std::string(o.at("file").as_string()), file))
+            same_file(launcher::image_file_of(o.at("file").as_string()), file))
             return std::string(o.at("node-name").as_string());
     }
     return std::nullopt;
@@ -518,7 +635,8 @@ bool frozen_by_other(const snapshot_tree& tree, const std::string& except, const
 // A new, empty overlay over the snapshot's frozen image: everything written after the snapshot
 // is left behind. Reuses the snapshot's own overlay file unless another snapshot froze it.
 fs::path fresh_overlay(const snapshot_tree& tree, const snapshot_record& rec,
-                       const disk_snapshot& d, const launcher::qemu_img& img) {
+                       const disk_snapshot& d, const launcher::qemu_img& img,
+                       const std::optional<launcher::disk_encryption>& key) {
     fs::path target = d.overlay;
     if (frozen_by_other(tree, rec.name, d.overlay))
         target = d.overlay.parent_path() / (d.overlay.stem().string() + ".r" + hex_id() + ".qcow2");
@@ -527,7 +645,7 @@ fs::path fresh_overlay(const snapshot_tree& tree, const snapshot_record& rec,
         fs::remove(d.overlay, ignored);
     }
     img.create(target, launcher::disk_format::qcow2, std::nullopt, d.image,
-               img.info(d.image).known_format());
+               img.info(d.image).known_format(), key);
     return target;
 }
 
@@ -550,6 +668,10 @@ void load_internal(vm_context& ctx, const snapshot_record& rec) {
         const auto job = detail::make_job_id("load");
         detail::job_options o;
         o.progress = [&](double f) { ctx.report("loading " + rec.name, f); };
+        o.on_status = [&](const std::string& status) {
+            if (status == "running")
+                launcher::fault_point("snapshot.load.job-running", ctx.dir);
+        };
         detail::run_job(qmp, "snapshot-load",
                         {{"job-id", job},
                          {"tag", rec.name},
@@ -570,6 +692,7 @@ void load_internal(vm_context& ctx, const snapshot_record& rec) {
 
 void snapshot_manager::revert(const std::string& name, const revert_request& request) {
     vm_context ctx(vm_, options_, "reverting to a snapshot");
+    detail::require_no_interrupted_operation(ctx.dir);
     const auto rec = ctx.tree.at(name); // a copy: the tree changes below
     auto then = launcher::load_definition_from_string(rec.definition, ctx.dir.definition_copy());
     const auto difference = configuration_difference(then, ctx.def);
@@ -580,57 +703,74 @@ void snapshot_manager::revert(const std::string& name, const revert_request& req
     const auto wanted = wanted_state(request, rec.state);
     const launcher::qemu_img img;
 
-    if (rec.location == snapshot_location::internal && rec.memory) {
-        if (ctx.running() && difference.empty()) {
-            load_internal(ctx, rec);
-        } else {
-            // A different configuration (or no qemu at all): start qemu with the snapshot's
-            // configuration and let it load the snapshot before the guest runs.
+    auto after_tree = ctx.tree;
+    after_tree.set_current(name);
+    detail::operation_journal journal;
+    journal.operation = "revert";
+    journal.snapshot = name;
+    journal.pid = ::getpid();
+    journal.started_at = now_seconds();
+    journal.was_running = ctx.state == vm_state::running && ctx.running();
+    journal.before_digest = detail::digest_of_file(metadata_store(ctx.dir).path());
+    journal.after_metadata = metadata_store::serialize(after_tree);
+    detail::write_journal(ctx.dir, journal);
+    try {
+        if (rec.location == snapshot_location::internal && rec.memory) {
+            if (ctx.running() && difference.empty()) {
+                load_internal(ctx, rec);
+            } else {
+                // A different configuration (or no qemu at all): start qemu with the snapshot's
+                // configuration and let it load the snapshot before the guest runs.
+                ctx.stop_vm();
+                ctx.start_vm(then, {"-loadvm", name}, true);
+            }
+            ctx.set_run_state(wanted);
+        } else if (rec.location == snapshot_location::internal) {
+            // Taken offline: disks only.
             ctx.stop_vm();
-            ctx.start_vm(then, {"-loadvm", name}, true);
-        }
-        ctx.set_run_state(wanted);
-    } else if (rec.location == snapshot_location::internal) {
-        // Taken offline: disks only.
-        ctx.stop_vm();
-        for (const auto& d : rec.disks)
-            if (d.how == disk_snapshot::mode::internal)
-                img.snapshot_apply(d.image, name);
-        if (wanted != vm_state::shutoff) {
-            ctx.start_vm(then, {}, wanted == vm_state::paused);
+            for (const auto& d : rec.disks)
+                if (d.how == disk_snapshot::mode::internal)
+                    img.snapshot_apply(d.image, name, launcher::disk_key(then, d.disk));
+            if (wanted != vm_state::shutoff) {
+                ctx.start_vm(then, {}, wanted == vm_state::paused);
+            } else {
+                ctx.def = then;
+                ctx.save_definition();
+            }
         } else {
-            ctx.def = then;
-            ctx.save_definition();
+            ctx.stop_vm();
+            for (const auto& d : rec.disks) {
+                if (d.how != disk_snapshot::mode::external)
+                    continue;
+                auto fresh = fresh_overlay(ctx.tree, rec, d, img, launcher::disk_key(then, d.disk));
+                for (auto& disk : then.disks)
+                    if (disk.name == d.disk) {
+                        disk.file = fresh;
+                        disk.format = launcher::disk_format::qcow2;
+                        disk.size.reset();
+                        disk.backing.reset();
+                    }
+            }
+            if (rec.memory) {
+                ctx.start_vm(then, {"-incoming", "defer"}, true);
+                detail::load_memory(*ctx.qmp, rec.memory_file);
+                ctx.set_run_state(wanted == vm_state::shutoff ? vm_state::running : wanted);
+            } else if (request.running || request.paused) {
+                ctx.start_vm(then, {}, wanted == vm_state::paused);
+            } else {
+                ctx.def = then;
+                ctx.save_definition();
+            }
         }
-    } else {
-        ctx.stop_vm();
-        for (const auto& d : rec.disks) {
-            if (d.how != disk_snapshot::mode::external)
-                continue;
-            auto fresh = fresh_overlay(ctx.tree, rec, d, img);
-            for (auto& disk : then.disks)
-                if (disk.name == d.disk) {
-                    disk.file = fresh;
-                    disk.format = launcher::disk_format::qcow2;
-                    disk.size.reset();
-                    disk.backing.reset();
-                }
-        }
-        if (rec.memory) {
-            ctx.start_vm(then, {"-incoming", "defer"}, true);
-            detail::load_memory(*ctx.qmp, rec.memory_file);
-            ctx.set_run_state(wanted == vm_state::shutoff ? vm_state::running : wanted);
-        } else if (request.running || request.paused) {
-            ctx.start_vm(then, {}, wanted == vm_state::paused);
-        } else {
-            ctx.def = then;
-            ctx.save_definition();
-        }
+        launcher::fault_point("snapshot.revert.before-metadata", ctx.dir);
+        ctx.tree = std::move(after_tree);
+        ctx.save_tree();
+        launcher::fault_point("snapshot.revert.after-metadata", ctx.dir);
+    } catch (...) {
+        detail::resolve_after_failure(ctx, journal);
+        throw;
     }
-    auto tree = ctx.tree;
-    tree.set_current(name);
-    ctx.tree = std::move(tree);
-    ctx.save_tree();
+    detail::remove_journal(ctx.dir);
 }
 
 // --- delete ------------------------------------------------------------------------------------
@@ -642,7 +782,7 @@ void delete_internal(vm_context& ctx, const snapshot_record& rec) {
         const launcher::qemu_img img;
         for (const auto& d : rec.disks)
             if (d.how == disk_snapshot::mode::internal)
-                img.snapshot_delete(d.image, rec.name);
+                img.snapshot_delete(d.image, rec.name, launcher::disk_key(ctx.def, d.disk));
         return;
     }
     auto& qmp = *ctx.qmp;
@@ -690,6 +830,10 @@ void delete_external(vm_context& ctx, snapshot_tree& tree, const snapshot_record
         const auto job = detail::make_job_id("merge");
         detail::job_options o;
         o.progress = [&](double f) { ctx.report("merging " + d.disk, f); };
+        o.on_status = [&](const std::string& status) {
+            if (status == "running" || status == "ready")
+                launcher::fault_point("snapshot.commit.job-" + status, ctx.dir);
+        };
         const bool active = same_file(top.file, d.overlay);
         if (frozen_by_other(tree, rec.name, d.image)) {
             if (!active)
@@ -742,11 +886,53 @@ void delete_external(vm_context& ctx, snapshot_tree& tree, const snapshot_record
     }
 }
 
+// What deleting (merging) external snapshot `rec` leaves when it succeeds, as delete_external
+// and remove() change it.
+detail::operation_journal merge_journal(const vm_context& ctx, const snapshot_record& rec) {
+    detail::operation_journal journal;
+    journal.operation = "delete-external";
+    journal.snapshot = rec.name;
+    journal.pid = ::getpid();
+    journal.started_at = now_seconds();
+    journal.was_running = ctx.state == vm_state::running;
+    journal.before_digest = detail::digest_of_file(metadata_store(ctx.dir).path());
+    auto tree = ctx.tree;
+    auto def = ctx.def;
+    bool def_changed = false;
+    for (const auto& d : rec.disks) {
+        if (d.how != disk_snapshot::mode::external)
+            continue;
+        journal.overlays.push_back({d.disk, d.image, d.overlay});
+        for (auto& disk : def.disks)
+            if (disk.name == d.disk && same_file(disk.file, d.overlay)) {
+                disk.file = d.image;
+                def_changed = true;
+            }
+        for (const auto* r : tree.all()) {
+            auto updated = *r;
+            bool changed = false;
+            for (auto& x : updated.disks)
+                if (x.disk == d.disk && same_file(x.image, d.overlay)) {
+                    x.image = d.image;
+                    changed = true;
+                }
+            if (changed)
+                tree.update(updated);
+        }
+    }
+    tree.remove(rec.name);
+    journal.after_metadata = metadata_store::serialize(tree);
+    if (def_changed)
+        journal.after_definition = launcher::dump_definition(def);
+    return journal;
+}
+
 } // namespace
 
 std::vector<std::string> snapshot_manager::remove(const std::string& name,
                                                   const delete_request& request) {
     vm_context ctx(vm_, options_, "deleting snapshots");
+    detail::require_no_interrupted_operation(ctx.dir);
     ctx.tree.at(name);
     std::vector<std::string> targets;
     if (request.children || request.children_only) {
@@ -760,15 +946,34 @@ std::vector<std::string> snapshot_manager::remove(const std::string& name,
     for (const auto& t : targets) {
         const auto rec = ctx.tree.at(t);
         auto tree = ctx.tree;
-        if (!request.metadata_only) {
-            if (rec.location == snapshot_location::internal)
-                delete_internal(ctx, rec);
-            else
-                delete_external(ctx, tree, rec);
+        const bool merge =
+            !request.metadata_only && rec.location == snapshot_location::external && ctx.running();
+        std::optional<detail::operation_journal> journal;
+        if (merge) {
+            journal = merge_journal(ctx, rec);
+            detail::write_journal(ctx.dir, *journal);
         }
-        tree.remove(t);
-        ctx.tree = std::move(tree);
-        ctx.save_tree();
+        try {
+            if (!request.metadata_only) {
+                if (rec.location == snapshot_location::internal)
+                    delete_internal(ctx, rec);
+                else
+                    delete_external(ctx, tree, rec);
+            }
+            if (merge)
+                launcher::fault_point("snapshot.commit.before-metadata", ctx.dir);
+            tree.remove(t);
+            ctx.tree = std::move(tree);
+            ctx.save_tree();
+            if (merge)
+                launcher::fault_point("snapshot.commit.after-metadata", ctx.dir);
+        } catch (...) {
+            if (journal)
+                detail::resolve_after_failure(ctx, *journal);
+            throw;
+        }
+        if (journal)
+            detail::remove_journal(ctx.dir);
     }
     return targets;
 }

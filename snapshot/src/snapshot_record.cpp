@@ -259,10 +259,10 @@ bool is_valid_snapshot_name(std::string_view name) {
     return !snapshot_name_problem(name);
 }
 
-void require_valid_snapshot_name(std::string_view name) {
+void require_valid_snapshot_name(std::string_view name, std::string_view what) {
     if (auto problem = snapshot_name_problem(name))
         throw error(error_kind::invalid_name,
-                    "invalid snapshot name " + shown(name) + ": it " + *problem);
+                    "invalid " + std::string(what) + " " + shown(name) + ": it " + *problem);
 }
 
 boost::json::object to_json(const snapshot_record& record) {

@@ -38,8 +38,10 @@ inline std::int64_t now_seconds() {
         .count();
 }
 
+// Fresh from the kernel each time: a generator's state would be copied into forked processes
+// (a standby's preparation), which would then draw the same names as their parent.
 inline std::string hex_id() {
-    static std::mt19937_64 random{std::random_device{}()};
+    std::random_device random;
     char text[9];
     std::snprintf(text, sizeof text, "%08x", static_cast<unsigned>(random()));
     return text;

@@ -1,7 +1,11 @@
 #include "memory_state.hpp"
 #include "vm_context.hpp"
 
+#include <qmpkit/launcher/definition_validator.hpp>
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/fault_point.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>
+#include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/snapshot/vm_reset.hpp>
 
 #include <boost/json.hpp>
@@ -33,8 +37,7 @@ fs::path point_file(const fs::path& point_dir) {
 void write_point(const fs::path& dir, const reset_point& p) {
     json::array disks;
     for (const auto& d : p.disks)
-        disks.push_back(
-            {{"name", d.name}, {"base", d.base.string()}, {"overlay", d.overlay.string()}});
+        disks.push_back({{"name", d.name}, {"base", d.base.string()}});
     json::object o{{"format", "qmpkit-reset-point"},
                    {"version", 1},
                    {"name", p.name},
@@ -59,9 +62,8 @@ reset_point read_point(const fs::path& dir) {
         p.ram = std::string(o.at("ram").as_string());
         p.device_state = std::string(o.at("device_state").as_string());
         for (const auto& d : o.at("disks").as_array())
-            p.disks.push_back({std::string(d.at("name").as_string()),
-                               std::string(d.at("base").as_string()),
-                               std::string(d.at("overlay").as_string())});
+            p.disks.push_back(
+                {std::string(d.at("name").as_string()), std::string(d.at("base").as_string())});
         p.definition = o.at("definition").as_string();
         return p;
     } catch (const std::exception& e) {
@@ -130,6 +132,302 @@ std::vector<reset_point> read_points(const launcher::state_directory& dir) {
     return points;
 }
 
+// What a standby is prepared for: the point, and which incarnation of its name.
+std::string standby_key(const reset_point& p) {
+    return p.name + "@" + std::to_string(p.created_at);
+}
+
+const reset_point& choose_point(const std::string& vm, const std::vector<reset_point>& points,
+                                const std::optional<std::string>& target) {
+    if (points.empty())
+        throw error(error_kind::not_found, "VM '" + vm +
+                                               "' has no reset point (qmpkit reset-point create " +
+                                               vm + " NAME)");
+    auto it = std::prev(points.end());
+    if (target) {
+        it = std::find_if(points.begin(), points.end(), [&](auto& p) { return p.name == *target; });
+        if (it == points.end())
+            throw error(error_kind::not_found,
+                        "VM '" + vm + "' has no reset point named '" + *target + "'");
+    }
+    for (const auto& f : {it->ram, it->device_state})
+        if (!fs::exists(f))
+            throw error(error_kind::drift,
+                        "reset point '" + it->name + "' is damaged: " + f.string() + " is missing");
+    for (const auto& d : it->disks)
+        if (!fs::exists(d.base))
+            throw error(error_kind::drift, "reset point '" + it->name + "' is damaged: image " +
+                                               d.base.string() + " of disk '" + d.name +
+                                               "' is missing");
+    return *it;
+}
+
+// The point's definition, named `name`, with a fresh overlay over each frozen disk, made in
+// `overlay_dir`. Returns it and the overlays.
+std::pair<launcher::vm_definition, std::vector<fs::path>>
+fresh_instance(const reset_point& point, const std::string& name, const fs::path& overlay_dir,
+               const fs::path& origin) {
+    auto def = launcher::load_definition_from_string(point.definition, origin);
+    def.name = name;
+    fs::create_directories(overlay_dir);
+    fs::permissions(overlay_dir, fs::perms::owner_all, fs::perm_options::replace);
+    std::vector<fs::path> overlays;
+    std::vector<std::future<void>> made;
+    for (const auto& d : point.disks) {
+        overlays.push_back(overlay_dir / (d.name + "." + detail::hex_id() + ".qcow2"));
+        made.push_back(std::async(std::launch::async, [file = overlays.back(), base = d.base] {
+            launcher::qemu_img().create(file, launcher::disk_format::qcow2, std::nullopt, base,
+                                        launcher::disk_format::qcow2);
+        }));
+        for (auto& disk : def.disks)
+            if (disk.name == d.name) {
+                disk.file = overlays.back();
+                disk.format = launcher::disk_format::qcow2;
+                disk.size.reset();
+                disk.backing.reset();
+            }
+    }
+    std::exception_ptr failure;
+    for (auto& m : made)
+        try {
+            m.get();
+        } catch (...) {
+            failure = std::current_exception();
+        }
+    if (failure) {
+        std::error_code ignored;
+        for (const auto& o : overlays)
+            fs::remove(o, ignored);
+        std::rethrow_exception(failure);
+    }
+    return {std::move(def), std::move(overlays)};
+}
+
+// Overlays the VM ran on before a reset and no longer uses: the ones resets and reset points
+// made, never an image a user named or one a reset point is frozen on.
+std::vector<fs::path> superseded_overlays(const launcher::state_directory& dir,
+                                          const launcher::vm_definition& before,
+                                          const launcher::vm_definition& after) {
+    std::vector<fs::path> frozen;
+    for (const auto& p : read_points(dir))
+        for (const auto& d : p.disks)
+            frozen.push_back(d.base);
+    auto inside = [](const fs::path& file, const fs::path& folder) {
+        const auto f = fs::weakly_canonical(file).string();
+        const auto d = fs::weakly_canonical(folder).string() + "/";
+        return f.rfind(d, 0) == 0;
+    };
+    std::vector<fs::path> garbage;
+    for (const auto& disk : before.disks) {
+        const auto& f = disk.file;
+        const bool ours = inside(f, dir.overlays()) || inside(f, dir.reset_points());
+        const bool kept = std::any_of(after.disks.begin(), after.disks.end(),
+                                      [&](auto& d) { return detail::same_file(d.file, f); }) ||
+                          std::any_of(frozen.begin(), frozen.end(),
+                                      [&](auto& b) { return detail::same_file(b, f); });
+        if (ours && !kept)
+            garbage.push_back(f);
+    }
+    return garbage;
+}
+
+// Removes overlays in <state>/overlays that nothing uses: left by a reset or a standby
+// preparation that died half-way. Used means named by the VM's definition, a standby's, or a
+// reset point (as its frozen image). The caller holds the VM's lock and no standby is being
+// prepared, so no overlay is on its way into a definition.
+void sweep_overlays(const launcher::state_directory& dir) {
+    std::vector<fs::path> used;
+    auto add_disks = [&](const fs::path& definition) {
+        for (const auto& d : launcher::load_definition(definition).disks)
+            used.push_back(d.file);
+    };
+    add_disks(dir.definition_copy());
+    for (const auto& s : launcher::list_standbys(dir))
+        for (const auto& d : s.definition.disks)
+            used.push_back(d.file);
+    for (const auto& p : read_points(dir))
+        for (const auto& d : p.disks)
+            used.push_back(d.base);
+    std::error_code ec;
+    std::vector<fs::path> unused;
+    for (const auto& entry : fs::directory_iterator(dir.overlays(), ec))
+        if (std::none_of(used.begin(), used.end(),
+                         [&](const fs::path& u) { return detail::same_file(u, entry.path()); }))
+            unused.push_back(entry.path());
+    for (const auto& file : unused)
+        fs::remove(file, ec);
+}
+
+// Logs how long each step of a reset took.
+class step_timer {
+public:
+    explicit step_timer(std::shared_ptr<spdlog::logger> logger)
+        : logger_(std::move(logger)) {}
+    void operator()(const char* what) {
+        const auto now = std::chrono::steady_clock::now();
+        if (logger_)
+            logger_->debug(
+                "reset: {} took {} us", what,
+                std::chrono::duration_cast<std::chrono::microseconds>(now - last_).count());
+        last_ = now;
+    }
+
+private:
+    std::shared_ptr<spdlog::logger> logger_;
+    std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
+};
+
+// Loads a reset point's device state into a qemu waiting with -incoming defer. The MIGRATION
+// event says when it is done, sooner than polling would.
+void load_device_state(qmp::client& qmp, const fs::path& file) {
+    qmp.execute("migrate-set-capabilities",
+                {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", true}},
+                                              {{"capability", "events"}, {"state", true}}}}});
+    auto migration = qmp.listen({"MIGRATION"});
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw error(error_kind::other,
+                    "cannot open the device state " + file.string() + ": " + std::strerror(errno));
+    try {
+        qmp.send_fd("qmpkit-device-state", fd);
+    } catch (...) {
+        ::close(fd);
+        throw;
+    }
+    ::close(fd);
+    qmp.execute("migrate-incoming", {{"uri", "fd:qmpkit-device-state"}});
+    const auto deadline = std::chrono::steady_clock::now() + 60s;
+    for (;;) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0)
+            throw error(error_kind::other,
+                        "loading the device state " + file.string() + " took over a minute");
+        auto e = qmp.wait_event(migration, left);
+        if (!e)
+            continue;
+        const auto status = std::string(e->data.at("status").as_string());
+        if (status == "completed")
+            return;
+        if (status == "failed" || status == "cancelled") {
+            std::string why;
+            try {
+                const auto info = qmp.execute("query-migrate").as_object();
+                if (const auto* d = info.if_contains("error-desc"))
+                    why = ": " + std::string(d->as_string());
+            } catch (const std::exception&) {
+            }
+            throw error(error_kind::other,
+                        "loading the device state " + file.string() + " " + status + why);
+        }
+    }
+}
+
+// The template strategy: a new qemu maps the point's RAM copy-on-write and loads its device
+// state, over fresh overlays. Returns the VM's definition now.
+launcher::vm_definition reset_from_template(vm_context& ctx, const reset_point& point, bool paused,
+                                            step_timer& step) {
+    // The overlays are made while the old qemu goes away: neither waits for the other.
+    auto instance = std::async(std::launch::async, [&] {
+        return fresh_instance(point, ctx.dir.vm_name(), ctx.dir.overlays(),
+                              ctx.dir.definition_copy());
+    });
+    ctx.stop_vm();
+    step("stopping the old qemu");
+    auto [def, overlays] = instance.get();
+    step("fresh overlays");
+    launcher::fault_point("reset.template.after-stop", ctx.dir);
+    try {
+        ctx.start_vm(def, {"-incoming", "defer"}, true, point.ram);
+        step("starting qemu");
+        launcher::fault_point("reset.template.after-start", ctx.dir);
+        load_device_state(*ctx.qmp, point.device_state);
+        step("loading the device state");
+        launcher::fault_point("reset.template.after-load", ctx.dir);
+        if (!paused)
+            ctx.qmp->execute("cont");
+        step("cont");
+    } catch (...) {
+        // Never half-reset: a qemu that did not take the state is stopped.
+        ctx.stop_vm();
+        throw;
+    }
+    return def;
+}
+
+// The standby strategy: the qemu prepared for this point loads the device state and takes the
+// VM's place; the old one is told to quit and ends off the critical path. nullopt when there is
+// no usable standby (the caller falls back to the template strategy).
+std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const reset_point& point,
+                                                          bool paused, step_timer& step) {
+    auto standby = launcher::find_standby(ctx.dir, standby_key(point), 10s);
+    step("finding the standby");
+    if (!standby)
+        return std::nullopt;
+    std::optional<qmp::client> qmp;
+    try {
+        qmp::client_options o;
+        o.logger = ctx.options->logger;
+        qmp.emplace(o);
+        qmp->connect(standby->files.qmp_socket());
+        launcher::fault_point("reset.standby.before-load", standby->runtime.qemu_pid);
+        load_device_state(*qmp, point.device_state);
+        step("loading the device state");
+        launcher::fault_point("reset.standby.after-load", standby->runtime.qemu_pid);
+    } catch (const std::exception& e) {
+        if (ctx.options->logger)
+            ctx.options->logger->warn("the standby qemu failed ({}); resetting without it",
+                                      e.what());
+        launcher::discard_standbys(ctx.dir);
+        return std::nullopt;
+    }
+    launcher::promote_standby(ctx.dir, *standby);
+    step("promoting the standby");
+    launcher::fault_point("reset.standby.after-promote", ctx.dir);
+    // The old guest stops before the new one runs: on TCG they would share the CPUs.
+    if (ctx.qmp) {
+        try {
+            ctx.qmp->execute("quit");
+        } catch (const qmp::error&) {
+            // Already going.
+        }
+        ctx.qmp.reset();
+    }
+    step("telling the old qemu to quit");
+    if (!paused)
+        qmp->execute("cont");
+    step("cont");
+    ctx.qmp = std::move(qmp);
+    ctx.def = standby->definition;
+    return standby->definition;
+}
+
+void prepare_standby(const launcher::state_directory& dir, const reset_point& point,
+                     std::vector<fs::path> garbage) {
+    launcher::standby_plan plan;
+    plan.key = standby_key(point);
+    plan.garbage = std::move(garbage);
+    plan.prepare = [point, dir] {
+        return fresh_instance(point, dir.vm_name(), dir.overlays(), dir.definition_copy());
+    };
+    plan.after_ready = [dir] {
+        // Only while no operation holds the VM: a reset point being taken makes overlays too.
+        try {
+            auto lock = launcher::vm_lock::acquire(dir.lock_file(), "tidying up overlays", 2s);
+            sweep_overlays(dir);
+        } catch (const launcher::error&) {
+            // Busy: a later preparation tidies up.
+        }
+    };
+    plan.launch.state_root = dir.path().parent_path();
+    plan.launch.memory_template = point.ram;
+    plan.launch.extra_args = {"-incoming", "defer"};
+    // Without -S qemu would start the guest the moment the state is in; a reset may want it
+    // paused.
+    plan.launch.paused = true;
+    launcher::prepare_standby_in_background(dir, std::move(plan));
+}
+
 } // namespace
 
 vm_reset::vm_reset(std::string vm, manager_options options)
@@ -141,7 +439,7 @@ std::vector<reset_point> vm_reset::points() const {
 }
 
 reset_point vm_reset::create_point(const std::string& name) {
-    require_valid_snapshot_name(name);
+    require_valid_snapshot_name(name, "reset point name");
     vm_context ctx(vm_, options_, "creating a reset point");
     if (!ctx.running())
         throw error(error_kind::not_running, "a reset point needs VM '" + vm_ + "' running");
@@ -151,6 +449,12 @@ reset_point vm_reset::create_point(const std::string& name) {
             "VM '" + vm_ +
                 "' resets by loadvm (reset.strategy: loadvm): its RAM is "
                 "not file-backed; take a snapshot instead, or set reset.strategy: template");
+    for (const auto& disk : ctx.def.disks)
+        if (disk.encryption && !disk.read_only)
+            throw error(error_kind::unsupported,
+                        "disk '" + disk.name + "' of VM '" + vm_ +
+                            "' is encrypted: a reset point's overlays would hold its data in "
+                            "clear; take a snapshot instead (loadvm resets)");
     const auto runtime = launcher::read_runtime_info(ctx.dir);
     const auto ram = ctx.dir.ram_file();
     if (!runtime || std::none_of(runtime->command_line.begin(), runtime->command_line.end(),
@@ -166,6 +470,7 @@ reset_point vm_reset::create_point(const std::string& name) {
         throw error(error_kind::name_taken,
                     "VM '" + vm_ + "' already has a reset point named '" + name + "'");
     fs::create_directories(dir);
+    fs::create_directories(ctx.dir.overlays());
 
     reset_point point;
     point.name = name;
@@ -175,6 +480,8 @@ reset_point vm_reset::create_point(const std::string& name) {
     point.definition = launcher::dump_definition(ctx.def);
     auto& qmp = *ctx.qmp;
     const bool was_running = ctx.state == vm_state::running;
+    std::vector<fs::path> running_overlays;
+    bool switched = false;
     try {
         ignore_shared_ram(qmp, true);
         // Ends with the VM paused: RAM file, device state and disks are taken at this one point.
@@ -188,14 +495,16 @@ reset_point vm_reset::create_point(const std::string& name) {
             if (disk.read_only)
                 continue;
             const auto& top = live.at(disk.name);
-            const auto running_overlay = dir / (disk.name + ".run.qcow2");
+            const auto running_overlay =
+                ctx.dir.overlays() / (disk.name + ".run." + detail::hex_id() + ".qcow2");
             actions.push_back({{"type", "blockdev-snapshot-sync"},
                                {"data",
                                 {{"node-name", top.node_name},
                                  {"snapshot-file", running_overlay.string()},
                                  {"snapshot-node-name", "rp" + detail::hex_id()},
                                  {"format", "qcow2"}}}});
-            point.disks.push_back({disk.name, top.file, dir / (disk.name + ".qcow2")});
+            point.disks.push_back({disk.name, top.file});
+            running_overlays.push_back(running_overlay);
             disk.file = running_overlay;
             disk.format = launcher::disk_format::qcow2;
             disk.size.reset();
@@ -203,6 +512,7 @@ reset_point vm_reset::create_point(const std::string& name) {
         }
         if (!actions.empty())
             qmp.execute("transaction", {{"actions", std::move(actions)}});
+        switched = true;
         ctx.save_definition();
         write_point(dir, point);
         if (was_running)
@@ -216,25 +526,36 @@ reset_point vm_reset::create_point(const std::string& name) {
         }
         std::error_code ignored;
         fs::remove_all(dir, ignored);
+        if (!switched)
+            for (const auto& o : running_overlays)
+                fs::remove(o, ignored);
         throw;
     }
+    if (ctx.def.reset.strategy == launcher::reset_strategy::standby)
+        prepare_standby(ctx.dir, point, {});
     return point;
 }
 
 void vm_reset::remove_point(const std::string& name) {
+    require_valid_snapshot_name(name, "reset point name");
     vm_context ctx(vm_, options_, "removing a reset point");
     const auto dir = ctx.dir.reset_points() / name;
     if (!fs::exists(point_file(dir)))
         throw error(error_kind::not_found,
                     "VM '" + vm_ + "' has no reset point named '" + name + "'");
-    if (ctx.running()) {
-        // The VM may run on this point's RAM or frozen disks.
-        const auto runtime = launcher::read_runtime_info(ctx.dir);
+    // The VM, or a clone of it, may run on this point's RAM.
+    const auto root = ctx.dir.path().parent_path();
+    for (const auto& other : launcher::state_directory::list(root)) {
+        const launcher::state_directory d(root, other);
+        if (!launcher::is_running(d))
+            continue;
+        const auto runtime = launcher::read_runtime_info(d);
         for (const auto& a : runtime ? runtime->command_line : std::vector<std::string>{})
             if (a.find(dir.string()) != std::string::npos)
-                throw error(error_kind::running,
-                            "VM '" + vm_ + "' runs on reset point '" + name + "': stop it first");
+                throw error(error_kind::running, "VM '" + other + "' runs on reset point '" + name +
+                                                     "' of VM '" + vm_ + "': stop it first");
     }
+    launcher::discard_standbys(ctx.dir);
     fs::remove_all(dir);
 }
 
@@ -248,9 +569,6 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         strategy = def.reset.file_backed_memory() && !points.empty()
                        ? launcher::reset_strategy::template_ram
                        : launcher::reset_strategy::loadvm;
-    if (strategy == launcher::reset_strategy::standby)
-        throw error(error_kind::unsupported,
-                    "the standby reset strategy is not available yet: use template or loadvm");
 
     reset_result result;
     if (strategy == launcher::reset_strategy::loadvm) {
@@ -268,79 +586,104 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         result.strategy = "loadvm";
         result.target = *name;
     } else {
-        if (points.empty())
-            throw error(error_kind::not_found,
-                        "VM '" + vm_ + "' has no reset point (qmpkit reset-point create " + vm_ +
-                            " NAME)");
-        auto point = points.back();
-        if (target) {
-            auto it = std::find_if(points.begin(), points.end(),
-                                   [&](auto& p) { return p.name == *target; });
-            if (it == points.end())
-                throw error(error_kind::not_found,
-                            "VM '" + vm_ + "' has no reset point named '" + *target + "'");
-            point = *it;
-        }
-        for (const auto& f : {point.ram, point.device_state})
-            if (!fs::exists(f))
-                throw error(error_kind::drift, "reset point '" + point.name +
-                                                   "' is damaged: " + f.string() + " is missing");
-
+        const auto point = choose_point(vm_, points, target);
         vm_context ctx(vm_, options_, "resetting the VM");
-        auto step = [&, last = std::chrono::steady_clock::now()](const char* what) mutable {
-            const auto now = std::chrono::steady_clock::now();
-            if (options_.logger)
-                options_.logger->debug(
-                    "reset: {} took {} us", what,
-                    std::chrono::duration_cast<std::chrono::microseconds>(now - last).count());
-            last = now;
-        };
-        step("locking");
-        // The fresh overlays are made while the old qemu goes away: neither waits for the other
-        // (the old qemu holds its own overlay file, which is unlinked, not reused).
-        auto then =
-            launcher::load_definition_from_string(point.definition, state.definition_copy());
-        std::vector<fs::path> fresh;
-        for (const auto& d : point.disks)
-            fresh.push_back(d.overlay.parent_path() / (d.name + "." + detail::hex_id() + ".qcow2"));
-        auto overlays = std::async(std::launch::async, [&] {
-            const launcher::qemu_img img;
-            for (std::size_t i = 0; i < point.disks.size(); ++i)
-                img.create(fresh[i], launcher::disk_format::qcow2, std::nullopt,
-                           point.disks[i].base, launcher::disk_format::qcow2);
-        });
-        ctx.stop_vm();
-        step("stopping the old qemu");
-        overlays.get();
-        for (std::size_t i = 0; i < point.disks.size(); ++i) {
-            const auto& d = point.disks[i];
-            // Under the point's stable name, so the definition and `qmpkit disks` stay readable.
-            fs::rename(fresh[i], d.overlay);
-            for (auto& disk : then.disks)
-                if (disk.name == d.name) {
-                    disk.file = d.overlay;
-                    disk.format = launcher::disk_format::qcow2;
-                    disk.size.reset();
-                    disk.backing.reset();
-                }
+        step_timer step(options_.logger);
+        const auto old_definition = ctx.def;
+        std::optional<launcher::vm_definition> now;
+        if (strategy == launcher::reset_strategy::standby) {
+            now = reset_from_standby(ctx, point, paused, step);
+            result.strategy = now ? "standby" : "template";
+        } else {
+            result.strategy = "template";
         }
-        step("fresh overlays");
-        try {
-            ctx.start_vm(then, {"-incoming", "defer"}, true, point.ram);
-            step("starting qemu");
-            ignore_shared_ram(*ctx.qmp, true);
-            detail::load_memory(*ctx.qmp, point.device_state);
-            step("loading the device state");
-            if (!paused)
-                ctx.qmp->execute("cont");
-            step("cont");
-        } catch (...) {
-            // Never half-reset: a qemu that did not take the state is stopped.
-            ctx.stop_vm();
-            throw;
-        }
-        result.strategy = "template";
+        if (!now)
+            now = reset_from_template(ctx, point, paused, step);
         result.target = point.name;
+        auto garbage = superseded_overlays(state, old_definition, *now);
+        if (strategy == launcher::reset_strategy::standby) {
+            prepare_standby(state, point, std::move(garbage));
+        } else {
+            std::error_code ignored;
+            for (const auto& file : garbage)
+                fs::remove(file, ignored);
+            sweep_overlays(state);
+        }
+        step("cleaning up");
+    }
+    result.took = std::chrono::duration_cast<std::chrono::microseconds>(
+        std::chrono::steady_clock::now() - started);
+    return result;
+}
+
+clone_result vm_reset::clone(const clone_request& request) {
+    const auto started = std::chrono::steady_clock::now();
+    const auto state = state_of(vm_, options_);
+    if (!fs::exists(state.definition_copy()))
+        throw error(error_kind::not_found,
+                    "no VM named '" + vm_ + "' in " + state.path().parent_path().string());
+    if (request.count < 1 || request.count > 256)
+        throw error(error_kind::other,
+                    "clone count must be between 1 and 256, not " + std::to_string(request.count));
+    const auto points = read_points(state);
+    const auto& point = choose_point(vm_, points, request.point);
+    const auto root = state.path().parent_path();
+    const auto prefix = request.prefix.empty() ? vm_ + "-clone-" : request.prefix;
+
+    clone_result result;
+    for (int n = 1; static_cast<int>(result.names.size()) < request.count; ++n) {
+        auto name = prefix + std::to_string(n);
+        if (!launcher::is_valid_vm_name(name))
+            throw error(error_kind::invalid_name, "clone name '" + name +
+                                                      "' is not a valid VM name (prefix '" +
+                                                      prefix + "')");
+        if (!fs::exists(root / name))
+            result.names.push_back(std::move(name));
+    }
+
+    std::vector<launcher::state_directory> made;
+    try {
+        // Every qemu starts at once; each then takes the device state.
+        std::vector<launcher::background_start> starting;
+        for (const auto& name : result.names) {
+            const launcher::state_directory dir(root, name);
+            dir.create();
+            made.push_back(dir);
+            fs::create_directories(dir.reset_points());
+            // The clone resets to its origin's point: same RAM, same frozen disks.
+            fs::create_directory_symlink(point.ram.parent_path(), dir.reset_points() / point.name);
+            auto [def, overlays] =
+                fresh_instance(point, name, dir.overlays(), state.definition_copy());
+            launcher::launch_options o;
+            o.state_root = root;
+            o.memory_template = point.ram;
+            o.extra_args = {"-incoming", "defer"};
+            o.lock_timeout = options_.lock_timeout;
+            starting.push_back(
+                launcher::begin_start_in_background(def, o, launcher::supervise_options{}));
+        }
+        for (auto& s : starting)
+            s.wait();
+        for (const auto& dir : made) {
+            qmp::client_options o;
+            o.logger = options_.logger;
+            qmp::client qmp(o);
+            qmp.connect(dir.qmp_socket());
+            load_device_state(qmp, point.device_state);
+            if (!request.paused)
+                qmp.execute("cont");
+        }
+    } catch (...) {
+        for (const auto& dir : made) {
+            try {
+                if (launcher::is_running(dir))
+                    launcher::destroy_vm(dir, {});
+            } catch (const std::exception&) {
+            }
+            std::error_code ignored;
+            fs::remove_all(dir.path(), ignored);
+        }
+        throw;
     }
     result.took = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started);

@@ -1,6 +1,6 @@
-// `qmpkit reset` with a real qemu and the tiny guest: the template strategy (reset points) and
-// loadvm, the seeds-style check after each reset, many resets without leaks, and a damaged
-// reset point failing cleanly.
+// `qmpkit reset` with a real qemu and the tiny guest, for each strategy (loadvm, template,
+// standby): the seeds-style check after each reset, a hundred resets without leaks, a damaged
+// reset point failing cleanly, and clones. Each strategy boots one VM, shared by its tests.
 
 #include "bare_qemu.hpp"
 #include "cli_runner.hpp"
@@ -8,23 +8,30 @@
 
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/snapshot/vm_reset.hpp>
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <set>
 #include <thread>
 
 namespace {
 
 using namespace qmpkit;
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 namespace json = boost::json;
 
 // Live processes whose command line mentions `needle` (and whose program name holds `program`).
 int processes_mentioning(const std::string& needle, const std::string& program = "") {
     int count = 0;
-    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    for (const auto& entry : fs::directory_iterator("/proc")) {
         const auto name = entry.path().filename().string();
         if (name.find_first_not_of("0123456789") != std::string::npos)
             continue;
@@ -44,115 +51,332 @@ int processes_mentioning(const std::string& needle, const std::string& program =
     return count;
 }
 
-class reset_test : public ::testing::Test {
+std::size_t open_descriptors() {
+    return static_cast<std::size_t>(
+        std::distance(fs::directory_iterator("/proc/self/fd"), fs::directory_iterator()));
+}
+
+long resident_kib() {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.rfind("VmRSS:", 0) == 0)
+            return std::stol(line.substr(6));
+    return 0;
+}
+
+// Names of the files under `dir`, with a standby's changing directory name made generic.
+std::multiset<std::string> files_under(const fs::path& dir) {
+    std::multiset<std::string> names;
+    for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
+         ++it) {
+        auto rel = fs::relative(it->path(), dir).string();
+        if (rel.rfind("standby.", 0) == 0 && rel != "standby.lock")
+            rel = "standby.*" + rel.substr(std::min(rel.size(), rel.find('/')));
+        // A reset's fresh overlays: overlays/<disk>.<random id>.qcow2
+        if (rel.rfind("overlays/", 0) == 0 && rel.find('.') != std::string::npos)
+            rel = rel.substr(0, rel.find('.')) + ".*.qcow2";
+        names.insert(rel);
+    }
+    return names;
+}
+
+std::size_t shm_files(const std::string& vm) {
+    std::size_t n = 0;
+    for (const auto& e : fs::directory_iterator("/dev/shm"))
+        n += e.path().filename().string().rfind("qmpkit-" + vm + "-", 0) == 0;
+    return n;
+}
+
+// One booted VM per strategy, shared by the tests and destroyed at the end.
+class reset_test : public ::testing::TestWithParam<std::string> {
 protected:
+    static inline std::unique_ptr<test::scratch_dir> scratch_;
+    static inline std::unique_ptr<test::cli_runner> run_;
+    static inline std::map<std::string, bool> booted_;
+
+    static void SetUpTestSuite() {
+        scratch_ = std::make_unique<test::scratch_dir>();
+        run_ = std::make_unique<test::cli_runner>(scratch_->path() / "state");
+    }
+    static void TearDownTestSuite() {
+        for (const auto& [vm, ok] : booted_)
+            (*run_)({"destroy", vm});
+        for (const auto& vm : launcher::state_directory::list(scratch_->path() / "state"))
+            (*run_)({"destroy", vm});
+        run_.reset();
+        scratch_.reset();
+    }
+
     void SetUp() override {
         if (!test::qemu_available())
             GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
     }
 
-    test::scratch_dir scratch_;
-    test::cli_runner run_{scratch_.path() / "state"};
+    const std::string& strategy() const { return GetParam(); }
+    std::string vm() const { return "r" + strategy(); }
+    test::cli_runner& run() const { return *run_; }
+    fs::path state() const { return scratch_->path() / "state" / vm(); }
 
-    void start(const std::string& vm, const std::string& strategy) {
-        auto def = test::write_tiny_guest(vm, scratch_.path(), {{"system"}},
-                                          "reset: {strategy: " + strategy + "}\n");
-        auto r = run_({"start", def.string(), "--wait-ready"});
+    // The strategy's VM, booted once, with "seed" in /mnt/f at its known state: reset point
+    // "known" (or snapshot "known" for loadvm).
+    void ensure_vm() {
+        if (booted_.count(vm()))
+            return;
+        booted_[vm()] = true;
+        auto def = test::write_tiny_guest(vm(), scratch_->path(), {{"system"}},
+                                          "reset: {strategy: " + strategy() + "}\n");
+        auto r = run()({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
+        run().guest(vm(), "echo seed > /mnt/f; sync");
+        boot_id_[vm()] = run().boot_id(vm());
+        r = strategy() == "loadvm" ? run()({"snapshot", "create", vm(), "known"})
+                                   : run()({"reset-point", "create", vm(), "known"});
+        ASSERT_EQ(r.code, 0) << r.err;
+        at_known_[vm()] = run().counter(vm());
+        if (strategy() == "standby")
+            wait_for_standby();
     }
+
+    // Until the VM has a ready standby (one just promoted has left its directory).
+    void wait_for_standby() {
+        auto ready = [&] {
+            for (const auto& e : fs::directory_iterator(state()))
+                if (e.path().filename().string().rfind("standby.", 0) == 0 &&
+                    fs::exists(e.path() / "standby.json"))
+                    return true;
+            return false;
+        };
+        for (int i = 0; i < 400 && !ready(); ++i)
+            std::this_thread::sleep_for(50ms);
+        ASSERT_TRUE(ready()) << "no standby after 20 s";
+    }
+
+    // The seeds-style check: the disk and the RAM counter are the known state's, and the guest
+    // was not rebooted. The counter is read first: it runs on while the checks run.
+    void expect_known_state(long counter_before) {
+        const auto after = run().counter(vm());
+        EXPECT_LT(after, counter_before);
+        EXPECT_GE(after, at_known_[vm()]);
+        EXPECT_EQ(run().guest(vm(), "cat /mnt/f"), "seed\n");
+        EXPECT_EQ(run()({"shell", vm(), "--", "test -e /mnt/g"}).code, 1)
+            << "a file written after the known state survived";
+        EXPECT_EQ(run().boot_id(vm()), boot_id_[vm()]) << "a reset is not a reboot";
+    }
+
+    // The counter, once the guest has run at least `seconds` past the known state.
+    long counter_after_running(int seconds) {
+        auto c = run().counter(vm());
+        for (int i = 0; i < 100 && c < at_known_[vm()] + 10 * seconds; ++i) {
+            std::this_thread::sleep_for(100ms);
+            c = run().counter(vm());
+        }
+        return c;
+    }
+
+    static inline std::map<std::string, std::string> boot_id_;
+    static inline std::map<std::string, long> at_known_;
 };
 
-TEST_F(reset_test, template_reset_brings_back_disk_and_ram_and_keeps_the_qmp_socket_path) {
-    start("tpl", "template");
-    run_.guest("tpl", "echo seed > /mnt/f; sync");
-    const auto boot = run_.boot_id("tpl");
-    const auto at_point = run_.counter("tpl");
-    auto r = run_({"reset-point", "create", "tpl", "clean"});
-    ASSERT_EQ(r.code, 0) << r.err;
-
+TEST_P(reset_test, brings_back_disk_and_ram_and_keeps_the_qmp_socket_path) {
+    ensure_vm();
     for (int round = 0; round < 3; ++round) {
-        run_.guest("tpl", "echo dirty > /mnt/f; echo more > /mnt/g; sync");
-        std::this_thread::sleep_for(500ms);
-        const auto before = run_.counter("tpl");
-        r = run_({"--json", "reset", "tpl"});
+        run().guest(vm(), "echo dirty > /mnt/f; echo more > /mnt/g; sync");
+        const auto before = counter_after_running(2);
+        auto r = run()({"--json", "reset", vm()});
         ASSERT_EQ(r.code, 0) << r.err;
         auto result = json::parse(r.out).as_object();
-        EXPECT_EQ(result.at("strategy").as_string(), "template");
-        EXPECT_EQ(run_.guest("tpl", "cat /mnt/f"), "seed\n");
-        EXPECT_EQ(run_({"shell", "tpl", "--", "test -e /mnt/g"}).code, 1)
-            << "a file written after the point survived";
-        const auto after = run_.counter("tpl");
-        EXPECT_LT(after, before);
-        EXPECT_GE(after, at_point);
-        EXPECT_EQ(run_.boot_id("tpl"), boot) << "a reset is not a reboot";
+        // The first standby reset may find its standby still starting up and wait for it, but
+        // never falls back to the template once the standby is ready.
+        EXPECT_EQ(result.at("strategy").as_string(), strategy());
+        EXPECT_EQ(result.at("target").as_string(), "known");
+        expect_known_state(before);
         // The socket path people know keeps working.
-        auto status = run_({"qmp", "tpl", "query-status", "--compact"});
+        auto status = run()({"qmp", vm(), "query-status", "--compact"});
         EXPECT_NE(status.out.find("\"running\":true"), std::string::npos)
             << status.out << status.err;
     }
-    auto points = run_({"--json", "reset-point", "list", "tpl"});
-    EXPECT_EQ(json::parse(points.out).as_array().size(), 1u);
-    run_({"destroy", "tpl"});
-}
-
-TEST_F(reset_test, many_resets_leak_no_processes_or_files) {
-    start("many", "template");
-    ASSERT_EQ(run_({"reset-point", "create", "many", "p"}).code, 0);
-    const auto state = scratch_.path() / "state" / "many";
-    auto count_files = [&] {
-        std::size_t n = 0;
-        for (auto it = std::filesystem::recursive_directory_iterator(state);
-             it != std::filesystem::recursive_directory_iterator(); ++it)
-            ++n;
-        return n;
-    };
-    ASSERT_EQ(run_({"reset", "many"}).code, 0);
-    const auto files_before = count_files();
-    const int resets = 20;
-    for (int i = 0; i < resets; ++i) {
-        auto r = run_({"reset", "many"});
-        ASSERT_EQ(r.code, 0) << "reset " << i << ": " << r.err;
+    if (strategy() != "loadvm") {
+        auto points = run()({"--json", "reset-point", "list", vm()});
+        EXPECT_EQ(json::parse(points.out).as_array().size(), 1u);
+    } else {
+        auto refused = run()({"reset-point", "create", vm(), "p"});
+        EXPECT_EQ(refused.code, 1);
+        EXPECT_NE(refused.err.find("not file-backed"), std::string::npos) << refused.err;
     }
-    EXPECT_EQ(run_.guest("many", "echo alive"), "alive\n");
-    // One qemu and one supervisor (a qmpkit process with this state root), whatever the number
-    // of resets.
-    EXPECT_EQ(processes_mentioning(state.string(), "qemu-system"), 1);
-    EXPECT_EQ(processes_mentioning((scratch_.path() / "state").string(), "cli/qmpkit"), 1);
-    EXPECT_EQ(count_files(), files_before);
-    run_({"destroy", "many"});
-    std::this_thread::sleep_for(500ms);
-    EXPECT_EQ(processes_mentioning((scratch_.path() / "state").string()), 0);
-    EXPECT_FALSE(std::filesystem::exists(
-        launcher::state_directory(scratch_.path() / "state", "many").ram_file()))
-        << "the RAM file of an ended VM must go";
 }
 
-TEST_F(reset_test, a_reset_point_missing_its_ram_fails_cleanly) {
-    start("dmg", "template");
-    ASSERT_EQ(run_({"reset-point", "create", "dmg", "p"}).code, 0);
-    std::filesystem::remove(scratch_.path() / "state" / "dmg" / "reset" / "p" / "ram");
-    auto r = run_({"reset", "dmg"});
-    EXPECT_EQ(r.code, 1);
-    EXPECT_NE(r.err.find("reset point 'p' is damaged"), std::string::npos) << r.err;
-    // Refused before anything was touched: the VM runs on.
-    EXPECT_EQ(run_.guest("dmg", "echo still here"), "still here\n");
-    run_({"destroy", "dmg"});
-}
-
-TEST_F(reset_test, loadvm_strategy_resets_to_the_current_snapshot) {
-    start("lvm", "loadvm");
-    run_.guest("lvm", "echo seed > /mnt/f; sync");
-    ASSERT_EQ(run_({"snapshot", "create", "lvm", "known"}).code, 0);
-    auto refused = run_({"reset-point", "create", "lvm", "p"});
-    EXPECT_EQ(refused.code, 1);
-    EXPECT_NE(refused.err.find("not file-backed"), std::string::npos) << refused.err;
-
-    run_.guest("lvm", "echo dirty > /mnt/f; sync");
-    auto r = run_({"--json", "reset", "lvm"});
+TEST_P(reset_test, paused_reset_leaves_the_guest_stopped_at_the_known_state) {
+    ensure_vm();
+    run().guest(vm(), "echo more > /mnt/g; sync");
+    auto r = run()({"reset", vm(), "--paused"});
     ASSERT_EQ(r.code, 0) << r.err;
-    EXPECT_EQ(json::parse(r.out).at("strategy").as_string(), "loadvm");
-    EXPECT_EQ(run_.guest("lvm", "cat /mnt/f"), "seed\n");
-    run_({"destroy", "lvm"});
+    auto status = run()({"qmp", vm(), "query-status", "--compact"});
+    EXPECT_NE(status.out.find("\"running\":false"), std::string::npos) << status.out;
+    ASSERT_EQ(run()({"qmp", vm(), "cont"}).code, 0);
+    expect_known_state(std::numeric_limits<long>::max());
 }
+
+// A hundred resets through the library, in this process: afterwards the same processes, files,
+// RAM files and descriptors as after the first, and no growth in memory.
+TEST_P(reset_test, a_hundred_resets_leak_nothing) {
+    ensure_vm();
+    snapshot::manager_options options;
+    options.state_root = scratch_->path() / "state";
+    snapshot::vm_reset reset(vm(), options);
+    reset.reset();
+    if (strategy() == "standby")
+        wait_for_standby();
+    const auto files = files_under(state());
+    const auto shm = shm_files(vm());
+    const auto descriptors = open_descriptors();
+    const auto resident = resident_kib();
+    const int qemus = processes_mentioning(state().string(), "qemu-system");
+    EXPECT_EQ(qemus, strategy() == "standby" ? 2 : 1) << "the VM's qemu (and its standby)";
+
+    std::map<std::string, int> used;
+    for (int i = 0; i < 100; ++i)
+        ++used[reset.reset().strategy];
+    if (strategy() == "standby")
+        wait_for_standby();
+    // The standby may still be on its way after a reset that came quickly: then one reset waits
+    // for it, never more than a handful fall back.
+    EXPECT_GE(used[strategy()], 95)
+        << "resets by another strategy: " << 100 - used[strategy()] << "\nsupervisor.log ends:\n"
+        << [&] {
+               std::string text;
+               for (const auto& l : launcher::tail_lines(state() / "supervisor.log", 10))
+                   text += l + "\n";
+               return text;
+           }();
+
+    EXPECT_EQ(run().guest(vm(), "cat /mnt/f"), "seed\n");
+    EXPECT_EQ(processes_mentioning(state().string(), "qemu-system"), qemus);
+    EXPECT_EQ(files_under(state()), files);
+    EXPECT_EQ(shm_files(vm()), shm);
+    EXPECT_EQ(open_descriptors(), descriptors);
+    EXPECT_LT(resident_kib() - resident, 16 * 1024) << "KiB more resident after 100 resets";
+}
+
+TEST_P(reset_test, clones_are_independent_vms_from_one_reset_point) {
+    if (strategy() == "loadvm")
+        GTEST_SKIP() << "clones come from reset points";
+    ensure_vm();
+    auto r = run()({"--json", "clone", vm(), "--count", "3"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto result = json::parse(r.out).as_object();
+    std::vector<std::string> clones;
+    for (const auto& n : result.at("clones").as_array())
+        clones.emplace_back(n.as_string());
+    ASSERT_EQ(clones.size(), 3u);
+    EXPECT_EQ(clones[0], vm() + "-clone-1");
+
+    for (const auto& c : clones) {
+        EXPECT_EQ(run().guest(c, "cat /mnt/f"), "seed\n") << c;
+        EXPECT_EQ(run().boot_id(c), boot_id_[vm()])
+            << c << " is the VM at its point, not a new boot";
+    }
+    run().guest(clones[0], "echo mine > /mnt/only-here; sync");
+    EXPECT_EQ(run()({"shell", clones[1], "--", "test -e /mnt/only-here"}).code, 1)
+        << "a write in one clone is seen in another";
+    EXPECT_EQ(run()({"shell", vm(), "--", "test -e /mnt/only-here"}).code, 1)
+        << "a write in a clone is seen in its origin";
+    EXPECT_EQ(run().guest(clones[0], "cat /mnt/only-here"), "mine\n");
+
+    // A clone resets to the point like its origin.
+    r = run()({"--json", "reset", clones[0]});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(run()({"shell", clones[0], "--", "test -e /mnt/only-here"}).code, 1);
+
+    // The point cannot go while clones run on it; clones go with `remove` once stopped.
+    r = run()({"reset-point", "delete", vm(), "known"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("runs on reset point 'known'"), std::string::npos) << r.err;
+    for (const auto& c : clones) {
+        ASSERT_EQ(run()({"destroy", c}).code, 0);
+        r = run()({"remove", c});
+        ASSERT_EQ(r.code, 0) << r.err;
+        EXPECT_FALSE(fs::exists(scratch_->path() / "state" / c));
+    }
+    EXPECT_TRUE(fs::exists(state() / "reset" / "known" / "ram")) << "the origin's point stays";
+}
+
+// qmpkit killed (or the qemu it is bringing in) at each step of a reset: the next reset works
+// and leaves the same processes and files as any other.
+TEST_P(reset_test, a_reset_killed_at_any_step_is_undone_by_the_next_one) {
+    if (strategy() == "loadvm")
+        GTEST_SKIP() << "snapshot-load faults are covered by the fault injection tests";
+    ensure_vm();
+    ASSERT_EQ(run()({"reset", vm()}).code, 0);
+    if (strategy() == "standby")
+        wait_for_standby();
+    const auto files = files_under(state());
+    const int qemus = processes_mentioning(state().string(), "qemu-system");
+    const std::vector<std::pair<std::string, int>> faults =
+        strategy() == "template"
+            ? std::vector<std::pair<std::string, int>>{{"reset.template.after-stop", 137},
+                                                       {"reset.template.after-start", 137},
+                                                       {"reset.template.after-start:qemu", 3},
+                                                       {"reset.template.after-load", 137}}
+            : std::vector<std::pair<std::string, int>>{{"reset.standby.before-load:qemu", 0},
+                                                       {"reset.standby.after-load", 137},
+                                                       {"reset.standby.after-promote", 137}};
+    for (const auto& [fault, code] : faults) {
+        SCOPED_TRACE(fault);
+        run().guest(vm(), "echo more > /mnt/g; sync");
+        ::setenv("QMPKIT_FAULT_AT", fault.c_str(), 1);
+        auto r = run()({"reset", vm()});
+        ::unsetenv("QMPKIT_FAULT_AT");
+        EXPECT_EQ(r.code, code) << r.out << r.err;
+        r = run()({"--json", "reset", vm()});
+        ASSERT_EQ(r.code, 0) << r.err;
+        expect_known_state(std::numeric_limits<long>::max());
+        if (strategy() == "standby")
+            wait_for_standby();
+        // The qemu a killed reset replaced quits by itself.
+        for (int i = 0; i < 100 && processes_mentioning(state().string(), "qemu-system") > qemus;
+             ++i)
+            std::this_thread::sleep_for(100ms);
+        EXPECT_EQ(processes_mentioning(state().string(), "qemu-system"), qemus);
+        EXPECT_EQ(files_under(state()), files);
+    }
+}
+
+// Last: it damages the point.
+TEST_P(reset_test, zz_a_reset_point_missing_its_ram_fails_cleanly) {
+    if (strategy() == "loadvm")
+        GTEST_SKIP() << "loadvm has no reset point";
+    ensure_vm();
+    const auto files = files_under(state());
+    fs::remove(state() / "reset" / "known" / "ram");
+    auto r = run()({"reset", vm()});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("reset point 'known' is damaged"), std::string::npos) << r.err;
+    // Refused before anything was touched: the VM runs on.
+    EXPECT_EQ(run().guest(vm(), "echo still here"), "still here\n");
+    auto now = files_under(state());
+    now.insert("reset/known/ram");
+    EXPECT_EQ(now, files);
+}
+
+// After everything else: a VM that stops takes its standby, supervisors and RAM file with it.
+TEST_P(reset_test, zzz_stopping_the_vm_leaves_nothing_running) {
+    ensure_vm();
+    auto r = run()({"shutdown", vm()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    for (int i = 0; i < 50 && processes_mentioning(state().string()) > 0; ++i)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(processes_mentioning(state().string()), 0) << "a qemu or supervisor is left";
+    for (const auto& e : fs::directory_iterator(state())) {
+        const auto name = e.path().filename().string();
+        EXPECT_TRUE(name.rfind("standby.", 0) != 0 || name == "standby.lock") << name;
+        EXPECT_NE(name.rfind("starting.", 0), 0u) << name;
+        EXPECT_NE(e.path().extension(), ".sock") << name;
+    }
+    EXPECT_EQ(shm_files(vm()), 0u);
+    booted_.erase(vm());
+}
+
+INSTANTIATE_TEST_SUITE_P(strategies, reset_test, ::testing::Values("loadvm", "template", "standby"),
+                         [](const auto& info) { return info.param; });
 
 } // namespace

@@ -164,6 +164,55 @@ const bad_case bad_cases[] = {
      "name: vm\ninitrd: initrd.img\ndisks:\n  - {name: a, file: system.qcow2}\n", "initrd", 2, 9,
      "needs a kernel"},
 
+    // Security.
+    {"sandbox_word", head + "security:\n  sandbox: off\n", "security.sandbox", 4, 12,
+     "expected true or false, got 'off'"},
+    {"run_as_typo", head + "security:\n  runas: nobody\n", "security.runas", 4, 3,
+     "unknown key 'runas' (did you mean 'run_as'?)"},
+    {"run_as_empty", head + "security: {run_as: \"\"}\n", "security.run_as", 3, 20,
+     "must not be empty"},
+    {"run_as_bad_name", head + "security: {run_as: \"nobody:nogroup\"}\n", "security.run_as", 3, 20,
+     "invalid user name 'nobody:nogroup'"},
+    {"run_as_unknown_user", head + "security: {run_as: qmpkit-no-such-user}\n", "security.run_as",
+     3, 20, "no such user 'qmpkit-no-such-user' on this host"},
+    {"run_as_with_standby_reset", head + "reset: {strategy: standby}\nsecurity: {run_as: nobody}\n",
+     "security.run_as", 4, 20, "reset.strategy standby does not work with run_as"},
+    {"run_as_root", head + "security: {run_as: root}\n", "security.run_as", 3, 20,
+     "'root' is uid 0"},
+
+    // Encryption.
+    {"encryption_raw",
+     head + "disks:\n  - name: a\n    file: a.img\n    format: raw\n    size: 1M\n"
+            "    encryption: {key_file: key}\n",
+     "disks[0].encryption", 8, 17, "only qcow2 images can be encrypted"},
+    {"encryption_with_template_reset",
+     head + "reset: {strategy: template}\ndisks:\n  - name: a\n    file: system.qcow2\n"
+            "    encryption: {key_file: key}\n",
+     "disks[0].encryption", 7, 17, "reset.strategy template does not support encrypted disks"},
+    {"encryption_without_key",
+     head + "disks:\n  - name: a\n    file: system.qcow2\n    encryption: {format: luks}\n",
+     "disks[0].encryption.key_file", 6, 17, "required field is missing"},
+    {"encryption_format",
+     head + "disks:\n  - name: a\n    file: system.qcow2\n"
+            "    encryption: {format: aes, key_file: key}\n",
+     "disks[0].encryption.format", 6, 26, "unknown encryption format 'aes' (expected luks)"},
+    {"encryption_key_typo",
+     head + "disks:\n  - name: a\n    file: system.qcow2\n    encryption: {keyfile: key, key_file: "
+            "key}\n",
+     "disks[0].encryption.keyfile", 6, 18, "unknown key 'keyfile' (did you mean 'key_file'?)"},
+    {"key_file_missing",
+     head + "disks:\n  - name: a\n    file: system.qcow2\n    encryption: {key_file: nokey}\n",
+     "disks[0].encryption.key_file", 6, 28, "cannot read key file"},
+    {"key_file_readable_by_others",
+     head + "disks:\n  - name: a\n    file: system.qcow2\n    encryption: {key_file: open.key}\n",
+     "disks[0].encryption.key_file", 6, 28, "is accessible to other users (mode 0644): chmod 600"},
+    {"key_file_empty",
+     head + "disks:\n  - name: a\n    file: system.qcow2\n    encryption: {key_file: empty.key}\n",
+     "disks[0].encryption.key_file", 6, 28, "is empty"},
+    {"key_file_directory",
+     head + "disks:\n  - name: a\n    file: system.qcow2\n    encryption: {key_file: keys}\n",
+     "disks[0].encryption.key_file", 6, 28, "not a regular file"},
+
     // Network.
     {"bad_mac", head + "network:\n  mac: \"52:54:00:zz:00:01\"\n", "network.mac", 4, 8,
      "invalid MAC address '52:54:00:zz:00:01'"},
@@ -188,6 +237,14 @@ protected:
         dir_->write("initrd.img");
         dir_->write("system.qcow2");
         dir_->write("base.qcow2");
+        std::filesystem::permissions(dir_->write("key", "secret"),
+                                     std::filesystem::perms::owner_read |
+                                         std::filesystem::perms::owner_write);
+        std::filesystem::permissions(dir_->write("open.key", "secret"),
+                                     std::filesystem::perms(0644));
+        std::filesystem::permissions(dir_->write("empty.key", ""),
+                                     std::filesystem::perms::owner_read);
+        std::filesystem::create_directory(*dir_ / "keys");
     }
     static void TearDownTestSuite() { dir_.reset(); }
 
@@ -236,7 +293,7 @@ turbo: true
                   "scsi or ide)\n"
                   "/defs/vm.yaml:6:1: turbo: unknown key 'turbo' (expected one of: name, "
                   "machine, accel, cpus, memory, kernel, initrd, append, boot, command_channel, "
-                  "guest_agent, disks, serial, network, extra_args, reset)");
+                  "guest_agent, disks, serial, network, extra_args, reset, security)");
     }
 }
 
@@ -258,6 +315,43 @@ disks:
     EXPECT_EQ(problems[3].field, "disks[0].backing");
     EXPECT_EQ(problems[4].field, "disks[1].name");
     EXPECT_THROW(validate_definition(def, {.check_files = false}), error);
+}
+
+// Found by fuzzing (tests/fuzz/corpus/definition_loader/regression-invalid-utf8): bytes that are
+// not UTF-8 loaded, and dump_definition wrote them back as U+FFFD, another definition.
+TEST(bad_definitions, invalid_utf8_is_refused_with_its_position) {
+    try {
+        load_definition_from_string("name: vm\nkernel: /k\nextra_args: [\"ok\", tr\xc3ue]\n"
+                                    "serial: {log: \"/logs/\xed\xa0\x80.log\"}\n",
+                                    "/defs/vm.yaml");
+        FAIL() << "no error";
+    } catch (const error& e) {
+        EXPECT_EQ(std::string(e.what()),
+                  "/defs/vm.yaml:3:20: extra_args[1]: is not valid UTF-8 (at byte 2)\n"
+                  "/defs/vm.yaml:4:15: serial.log: is not valid UTF-8 (at byte 6)");
+    }
+    EXPECT_EQ(load_definition_from_string("name: \"v\xc3\xbc\xf0\x9f\x98\x80\"\nkernel: /k\n",
+                                          "/defs/vm.yaml")
+                  .name,
+              "v\xc3\xbc\xf0\x9f\x98\x80");
+}
+
+// Found by fuzzing (tests/fuzz/corpus/definition_loader/regression-stray-comma): a stray ','
+// made yaml-cpp 0.7's LoadAll loop forever, allocating without end.
+TEST(bad_definitions, stray_comma_is_a_syntax_error_not_a_hang) {
+    const std::pair<std::string, std::string> cases[] = {
+        {",", "1:1: unexpected ','"},
+        {"name: vm\nkernel: /k\n---\n,\n", "4:1: unexpected ','"},
+        {"name: vm\nkernel: /k\n,\n", "3:1: end of map not found"},
+    };
+    for (const auto& [yaml, expected] : cases) {
+        try {
+            load_definition_from_string(yaml, "/defs/vm.yaml");
+            FAIL() << "no error for " << yaml;
+        } catch (const error& e) {
+            EXPECT_EQ(std::string(e.what()), "/defs/vm.yaml:" + expected);
+        }
+    }
 }
 
 } // namespace

@@ -84,6 +84,9 @@ disks:
     read_only: false
     cache: unsafe
     node_name: sys.node
+    encryption:
+      format: luks
+      key_file: keys/system.key
 serial:
   log: /logs/full.log
   socket: false
@@ -93,6 +96,9 @@ network:
     - {protocol: udp, host_addr: 0.0.0.0, host_port: 5353, guest_port: 53}
   mac: "52:54:00:AB:cd:01"
 extra_args: ["-rtc", "base=utc", 7]
+security:
+  sandbox: false
+  run_as: qemu-vm
 )",
                                            "/defs/full.yaml");
     EXPECT_EQ(def.machine, machine_type::microvm);
@@ -104,13 +110,25 @@ extra_args: ["-rtc", "base=utc", 7]
     EXPECT_EQ(def.append, "console=ttyS0");
     EXPECT_TRUE(def.command_channel);
     EXPECT_TRUE(def.guest_agent);
-    EXPECT_EQ(def.disks[0], (disk_definition{"system", "/s.qcow2", disk_format::qcow2, gib,
-                                             fs::path("/base.qcow2"), disk_bus::virtio, false,
-                                             cache_mode::unsafe, "sys.node"}));
+    EXPECT_EQ(
+        def.disks[0],
+        (disk_definition{"system", "/s.qcow2", disk_format::qcow2, gib, fs::path("/base.qcow2"),
+                         disk_bus::virtio, false, cache_mode::unsafe, "sys.node",
+                         disk_encryption{encryption_format::luks, "/defs/keys/system.key"}}));
     EXPECT_EQ(def.serial, (serial_definition{true, "/logs/full.log", false}));
     EXPECT_EQ(def.network->forwards[0], (port_forward{forward_protocol::udp, "0.0.0.0", 5353, 53}));
     EXPECT_EQ(def.network->mac, "52:54:00:AB:cd:01");
     EXPECT_EQ(def.extra_args, (std::vector<std::string>{"-rtc", "base=utc", "7"}));
+    EXPECT_EQ(def.security, (security_definition{false, "qemu-vm"}));
+}
+
+TEST(definition_loader, security_defaults_to_the_sandbox_and_qmpkits_user) {
+    auto def = load_definition_from_string("name: vm\n", "/defs/vm.yaml");
+    EXPECT_TRUE(def.security.sandbox);
+    EXPECT_EQ(def.security.run_as, "");
+    def = load_definition_from_string("name: vm\nsecurity: {run_as: nobody}\n", "/defs/vm.yaml");
+    EXPECT_TRUE(def.security.sandbox);
+    EXPECT_EQ(def.security.run_as, "nobody");
 }
 
 TEST(definition_loader, resolves_relative_paths_against_the_file) {
@@ -252,7 +270,7 @@ command_channel: true
 guest_agent: true
 disks:
   - {name: system, file: "/images/$${x}.qcow2", size: 1000, backing: /base.qcow2,
-     cache: none, node_name: sys}
+     cache: none, node_name: sys, encryption: {key_file: "/keys/$${k}"}}
   - {name: iso, file: /images/iso.raw, format: raw, read_only: true, bus: scsi, cache: directsync}
 serial: {log: "/logs/ü.log", socket: false}
 network:
@@ -260,6 +278,7 @@ network:
     - {host_port: 2222, guest_port: 22}
     - {protocol: udp, host_addr: 0.0.0.0, host_port: 5353, guest_port: 53}
 extra_args: ["-rtc", "base=utc", "true", "", "a: b", "#x"]
+security: {sandbox: false, run_as: "true"}
 )",
                                                   "/defs/full.yaml"));
 }

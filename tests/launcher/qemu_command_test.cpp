@@ -5,6 +5,7 @@
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/qemu_command.hpp>
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 namespace qmpkit::launcher {
 namespace {
 
+namespace json = boost::json;
 using argv = std::vector<std::string>;
 
 const launch_paths paths = default_launch_paths("/run/vm", 3);
@@ -49,6 +51,8 @@ argv prologue(std::string_view machine = "q35", std::string_view name = "vm") {
               "guest=" + std::string(name),
               "-machine",
               std::string(machine),
+              "-sandbox",
+              "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
               "-accel",
               "tcg",
               "-smp",
@@ -438,6 +442,111 @@ TEST(qemu_command, refuses_runtime_inputs_it_cannot_express) {
     auto no_log = paths;
     no_log.serial_log.clear();
     EXPECT_THROW(build_qemu_command(def, no_log, accel_mode::tcg), error);
+}
+
+TEST(qemu_command, sandbox_is_on_unless_turned_off) {
+    auto value_after = [](const argv& args, std::string_view option) -> std::string {
+        auto it = std::find(args.begin(), args.end(), option);
+        return it == args.end() ? "<none>" : *(it + 1);
+    };
+    auto on = command("name: vm\nkernel: /k\n");
+    EXPECT_EQ(value_after(on, "-sandbox"),
+              "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+    EXPECT_EQ(value_after(on, "-runas"), "<none>");
+
+    auto off = command("name: vm\nkernel: /k\nsecurity: {sandbox: false}\n");
+    EXPECT_EQ(value_after(off, "-sandbox"), "<none>");
+    // The sandbox changes no device: the rest is the same command.
+    on.erase(std::find(on.begin(), on.end(), "-sandbox"),
+             std::find(on.begin(), on.end(), "-sandbox") + 2);
+    EXPECT_EQ(on, off);
+
+    // qemu switches users after its filter is in place: set*id must stay allowed then.
+    auto run_as = command("name: vm\nkernel: /k\nsecurity: {run_as: qemu-vm}\n");
+    EXPECT_EQ(value_after(run_as, "-sandbox"),
+              "on,obsolete=deny,elevateprivileges=allow,spawn=deny,resourcecontrol=deny");
+    EXPECT_EQ(value_after(run_as, "-runas"), "qemu-vm");
+    auto bare = command("name: vm\nkernel: /k\nsecurity: {sandbox: false, run_as: qemu-vm}\n");
+    EXPECT_EQ(value_after(bare, "-sandbox"), "<none>");
+    EXPECT_EQ(value_after(bare, "-runas"), "qemu-vm");
+}
+
+TEST(qemu_command, encrypted_disk_reads_its_key_from_the_key_file) {
+    // The image does not exist, so there is no backing chain to read.
+    auto args = command(R"(name: vm
+kernel: /k
+disks:
+  - {name: data, file: /nowhere/data.qcow2, size: 1M, encryption: {key_file: /keys/data.key}}
+)");
+    auto first = std::find(args.begin(), args.end(), "-object");
+    ASSERT_NE(first, args.end());
+    EXPECT_EQ(argv(first, first + 6),
+              (argv{"-object",
+                    R"({"qom-type":"secret","id":"key-data","format":"raw",)"
+                    R"("file":"/keys/data.key"})",
+                    "-blockdev", file_node("data", "/nowhere/data.qcow2"), "-blockdev",
+                    R"({"driver":"qcow2","node-name":"data","file":"data-file",)"
+                    R"("cache":{"direct":false,"no-flush":false},"read-only":false,)"
+                    R"("encrypt":{"format":"luks","key-secret":"key-data"}})"}));
+}
+
+TEST(qemu_command, an_encrypted_disks_backing_chain_is_spelled_out) {
+    disk_definition disk{.name = "d", .file = "/img/top.qcow2", .node_name = "d"};
+    disk.encryption = disk_encryption{encryption_format::luks, "/k"};
+    std::vector<image_info> chain(3);
+    chain[0].filename = "/img/top.qcow2";
+    chain[0].format = "qcow2";
+    chain[0].encrypted = true;
+    chain[0].full_backing_file = "/img/mid.qcow2";
+    chain[1].filename = "mid.qcow2"; // as qemu-img printed it; the layer above says where it is
+    chain[1].format = "qcow2";
+    chain[1].encrypted = true;
+    chain[1].full_backing_file = "/img/base.raw";
+    chain[2].filename = "/img/base.raw";
+    chain[2].format = "raw";
+    auto nodes = disk_block_nodes(disk, chain);
+    EXPECT_EQ(json::serialize(nodes[1]),
+              R"({"driver":"qcow2","node-name":"d","file":"d-file",)"
+              R"("cache":{"direct":false,"no-flush":false},"read-only":false,)"
+              R"("encrypt":{"format":"luks","key-secret":"key-d"},)"
+              R"("backing":{"driver":"qcow2","file":{"driver":"file","filename":"/img/mid.qcow2",)"
+              R"("cache":{"direct":false,"no-flush":false}},)"
+              R"("cache":{"direct":false,"no-flush":false},)"
+              R"("encrypt":{"format":"luks","key-secret":"key-d"},)"
+              R"("backing":{"driver":"raw","file":{"driver":"file","filename":"/img/base.raw",)"
+              R"("cache":{"direct":false,"no-flush":false}},)"
+              R"("cache":{"direct":false,"no-flush":false}}}})");
+
+    // A plain overlay above an encrypted base gets no key itself.
+    chain[0].encrypted = false;
+    nodes = disk_block_nodes(disk, chain);
+    EXPECT_FALSE(nodes[1].contains("encrypt"));
+    EXPECT_TRUE(nodes[1].at("backing").as_object().contains("encrypt"));
+}
+
+TEST(qemu_command, encrypted_overlays_are_added_without_backing) {
+    disk_definition disk{.name = "d", .file = "/img/d.qcow2", .read_only = false, .node_name = "d"};
+    disk.encryption = disk_encryption{encryption_format::luks, "/k"};
+    auto nodes = overlay_block_nodes(disk, "/img/d.s1.qcow2", "ov1");
+    EXPECT_EQ(json::serialize(nodes[0]), file_node("ov1", "/img/d.s1.qcow2"));
+    EXPECT_EQ(json::serialize(nodes[1]),
+              R"({"driver":"qcow2","node-name":"ov1","file":"ov1-file",)"
+              R"("cache":{"direct":false,"no-flush":false},"read-only":false,)"
+              R"("encrypt":{"format":"luks","key-secret":"key-d"},"backing":null})");
+}
+
+TEST(qemu_command, image_file_of_unpacks_json_filenames) {
+    EXPECT_EQ(image_file_of("/img/a.qcow2"), "/img/a.qcow2");
+    EXPECT_EQ(image_file_of(R"(json:{"encrypt.key-secret": "key-d", "driver": "qcow2", )"
+                            R"("file": {"driver": "file", "filename": "/img/a,b.qcow2"}})"),
+              "/img/a,b.qcow2");
+    // The backing member is not the image: the file is.
+    EXPECT_EQ(image_file_of(R"(json:{"backing": {"driver": "qcow2", "file": {"driver": "file", )"
+                            R"("filename": "/img/base.qcow2"}}, "driver": "qcow2", "file": )"
+                            R"({"driver": "file", "filename": "/img/top.qcow2"}})"),
+              "/img/top.qcow2");
+    EXPECT_EQ(image_file_of("json:{broken"), "json:{broken");
+    EXPECT_EQ(image_file_of(R"(json:{"driver": "nbd"})"), R"(json:{"driver": "nbd"})");
 }
 
 } // namespace

@@ -154,13 +154,17 @@ TEST_F(qemu_img_test, creates_a_raw_image) {
     EXPECT_EQ(names_in(dir_), std::set<std::string>{"disk.raw"});
 }
 
-TEST_F(qemu_img_test, the_new_file_gets_the_umask_default_mode) {
-    auto p = *this / "disk.qcow2";
+TEST_F(qemu_img_test, new_images_are_owner_only_whatever_the_umask) {
     mode_t old = ::umask(022);
-    img_.create(p, disk_format::qcow2, mib);
+    img_.create(*this / "disk.qcow2", disk_format::qcow2, mib);
+    img_.create(*this / "overlay.qcow2", disk_format::qcow2, std::nullopt, *this / "disk.qcow2");
+    img_.create(*this / "disk.raw", disk_format::raw, mib);
+    img_.convert(*this / "disk.raw", *this / "copy.qcow2");
     ::umask(old);
-    EXPECT_EQ(fs::status(p).permissions(), fs::perms::owner_read | fs::perms::owner_write |
-                                               fs::perms::group_read | fs::perms::others_read);
+    for (const auto* name : {"disk.qcow2", "overlay.qcow2", "disk.raw", "copy.qcow2"})
+        EXPECT_EQ(fs::status(*this / name).permissions(),
+                  fs::perms::owner_read | fs::perms::owner_write)
+            << name;
 }
 
 TEST_F(qemu_img_test, creates_an_overlay_over_a_probed_relative_backing_file) {
@@ -421,7 +425,7 @@ TEST_F(qemu_img_test, a_missing_snapshot_is_recognisable) {
     img_.create(p, disk_format::qcow2, mib);
     img_.snapshot_create(p, "there");
     for (auto f : {&qemu_img::snapshot_apply, &qemu_img::snapshot_delete}) {
-        auto e = expect_error([&] { (img_.*f)(p, "not-there"); });
+        auto e = expect_error([&] { (img_.*f)(p, "not-there", std::nullopt); });
         EXPECT_EQ(e.kind(), error_kind::snapshot_not_found);
         EXPECT_THAT(e.what(), HasSubstr("'not-there'"));
         EXPECT_THAT(e.what(), HasSubstr("disk.qcow2"));
@@ -429,6 +433,61 @@ TEST_F(qemu_img_test, a_missing_snapshot_is_recognisable) {
     // "1" is the id of "there", not a name.
     EXPECT_EQ(expect_error([&] { img_.snapshot_apply(p, "1"); }).kind(),
               error_kind::snapshot_not_found);
+}
+
+// A LUKS-encrypted qcow2: made with a key file, read with it through --object/--image-opts, and
+// the passphrase never on qemu-img's command line (a wrapper records every argument list).
+TEST_F(qemu_img_test, encrypted_images_take_their_key_from_the_key_file) {
+    const std::string passphrase = "pass-4c1d9e-phrase";
+    auto put = [](const fs::path& file, const std::string& text) {
+        std::ofstream(file, std::ios::binary) << text;
+    };
+    auto key = *this / "disk.key";
+    put(key, passphrase);
+    fs::permissions(key, fs::perms::owner_read | fs::perms::owner_write);
+    auto args_log = *this / "args.log";
+    auto wrapper = *this / "qemu-img-wrapper";
+    put(wrapper,
+        "#!/bin/sh\nprintf '%s\\n' \"$*\" >> '" + args_log.string() + "'\nexec qemu-img \"$@\"\n");
+    fs::permissions(wrapper, fs::perms::owner_all);
+    const qemu_img img(wrapper.string());
+    const disk_encryption luks{encryption_format::luks, key};
+
+    auto p = *this / "secret.qcow2";
+    img.create(p, disk_format::qcow2, 4 * mib, std::nullopt, std::nullopt, luks, 10ms);
+    auto info = img.info(p); // the header is not encrypted: no key needed
+    EXPECT_TRUE(info.encrypted);
+    EXPECT_EQ(info.virtual_size, 4 * mib);
+
+    // Without the key, qemu-img cannot open it for anything else.
+    EXPECT_THAT(expect_error([&] { img.snapshot_create(p, "s1"); }).what(),
+                HasSubstr("key-secret"));
+    img.snapshot_create(p, "s1", luks);
+    ASSERT_EQ(img.snapshot_list(p).size(), 1u);
+    img.snapshot_apply(p, "s1", luks);
+    EXPECT_TRUE(img.check(p, luks).clean());
+    img.snapshot_delete(p, "s1", luks);
+    EXPECT_TRUE(img.snapshot_list(p).empty());
+
+    // A wrong passphrase is refused, naming the image.
+    auto wrong = *this / "wrong.key";
+    put(wrong, "not the passphrase");
+    auto e = expect_error([&] { img.check(p, disk_encryption{encryption_format::luks, wrong}); });
+    EXPECT_THAT(e.what(), HasSubstr("secret.qcow2"));
+    EXPECT_THAT(e.what(), HasSubstr("Invalid password"));
+
+    // An overlay of an encrypted image is encrypted with the same key when asked to be.
+    auto overlay = *this / "overlay.qcow2";
+    img.create(overlay, disk_format::qcow2, std::nullopt, p, disk_format::qcow2, luks, 10ms);
+    auto chain = img.info_chain(overlay);
+    ASSERT_EQ(chain.size(), 2u);
+    EXPECT_TRUE(chain[0].encrypted);
+    EXPECT_TRUE(chain[1].encrypted);
+    EXPECT_EQ(chain[0].full_backing_file, p.string());
+
+    const auto logged = read_all(args_log);
+    EXPECT_THAT(logged, HasSubstr("secret,id=qmpkit-key,format=raw,file=" + key.string()));
+    EXPECT_EQ(logged.find(passphrase), std::string::npos) << logged;
 }
 
 TEST_F(qemu_img_test, snapshots_of_a_raw_image_are_unsupported) {

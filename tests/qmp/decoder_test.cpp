@@ -338,5 +338,23 @@ TEST(decoder, reset_drops_a_partial_line) {
     EXPECT_THAT(drain(d), ElementsAre("reply id=1 {}"));
 }
 
+// Found by fuzzing (tests/fuzz/corpus/qmp_decoder/regression-timestamp-overflow): a timestamp
+// beyond what a time_point holds overflowed when converted (undefined behaviour).
+TEST(decoder, event_timestamp_out_of_range_is_clamped) {
+    decoder d;
+    d.feed("{\"event\": \"STOP\", \"timestamp\": {\"seconds\": 9715312217997516, "
+           "\"microseconds\": 9223372036854775807}}\n"
+           "{\"event\": \"STOP\", \"timestamp\": {\"seconds\": -9223372036854775807, "
+           "\"microseconds\": -9223372036854775807}}\n");
+    const auto late = std::get<event>(d.next()->msg);
+    const auto early = std::get<event>(d.next()->msg);
+    EXPECT_EQ(late.seconds, 9715312217997516); // kept as sent
+    using clock = std::chrono::system_clock;
+    const auto limit =
+        std::chrono::duration_cast<std::chrono::microseconds>(clock::duration::max());
+    EXPECT_EQ(late.timestamp().time_since_epoch(), limit);
+    EXPECT_EQ(early.timestamp().time_since_epoch(), -limit);
+}
+
 } // namespace
 } // namespace qmpkit::qmp

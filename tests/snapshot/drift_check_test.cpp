@@ -280,5 +280,191 @@ TEST(drift_check, uses_the_real_file_system_by_default) {
     EXPECT_EQ(found[1].what, kind::file_missing);
 }
 
+// --- repair: plan_repair -------------------------------------------------------------------
+
+launcher::vm_definition two_disk_definition() {
+    launcher::vm_definition def;
+    def.name = "vm";
+    def.disks.push_back({.name = "root", .file = "/img/root.qcow2", .node_name = "root"});
+    def.disks.push_back({.name = "data", .file = "/img/data.qcow2", .node_name = "data"});
+    return def;
+}
+
+repair_plan repair(consistent& c, const launcher::vm_definition* def = nullptr) {
+    const auto found = c.check(def);
+    auto options = c.images.options(def);
+    return plan_repair(c.tree, found, c.images.info(), options);
+}
+
+TEST_F(consistent, repair_of_nothing_changes_nothing) {
+    const auto plan = repair(*this);
+    EXPECT_FALSE(plan.tree_changed);
+    EXPECT_EQ(plan.tree, tree);
+    EXPECT_TRUE(plan.remove.empty());
+    EXPECT_TRUE(plan.done.empty());
+    EXPECT_TRUE(plan.left.empty());
+}
+
+TEST_F(consistent, repair_forgets_a_snapshot_missing_in_an_image_and_reparents_its_child) {
+    tree.set_current("s2");
+    auto& sns = images.infos["/img/data.qcow2"].snapshots;
+    sns.erase(sns.begin() + 1); // s2 gone from data
+    const auto plan = repair(*this);
+    EXPECT_TRUE(plan.tree_changed);
+    EXPECT_FALSE(plan.tree.contains("s2"));
+    EXPECT_EQ(plan.tree.parent("s3"), "s1") << "the child moves up";
+    EXPECT_EQ(plan.tree.current(), "s1") << "current moves to the parent";
+    ASSERT_EQ(plan.done.size(), 1u);
+    EXPECT_NE(plan.done[0].find("forgot snapshot \"s2\""), std::string::npos) << plan.done[0];
+    EXPECT_TRUE(plan.left.empty());
+    EXPECT_TRUE(plan.remove.empty()) << "the half left in root is not deleted";
+}
+
+TEST_F(consistent,
+       repair_forgets_a_snapshot_whose_frozen_image_is_gone_but_keeps_one_whose_overlay_is) {
+    images.files.erase("/img/root.s3.qcow2");
+    auto plan = repair(*this);
+    EXPECT_FALSE(plan.tree_changed);
+    ASSERT_EQ(plan.left.size(), 1u) << "a missing overlay is reported, the snapshot kept";
+    EXPECT_EQ(plan.left[0].what, kind::file_missing);
+
+    images.files.insert("/img/root.s3.qcow2");
+    snapshot_tree t;
+    t.add(external("e", 1, "root", "/img/gone.qcow2", "/img/root.s3.qcow2"));
+    const auto found = check_drift(t, images.info(), images.options());
+    plan = plan_repair(t, found, images.info(), images.options());
+    EXPECT_TRUE(plan.tree_changed);
+    EXPECT_TRUE(plan.tree.empty());
+}
+
+TEST_F(consistent, repair_follows_a_merged_intermediate_image) {
+    // s4 was taken over s3's overlay; then s3's overlay was merged into root.qcow2 (block-commit)
+    // before the metadata said so: s4's overlay now sits on root.qcow2.
+    tree.add(external("s4", 4, "root", "/img/root.s3.qcow2", "/img/root.s4.qcow2", "s3"));
+    images.overlay("/img/root.s4.qcow2", "/img/root.qcow2");
+    const auto plan = repair(*this);
+    EXPECT_TRUE(plan.tree_changed);
+    EXPECT_EQ(plan.tree.at("s4").disks[0].image, fs::path("/img/root.qcow2"));
+    EXPECT_TRUE(plan.left.empty());
+
+    images.overlay("/img/root.s4.qcow2", "/elsewhere/x.qcow2");
+    const auto other = repair(*this);
+    EXPECT_FALSE(other.tree_changed) << "a chain qmpkit cannot explain is left alone";
+    ASSERT_EQ(other.left.size(), 1u);
+    EXPECT_EQ(other.left[0].what, kind::chain_broken);
+}
+
+TEST_F(consistent, repair_adopts_a_snapshot_every_disk_holds) {
+    tree.set_current("s2");
+    const auto def = two_disk_definition();
+    images.snapshot("/img/root.qcow2", "found", 4096);
+    images.snapshot("/img/data.qcow2", "found", 0);
+    images.infos["/img/root.qcow2"].snapshots.back().date_sec = 1234;
+    const auto plan = repair(*this, &def);
+    ASSERT_TRUE(plan.tree.contains("found"));
+    const auto& r = plan.tree.at("found");
+    EXPECT_EQ(r.location, snapshot_location::internal);
+    EXPECT_TRUE(r.memory);
+    EXPECT_EQ(r.state, vm_state::running);
+    EXPECT_EQ(r.created_at, 1234);
+    EXPECT_EQ(r.parent, "s2");
+    ASSERT_EQ(r.disks.size(), 2u);
+    EXPECT_EQ(r.disks[1].image, fs::path("/img/data.qcow2"));
+    EXPECT_EQ(plan.tree.current(), "s2") << "adopting does not move current";
+    EXPECT_TRUE(plan.left.empty());
+    ASSERT_EQ(plan.done.size(), 1u);
+    EXPECT_NE(plan.done[0].find("adopted"), std::string::npos);
+}
+
+TEST_F(consistent, repair_reports_but_never_deletes_a_snapshot_only_some_disks_hold) {
+    const auto def = two_disk_definition();
+    images.snapshot("/img/root.qcow2", "half");
+    const auto plan = repair(*this, &def);
+    EXPECT_FALSE(plan.tree_changed);
+    EXPECT_TRUE(plan.remove.empty());
+    ASSERT_EQ(plan.left.size(), 1u);
+    EXPECT_EQ(plan.left[0].what, kind::unknown_to_qmpkit);
+    EXPECT_EQ(plan.left[0].snapshot, "half");
+
+    // Without the definition there is nothing to adopt it into either.
+    images.snapshot("/img/data.qcow2", "half");
+    EXPECT_FALSE(repair(*this).tree_changed);
+    EXPECT_TRUE(repair(*this, &def).tree.contains("half"));
+}
+
+TEST_F(consistent, repair_does_not_adopt_a_name_qmpkit_refuses) {
+    const auto def = two_disk_definition();
+    images.snapshot("/img/root.qcow2", "-x");
+    images.snapshot("/img/data.qcow2", "-x");
+    const auto plan = repair(*this, &def);
+    EXPECT_FALSE(plan.tree_changed);
+    EXPECT_EQ(plan.left.size(), 2u) << "one per image";
+}
+
+// --- files left in the state and image directories -------------------------------------------
+
+struct with_directories : consistent {
+    with_directories() {
+        def = two_disk_definition();
+        dirs["/state/vm"] = {"/state/vm/definition.yaml", "/state/vm/snapshots.json",
+                             "/state/vm/qmp.sock"};
+        dirs["/img"] = {"/img/root.qcow2", "/img/data.qcow2", "/img/root.s3.qcow2",
+                        "/img/other.qcow2"};
+    }
+    drift_options options() {
+        auto o = images.options(&def);
+        o.state_dir = "/state/vm";
+        o.list_dir = [this](const fs::path& d) { return dirs[d]; };
+        return o;
+    }
+    std::vector<drift> check() { return check_drift(tree, images.info(), options()); }
+
+    launcher::vm_definition def;
+    std::map<fs::path, std::vector<fs::path>> dirs;
+};
+
+TEST_F(with_directories, a_clean_directory_has_nothing_to_report) {
+    EXPECT_TRUE(check().empty());
+}
+
+TEST_F(with_directories, leftover_temporary_files_are_stray_and_repair_removes_them) {
+    dirs["/state/vm"].push_back("/state/vm/.snapshots.json.a1B2c3");
+    dirs["/state/vm"].push_back("/state/vm/.definition.yaml.Zz9999");
+    dirs["/state/vm"].push_back("/state/vm/.snapshots.json.toolong7"); // not the writer's name
+    dirs["/img"].push_back("/img/.vm-root.s9.qcow2.qmpkit-tmp-123");
+    dirs["/img"].push_back("/img/.someone-else.qcow2.qmpkit-tmp-1"); // not this VM's
+    const auto found = check();
+    ASSERT_EQ(found.size(), 3u);
+    for (const auto& d : found)
+        EXPECT_EQ(d.what, kind::stray_file) << d.description;
+    EXPECT_EQ(found[0].file, fs::path("/state/vm/.snapshots.json.a1B2c3"));
+    EXPECT_NE(found[0].description.find("left by an interrupted qmpkit"), std::string::npos);
+    const auto plan = plan_repair(tree, found, images.info(), options());
+    ASSERT_EQ(plan.remove.size(), 3u);
+    EXPECT_EQ(plan.remove[2], fs::path("/img/.vm-root.s9.qcow2.qmpkit-tmp-123"));
+    EXPECT_TRUE(plan.left.empty());
+}
+
+TEST_F(with_directories, an_unrecorded_overlay_of_the_vm_is_reported_and_kept) {
+    images.overlay("/img/vm-root.lost.qcow2", "/img/root.qcow2");
+    dirs["/img"].push_back("/img/vm-root.lost.qcow2");
+    images.overlay("/img/users-own.qcow2", "/img/root.qcow2"); // not named like qmpkit's
+    dirs["/img"].push_back("/img/users-own.qcow2");
+    const auto found = check();
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].what, kind::unknown_overlay);
+    EXPECT_EQ(found[0].file, fs::path("/img/vm-root.lost.qcow2"));
+    const auto plan = plan_repair(tree, found, images.info(), options());
+    EXPECT_TRUE(plan.remove.empty()) << "it may hold the user's data";
+    EXPECT_EQ(plan.left.size(), 1u);
+}
+
+TEST(drift_check, new_kinds_have_names) {
+    EXPECT_EQ(to_string(kind::current_missing), "current missing");
+    EXPECT_EQ(to_string(kind::interrupted), "interrupted");
+    EXPECT_EQ(to_string(kind::stray_file), "stray file");
+    EXPECT_EQ(to_string(kind::unknown_overlay), "unknown overlay");
+}
+
 } // namespace
 } // namespace qmpkit::snapshot

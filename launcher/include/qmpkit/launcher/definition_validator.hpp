@@ -27,6 +27,10 @@ void validate_definition(const vm_definition& def, const validate_options& optio
 bool is_valid_vm_name(std::string_view name) noexcept;
 // [A-Za-z][A-Za-z0-9_-]{0,23}
 bool is_valid_disk_name(std::string_view name) noexcept;
+// A host user name for security.run_as: letters, digits, '_', '.', '-', starting with a letter,
+// a digit or '_', at most 32 characters. Nothing here that qemu's -runas could read as its
+// "uid:gid" form.
+bool is_valid_user_name(std::string_view name) noexcept;
 // A qemu block node name ([A-Za-z][A-Za-z0-9_.-]) short enough that "<name>-file", the protocol
 // node under it, still fits qemu's 31 characters.
 bool is_valid_node_name(std::string_view name) noexcept;

@@ -9,6 +9,7 @@
 #include <qmpkit/qmp/client.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -31,9 +32,27 @@ struct launch_options {
     // For a VM with file-backed RAM: map this file copy-on-write as the RAM (a reset point's
     // template) instead of the VM's own RAM file.
     std::filesystem::path memory_template;
+    // Start as a standby of the VM (see standby.hpp): the sockets and records stay in a directory
+    // of the standby's own until a reset promotes it, and nothing of the VM's running qemu is
+    // touched. The caller holds <state>/standby.lock instead of the VM's lock.
+    bool standby = false;
+    // Files only this qemu uses (a standby's fresh overlays): removed if it ends unpromoted.
+    std::vector<std::filesystem::path> owned_files;
     std::chrono::milliseconds lock_timeout{std::chrono::seconds(30)};
     std::chrono::milliseconds qmp_timeout{std::chrono::seconds(30)};
     std::shared_ptr<spdlog::logger> logger;
+};
+
+// Where one qemu's sockets and records are while they are not (or not yet) the VM's. Every
+// qemu binds its sockets in a directory of its own, <state>/starting.<id> or
+// <state>/standby.<id>, and they are renamed into <state> once it is the VM's. qemu removes its
+// listening sockets by the path it bound when it ends, so a qemu that a standby replaced cannot
+// remove its successor's sockets.
+struct qemu_instance {
+    std::filesystem::path dir;
+    bool standby = false;
+    std::vector<std::filesystem::path> owned_files;
+    std::uint64_t ram_inode = 0; // the VM's RAM file as this qemu created it; 0: none
 };
 
 // A qemu this process started. Its private monitor (one end of a socketpair) belongs to the
@@ -41,13 +60,14 @@ struct launch_options {
 class launched_vm {
 public:
     launched_vm(vm_definition def, state_directory dir, qemu_process process, qmp::client monitor,
-                runtime_info runtime);
+                runtime_info runtime, qemu_instance instance = {});
 
     const vm_definition& definition() const noexcept { return definition_; }
     const state_directory& state() const noexcept { return state_; }
     const runtime_info& runtime() const noexcept { return runtime_; }
     qemu_process& process() noexcept { return process_; }
     qmp::client& monitor() noexcept { return monitor_; }
+    const qemu_instance& instance() const noexcept { return instance_; }
 
 private:
     vm_definition definition_;
@@ -55,6 +75,7 @@ private:
     qemu_process process_;
     qmp::client monitor_;
     runtime_info runtime_;
+    qemu_instance instance_;
 };
 
 // Creates the state directory and missing disk images, binds the QMP sockets, starts qemu and
@@ -76,8 +97,29 @@ struct supervise_options;
 // Starts the VM in the background: a child process becomes its supervisor (qemu's parent, so it
 // learns how qemu ended) and logs to <state>/supervisor.log. Returns once qemu answers on QMP,
 // or throws launcher::error with the launch failure. Must be called while the process has no
-// other threads.
+// other threads. The supervisor is not this process's child (no zombie is left behind).
 void start_in_background(const vm_definition& definition, const launch_options& options,
                          const supervise_options& supervision);
+
+// start_in_background in two halves, to start several VMs at once: begin forks the supervisor,
+// wait() waits for its report (the destructor waits too, and drops the error).
+class background_start {
+public:
+    background_start(background_start&& other) noexcept;
+    background_start& operator=(background_start&&) = delete;
+    ~background_start();
+    void wait();
+
+private:
+    friend background_start begin_start_in_background(const vm_definition&, const launch_options&,
+                                                      const supervise_options&);
+    background_start(int report_fd, std::filesystem::path supervisor_log);
+    int report_fd_ = -1;
+    std::filesystem::path supervisor_log_;
+};
+
+background_start begin_start_in_background(const vm_definition& definition,
+                                           const launch_options& options,
+                                           const supervise_options& supervision);
 
 } // namespace qmpkit::launcher

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <qmpkit/launcher/qemu_img.hpp>
 #include <qmpkit/launcher/vm_definition.hpp>
 
 #include <boost/json/object.hpp>
@@ -7,7 +8,9 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qmpkit::launcher {
@@ -37,8 +40,28 @@ struct launch_paths {
 };
 
 // A disk's two block nodes, protocol ("<node>-file") then format ("<node>"), as -blockdev and
-// blockdev-add take them.
-std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk);
+// blockdev-add take them. An encrypted disk's format node opens its image with the secret
+// object disk_secret_id(), which must exist first. chain, when given, is the image's backing
+// chain (qemu_img::info_chain, the image itself first): its lower layers are spelled out as the
+// format node's backing, each opened with the key when it is encrypted, because qemu would open
+// a backing file named in an image header without one.
+std::array<boost::json::object, 2> disk_block_nodes(const disk_definition& disk,
+                                                    std::span<const image_info> chain = {});
+// The block nodes of a new, empty overlay for a running encrypted disk, as blockdev-add takes
+// them before `blockdev-snapshot {node: <disk's top>, overlay: node}`: the overlay file (made
+// beforehand with qemu_img::create, encrypted with the disk's key), opened with that key and no
+// backing (blockdev-snapshot links it). qemu's own blockdev-snapshot-sync would create the
+// overlay unencrypted, and everything the guest writes afterwards would be stored in clear.
+std::array<boost::json::object, 2> overlay_block_nodes(const disk_definition& disk,
+                                                       const std::filesystem::path& overlay,
+                                                       const std::string& node);
+// The id of the secret object holding an encrypted disk's passphrase: "key-<name>".
+std::string disk_secret_id(const disk_definition& disk);
+// The image file behind a file name qemu reports (query-block, query-named-block-nodes). qemu
+// names a node that has options beyond its file, such as an encryption key, "json:{...}" with
+// all of them; this unpacks that to the innermost file's filename. Other names are returned as
+// they are.
+std::string image_file_of(std::string_view qemu_filename);
 // A disk's device, as -device and device_add take it; its id is disk_device_id().
 boost::json::object disk_device(const disk_definition& disk, machine_type machine, bool boot);
 std::string disk_device_id(const disk_definition& disk);
@@ -56,6 +79,8 @@ std::filesystem::path serial_log_file(const vm_definition& def, const launch_pat
 
 struct qemu_command_options {
     std::string qemu_binary = "qemu-system-x86_64";
+    // For the backing chains of encrypted disks.
+    std::string qemu_img_binary = "qemu-img";
     // -S: stop before the first instruction, e.g. to load a snapshot over QMP before running.
     bool start_paused = false;
     // microvm under TCG: the TSC rate the guest is told (tsc_early_khz); 0 reads the host's.
@@ -63,8 +88,11 @@ struct qemu_command_options {
 };
 
 // The qemu argv (binary first, never a shell string) for a definition that has passed
-// validate_definition. accel must be resolved (kvm or tcg; see resolve_accel). Throws error when
-// the runtime inputs cannot be expressed, e.g. a socket path longer than a UNIX socket allows.
+// validate_definition. qemu runs under its seccomp sandbox and switches to security.run_as as
+// the definition says; encrypted disks get a secret object that reads their key file (their
+// existing images' backing chains are read with qemu-img). accel must be resolved (kvm or tcg; see
+// resolve_accel). Throws error when the runtime inputs cannot be expressed, e.g. a socket path
+// longer than a UNIX socket allows.
 //
 // The guest's devices depend only on the definition's hardware, never on paths or on the serial
 // log and socket settings, so that a snapshot taken under one launch loads under the next.

@@ -79,8 +79,12 @@ struct image_check {
 //
 // Relative paths are relative to the working directory, except a backing file, which qemu
 // resolves against the directory of the image that refers to it and records as given.
-// Files created (create, convert) get qemu-img's mode, 0644 minus the umask, like any file
-// qemu-img creates; callers that want 0600 set the umask or chmod afterwards.
+// Files created (create, convert) are owner-only (0600) whatever the umask: they hold a guest's
+// disk. chmod them afterwards to share them.
+//
+// Encrypted images: a key (disk_encryption) goes to qemu-img as a secret object that reads the
+// key file (--object secret,file=...), the image as --image-opts; the passphrase itself is never
+// an argument.
 class qemu_img {
 public:
     // program: the qemu-img binary, looked up in PATH unless it holds a slash (tests point it
@@ -101,10 +105,16 @@ public:
     // to as raw (a raw disk whose first bytes look like a qcow2 header would be misread).
     // qemu-img creates into a temporary name in the same directory, renamed into place when
     // complete, so a crash or a failure leaves no half-made image under `image`.
+    // encryption: a qcow2 image encrypted with qcow2's LUKS, the passphrase read from the key
+    // file. key_iter_time: how long deriving the key from the passphrase takes, which every
+    // open of the image pays; nullopt is qemu's default (2 s), the safe choice against
+    // guessing. An encrypted backing file needs no key here.
     void create(const std::filesystem::path& image, disk_format format,
                 std::optional<std::uint64_t> size,
                 const std::optional<std::filesystem::path>& backing = std::nullopt,
-                std::optional<disk_format> backing_format = std::nullopt) const;
+                std::optional<disk_format> backing_format = std::nullopt,
+                const std::optional<disk_encryption>& encryption = std::nullopt,
+                std::optional<std::chrono::milliseconds> key_iter_time = std::nullopt) const;
 
     // Copies `in` (its whole backing chain, flattened) into a new image `out`. The input is
     // opened read-only and never modified; an input in use fails with image_in_use rather than
@@ -121,18 +131,23 @@ public:
     // matched exactly and are kept unique: create refuses a name that exists (qemu-img itself
     // would add a second snapshot with the same name), apply and delete refuse a name shared
     // by several snapshots made by other tools. The check and the change are two qemu-img runs,
-    // so a concurrent writer between them is not detected.
-    void snapshot_create(const std::filesystem::path& image, const std::string& name) const;
+    // so a concurrent writer between them is not detected. An encrypted image needs its key
+    // (info, info_chain and snapshot_list read the unencrypted header and need none).
+    void snapshot_create(const std::filesystem::path& image, const std::string& name,
+                         const std::optional<disk_encryption>& key = std::nullopt) const;
     // Reverts the disk contents to the snapshot (a saved VM state in it is left unused).
-    void snapshot_apply(const std::filesystem::path& image, const std::string& name) const;
-    void snapshot_delete(const std::filesystem::path& image, const std::string& name) const;
+    void snapshot_apply(const std::filesystem::path& image, const std::string& name,
+                        const std::optional<disk_encryption>& key = std::nullopt) const;
+    void snapshot_delete(const std::filesystem::path& image, const std::string& name,
+                         const std::optional<disk_encryption>& key = std::nullopt) const;
     // From info(), so it also works while the image is in use; empty for a raw image.
     std::vector<image_snapshot> snapshot_list(const std::filesystem::path& image) const;
 
     // Consistency check of the image metadata, without repairing anything. Corruptions and
     // leaks are results, not errors (qemu-img exits 2 and 3 for them); a format without checks
     // (raw) is unsupported.
-    image_check check(const std::filesystem::path& image) const;
+    image_check check(const std::filesystem::path& image,
+                      const std::optional<disk_encryption>& key = std::nullopt) const;
 
     const std::string& program() const noexcept { return program_; }
 

@@ -38,6 +38,14 @@ public:
     // /dev/shm where there is one: a file on disk would have its dirty pages written back.
     std::filesystem::path reset_points() const { return dir_ / "reset"; }
     std::filesystem::path ram_file() const;
+    // Overlays a reset gives the VM, made anew each time (the reset point's images stay frozen).
+    std::filesystem::path overlays() const { return dir_ / "overlays"; }
+    // Held while a standby qemu is being prepared (see standby.hpp).
+    std::filesystem::path standby_lock() const { return dir_ / "standby.lock"; }
+    // Every socket a VM may have, by the names above.
+    std::vector<std::filesystem::path> sockets() const {
+        return {qmp_socket(), events_socket(), console_socket(), shell_socket(), agent_socket()};
+    }
 
     // Names of the VMs that have a state directory under root.
     static std::vector<std::string> list(const std::filesystem::path& root);

@@ -28,6 +28,7 @@ struct vm_status {
     std::int64_t started_at = 0;
     std::filesystem::path state_dir;
     std::vector<std::string> log_tail; // qemu's last words when it crashed
+    std::string standby;               // what a ready standby qemu waits for; empty: none
 };
 
 // Never throws for a VM that merely is not running; `state` says so.
@@ -39,6 +40,11 @@ std::string shutdown_vm(const state_directory& dir, std::chrono::milliseconds ti
                         const connect_options& options = {});
 // Immediate stop (virsh destroy).
 void destroy_vm(const state_directory& dir, const connect_options& options = {});
+
+// Forgets a VM that is not running: its state directory goes, with everything qmpkit made
+// there (records, overlays from resets, reset points). Images the definition names outside it
+// stay. Refused while the VM or another VM using one of its reset points (a clone) runs.
+void remove_vm(const state_directory& dir);
 
 struct block_device {
     std::string disk;      // the definition's disk name (qdev id without "-dev")

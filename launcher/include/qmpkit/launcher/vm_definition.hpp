@@ -26,6 +26,7 @@ enum class network_mode { user };
 enum class forward_protocol { tcp, udp };
 // How `qmpkit reset` brings the VM back (see reset_definition).
 enum class reset_strategy { automatic, loadvm, template_ram, standby }; // "auto", ..., "template"
+enum class encryption_format { luks };
 
 // The spelling used in YAML and on the qemu command line.
 std::string_view to_string(machine_type v) noexcept;
@@ -37,6 +38,7 @@ std::string_view to_string(cache_mode v) noexcept;
 std::string_view to_string(network_mode v) noexcept;
 std::string_view to_string(forward_protocol v) noexcept;
 std::string_view to_string(reset_strategy v) noexcept;
+std::string_view to_string(encryption_format v) noexcept;
 
 // The inverse of to_string; nullopt for anything else (matching is exact, case included).
 std::optional<machine_type> machine_type_from_string(std::string_view s) noexcept;
@@ -48,6 +50,17 @@ std::optional<cache_mode> cache_mode_from_string(std::string_view s) noexcept;
 std::optional<network_mode> network_mode_from_string(std::string_view s) noexcept;
 std::optional<forward_protocol> forward_protocol_from_string(std::string_view s) noexcept;
 std::optional<reset_strategy> reset_strategy_from_string(std::string_view s) noexcept;
+std::optional<encryption_format> encryption_format_from_string(std::string_view s) noexcept;
+
+// disks[].encryption: a qcow2 image whose contents are encrypted (qcow2's built-in LUKS). The
+// passphrase is the whole content of key_file, byte for byte (a trailing newline included), as
+// qemu and qemu-img read it; it never appears on a command line or in a log, only the path does.
+struct disk_encryption {
+    encryption_format format = encryption_format::luks;
+    std::filesystem::path key_file{};
+
+    friend bool operator==(const disk_encryption&, const disk_encryption&) = default;
+};
 
 struct disk_definition {
     std::string name{};
@@ -59,6 +72,7 @@ struct disk_definition {
     bool read_only = false;
     cache_mode cache = cache_mode::writeback;
     std::string node_name{}; // the loader sets it to name when the YAML leaves it out
+    std::optional<disk_encryption> encryption{};
 
     friend bool operator==(const disk_definition&, const disk_definition&) = default;
 };
@@ -100,6 +114,18 @@ struct reset_definition {
     friend bool operator==(const reset_definition&, const reset_definition&) = default;
 };
 
+// security: how far qemu is confined. Neither setting changes the guest's machine.
+struct security_definition {
+    // qemu's seccomp filter (-sandbox on with obsolete, elevateprivileges, spawn and
+    // resourcecontrol denied; elevateprivileges stays allowed when run_as is set).
+    bool sandbox = true;
+    // -runas: the user qemu switches to once it has opened its files. Empty: qemu keeps the
+    // user qmpkit runs as.
+    std::string run_as{};
+
+    friend bool operator==(const security_definition&, const security_definition&) = default;
+};
+
 struct vm_definition {
     std::string name{};
     machine_type machine = machine_type::q35;
@@ -111,12 +137,13 @@ struct vm_definition {
     std::optional<std::string> append{};
     boot_mode boot = boot_mode::disk; // the loader picks kernel when a kernel is set
     bool command_channel = false;
-    bool guest_agent = false;
-    reset_definition reset{}; // qemu-ga's virtio-serial port (org.qemu.guest_agent.0)
+    bool guest_agent = false; // qemu-ga's virtio-serial port (org.qemu.guest_agent.0)
+    reset_definition reset{};
     std::vector<disk_definition> disks{};
     serial_definition serial{};
     std::optional<network_definition> network{};
     std::vector<std::string> extra_args{};
+    security_definition security{};
 
     // Not part of the value (see source_map's operator==).
     source_map sources{};
@@ -127,6 +154,9 @@ struct vm_definition {
 // A locally administered unicast MAC in QEMU's 52:54:00 range whose last three bytes are a hash
 // of the VM name, so a VM keeps its MAC (and its guest's DHCP lease) across launches.
 std::string default_mac_address(std::string_view vm_name);
+
+// The encryption of the disk named `disk`, nullopt when it is not encrypted or not there.
+std::optional<disk_encryption> disk_key(const vm_definition& def, std::string_view disk);
 
 // Field path of disks[index], for diagnostics: "disks[2]".
 std::string disk_field(std::size_t index);

@@ -12,7 +12,9 @@ namespace qmpkit::launcher {
 
 class vm_lock {
 public:
-    // Waits up to `timeout` (zero: try once); throws launcher::error naming the holder.
+    // Waits up to `timeout` (zero: try once); throws launcher::error naming the VM (the lock
+    // file's directory: a state directory is named after its VM) and the holder's pid and
+    // purpose.
     static vm_lock acquire(const std::filesystem::path& lock_file, std::string_view purpose,
                            std::chrono::milliseconds timeout);
 
@@ -24,6 +26,12 @@ public:
 
     void release();
     bool held() const noexcept { return fd_ >= 0; }
+
+    // For handing the lock to a forked child: a flock belongs to the open file, which parent and
+    // child share, so the child keeps holding it through this descriptor once the parent has
+    // closed its own copy with close_without_unlock().
+    int native_handle() const noexcept { return fd_; }
+    void close_without_unlock() noexcept;
 
 private:
     explicit vm_lock(int fd)

@@ -41,10 +41,8 @@ struct event {
     std::int64_t seconds = 0; // qemu's timestamp
     std::int64_t microseconds = 0;
 
-    std::chrono::system_clock::time_point timestamp() const {
-        return std::chrono::system_clock::time_point{std::chrono::seconds{seconds} +
-                                                     std::chrono::microseconds{microseconds}};
-    }
+    // Clamped to what a time_point holds: the fields are whatever the peer sent.
+    std::chrono::system_clock::time_point timestamp() const;
 };
 
 using message = std::variant<greeting, reply, error_reply, event>;

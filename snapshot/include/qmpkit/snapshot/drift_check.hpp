@@ -24,6 +24,10 @@ struct drift {
         chain_broken,      // an overlay's backing file is not the image recorded below it
         memory_missing,    // the snapshot saved RAM, but its images hold disk-only snapshots
         unreadable,        // the image is there but could not be inspected (the message says why)
+        current_missing,   // the metadata's current snapshot does not exist
+        interrupted,       // an operation was interrupted (its journal is in the state directory)
+        stray_file,        // a temporary file qmpkit made and never renamed into place
+        unknown_overlay,   // an overlay over one of the VM's images that nothing records
     };
 
     kind what = kind::missing_in_image;
@@ -36,7 +40,7 @@ struct drift {
 };
 
 // "missing in image", "unknown to qmpkit", "file missing", "chain broken", "memory missing",
-// "unreadable"
+// "unreadable", "current missing", "interrupted", "stray file", "unknown overlay"
 std::string_view to_string(drift::kind k) noexcept;
 
 // `qemu-img info` of one image (launcher::qemu_img::info, or a fake in tests); may throw.
@@ -47,6 +51,11 @@ struct drift_options {
     const launcher::vm_definition* definition = nullptr;
     // Whether a file exists; empty means std::filesystem::exists. Tests fake it.
     std::function<bool(const std::filesystem::path&)> exists{};
+    // The VM's state directory: searched for qmpkit's leftover temporary files and overlays.
+    // Empty: no directory is searched (the image directories neither).
+    std::filesystem::path state_dir{};
+    // The files in a directory; empty means std::filesystem::directory_iterator. Tests fake it.
+    std::function<std::vector<std::filesystem::path>(const std::filesystem::path&)> list_dir{};
 };
 
 // Every disagreement found, in the metadata's creation order (disks in record order), followed
@@ -60,7 +69,47 @@ struct drift_options {
 //                   images; an external one's memory file exists
 //   every image     mentioned by any record or the definition: each internal snapshot in it is
 //                   one that a record names for that image
+//   files           with a state directory: qmpkit's temporary files left by a crash in it and
+//                   in the images' directories (".snapshots.json.XXXXXX", ".NAME.qmpkit-tmp-*"),
+//                   and qcow2 files there that no record or definition names but whose backing
+//                   file is one of the VM's images (the VM's own overlay-naming, "VM-DISK.*.qcow2",
+//                   outside the state directory)
 std::vector<drift> check_drift(const snapshot_tree& tree, const image_info_function& info,
                                const drift_options& options = {});
+
+// What `snapshot check --repair` does about drift, decided without touching anything.
+struct repair_plan {
+    snapshot_tree tree;                          // the metadata after the repair
+    bool tree_changed = false;                   // tree must be written
+    std::vector<std::filesystem::path> remove{}; // leftovers qmpkit made that nothing needs
+    std::vector<std::string> done{};             // what the plan does, one line each
+    std::vector<drift> left{};                   // what a person has to decide
+};
+
+// The reconciliation rules. It never deletes data it cannot prove qmpkit made and nothing needs:
+//   missing in image, file missing (an image or memory file)
+//                     the snapshot's data is gone: its record is dropped, its children move to
+//                     its parent, current moves to the parent when it was current
+//   file missing (an external snapshot's overlay)
+//                     left: the snapshot itself (its frozen image) is whole, and reverting to it
+//                     makes a new overlay
+//   chain broken      when the recorded image's own backing file is the overlay's backing file
+//                     (the image in between was merged), the record follows; else left
+//   unknown to qmpkit adopted as a new internal snapshot when every writable disk of the
+//                     definition holds it and no record has its name (memory when one image
+//                     holds VM state); else left, never deleted
+//   stray file        removed (qmpkit's own temporary names only)
+//   current missing   done when the metadata was read: current is cleared
+//   anything else     left (unreadable images, unknown overlays, memory missing, interrupted)
+// options.definition is the VM's current definition (needed for adoption); info is asked about
+// the images the rules need.
+repair_plan plan_repair(const snapshot_tree& tree, const std::vector<drift>& found,
+                        const image_info_function& info, const drift_options& options = {});
+
+// What snapshot_manager::repair did, and what is still wrong afterwards.
+struct repair_result {
+    std::vector<std::string> done;
+    std::vector<drift> remaining;
+};
 
 } // namespace qmpkit::snapshot

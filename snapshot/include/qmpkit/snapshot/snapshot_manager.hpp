@@ -78,6 +78,9 @@ public:
 
     snapshot_tree tree() const;
     std::vector<drift> check() const;
+    // `snapshot check --repair`: finishes or takes back an interrupted operation, then
+    // reconciles the metadata with the images (plan_repair), under the VM's lock.
+    repair_result repair();
 
     snapshot_record create(const create_request& request);
     // The QMP commands create() would send (like virsh --print-xml), without sending them.

@@ -83,8 +83,9 @@ inline constexpr std::size_t max_snapshot_name_bytes = 128;
 // nullopt for a good name, else what is wrong with it ("starts with '-' ...").
 std::optional<std::string> snapshot_name_problem(std::string_view name);
 bool is_valid_snapshot_name(std::string_view name);
-// Throws error(invalid_name) quoting the name (escaped, shortened) and the problem.
-void require_valid_snapshot_name(std::string_view name);
+// Throws error(invalid_name) quoting the name (escaped, shortened) and the problem. `what` says
+// what the name is for: reset points follow the same rules.
+void require_valid_snapshot_name(std::string_view name, std::string_view what = "snapshot name");
 
 // The record as snapshots.json holds it (and `snapshot dump --json` prints it). Every field is
 // written, absent optionals as null or "".

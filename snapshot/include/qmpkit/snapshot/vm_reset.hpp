@@ -1,11 +1,14 @@
 #pragma once
 
-// Putting a VM back to a known state fast, for test harnesses. Two strategies so far:
+// Putting a VM back to a known state fast, for test harnesses. Three strategies:
 //   loadvm    snapshot-load of an internal snapshot, in place (the baseline);
 //   template  a reset point holds only the device state (migration with x-ignore-shared), a
 //             frozen copy of the RAM file and frozen disk images; a reset starts a new qemu that
 //             maps the RAM copy-on-write, gets fresh overlays over the frozen disks, loads the
 //             device state and continues. RAM is not copied, so the time does not grow with RAM.
+//   standby   template, with the new qemu started ahead of time (launcher/standby.hpp): a reset
+//             loads the device state into it and continues, and the next standby is prepared in
+//             the background.
 // The VM definition chooses (reset: {strategy: ...}); auto takes template where the VM's RAM is
 // file-backed and a reset point exists, else loadvm.
 
@@ -26,16 +29,28 @@ struct reset_point {
     std::filesystem::path device_state; // migration stream without RAM
     struct disk {
         std::string name;
-        std::filesystem::path base;    // frozen image
-        std::filesystem::path overlay; // what the VM writes to after a reset (made anew each time)
+        std::filesystem::path base; // frozen image; each reset gives the VM a fresh overlay on it
     };
     std::vector<disk> disks;
     std::string definition; // YAML of the VM as it was
 };
 
 struct reset_result {
-    std::string strategy; // "loadvm" or "template"
+    std::string strategy; // "loadvm", "template" or "standby"
     std::string target;   // the snapshot or reset point
+    std::chrono::microseconds took{0};
+};
+
+struct clone_request {
+    std::optional<std::string> point; // default: the newest reset point
+    int count = 1;
+    // Clones are named <prefix><n>, taking the first free n from 1; default "<vm>-clone-".
+    std::string prefix;
+    bool paused = false;
+};
+
+struct clone_result {
+    std::vector<std::string> names;
     std::chrono::microseconds took{0};
 };
 
@@ -53,6 +68,12 @@ public:
     // leaves the VM stopped with the error.
     reset_result reset(const std::optional<std::string>& target = std::nullopt,
                        bool paused = false);
+
+    // New VMs from a reset point, each with its own name, state directory and overlays over the
+    // point's frozen disks, all mapping the point's RAM copy-on-write; running unless paused.
+    // A clone resets to the point like its origin (qmpkit reset CLONE). All or nothing: if one
+    // clone fails, none is left.
+    clone_result clone(const clone_request& request);
 
 private:
     std::string vm_;

@@ -1,0 +1,75 @@
+#pragma once
+
+// A warm standby: a second qemu for a VM, started ahead of need and waiting for an incoming
+// migration (-incoming defer), so that a reset only loads the device state and continues
+// instead of starting qemu on the critical path.
+//
+// A standby lives in <state>/standby.<id>/ with its own sockets and records, supervised like
+// any qemu, and marked ready by standby.json there (its key says what it was prepared for). A
+// reset promotes it: its sockets are renamed over the VM's (a UNIX socket keeps working under a
+// new name, so <state>/qmp.sock stays the path users know), its runtime record and definition
+// become the VM's, and the qemu it replaced is told to quit; that qemu's supervisor sees it was
+// replaced and touches nothing of the VM's. A standby that is never promoted removes itself,
+// and the files it owns, when its qemu ends.
+
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/vm_definition.hpp>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+// The ready marker's name inside a standby's directory.
+inline constexpr const char* standby_marker_name = "standby.json";
+
+struct standby {
+    std::string key;          // what it was prepared for
+    state_directory files;    // its sockets, runtime.json and definition.yaml
+    runtime_info runtime;     // of its qemu
+    vm_definition definition; // what its qemu runs
+    std::vector<std::filesystem::path> owned_files;
+};
+
+// What a standby is made from. `prepare` runs in the background process that starts it, never
+// in the caller.
+struct standby_plan {
+    std::string key;
+    // Makes what the standby needs on disk (fresh overlays) and returns its definition and the
+    // files that are only its own.
+    std::function<std::pair<vm_definition, std::vector<std::filesystem::path>>()> prepare;
+    // Files of a replaced qemu to remove first (it may still be quitting: they are unlinked).
+    std::vector<std::filesystem::path> garbage;
+    // Runs once the standby is ready, while the preparation still holds the standby lock (so no
+    // other standby is being made): for tidying up after resets that died half-way.
+    std::function<void()> after_ready;
+    launch_options launch; // memory_template, extra_args (-incoming defer), state_root, ...
+};
+
+// Starts preparing a standby in a background process and returns at once. Any standby the VM
+// has is discarded first; if another preparation is under way this one gives up. Must be called
+// while the process has no other threads (it forks).
+void prepare_standby_in_background(const state_directory& dir, standby_plan plan);
+
+// The ready standby with this key. If one is being prepared, waits up to `timeout` for it.
+std::optional<standby> find_standby(const state_directory& dir, const std::string& key,
+                                    std::chrono::milliseconds timeout);
+
+// Makes the standby the VM's qemu: sockets, runtime record and definition (see above). The
+// caller holds the VM's lock, and tells the replaced qemu to quit afterwards.
+void promote_standby(const state_directory& dir, const standby& s);
+
+// Stops every standby of the VM (their qemus are killed: they hold no guest state) and waits
+// until they have cleaned up. Also removes leftovers of standbys whose supervisor died.
+void discard_standbys(const state_directory& dir);
+
+// Whether the VM has a ready standby, and for what.
+std::vector<standby> list_standbys(const state_directory& dir);
+
+} // namespace qmpkit::launcher

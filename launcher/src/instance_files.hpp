@@ -1,0 +1,35 @@
+#pragma once
+
+// Private: the files of one qemu instance (see qemu_instance in launch.hpp).
+
+#include <qmpkit/launcher/state_directory.hpp>
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+// <state>/<kind>.<random id>, mode 0700.
+std::filesystem::path make_instance_directory(const state_directory& dir, const char* kind);
+
+// Removes what starts of the VM left behind when they died half-way (<state>/starting.<id>).
+// Only for a caller that holds the VM's lock while it is not running.
+void remove_stale_instance_directories(const state_directory& dir);
+
+// Renames every socket `from` has to the same name in `to`, replacing what is there: a socket
+// keeps working under its new name, and connections made under the old one stay open.
+void move_sockets(const state_directory& from, const state_directory& to);
+
+// Marks a standby ready (standby.hpp): <standby dir>/standby.json.
+void write_standby_marker(const std::filesystem::path& standby_dir, const std::string& key,
+                          const std::vector<std::filesystem::path>& owned_files);
+
+// discard_standbys() for a caller that holds the standby lock.
+void discard_standbys_locked(const state_directory& dir);
+
+// 0 when the file does not exist.
+std::uint64_t inode_of(const std::filesystem::path& file);
+
+} // namespace qmpkit::launcher

@@ -1,0 +1,167 @@
+#include "instance_files.hpp"
+
+#include <qmpkit/launcher/atomic_file.hpp>
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
+#include <qmpkit/launcher/standby.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+namespace qmpkit::launcher {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+constexpr std::string_view standby_prefix = "standby.";
+
+std::vector<fs::path> standby_directories(const state_directory& dir) {
+    std::vector<fs::path> found;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir.path(), ec))
+        if (entry.path().filename().string().rfind(standby_prefix, 0) == 0 &&
+            entry.is_directory(ec))
+            found.push_back(entry.path());
+    return found;
+}
+
+struct marker {
+    std::string key;
+    std::vector<fs::path> owned_files;
+};
+
+std::optional<marker> read_marker(const fs::path& standby_dir) {
+    try {
+        const auto file = standby_dir / standby_marker_name;
+        if (!fs::exists(file))
+            return std::nullopt;
+        const auto o = json::parse(read_file(file)).as_object();
+        marker m;
+        m.key = o.at("key").as_string();
+        for (const auto& f : o.at("owned_files").as_array())
+            m.owned_files.emplace_back(std::string(f.as_string()));
+        return m;
+    } catch (const std::exception&) {
+        return std::nullopt; // half-made or damaged: not a standby anyone can use
+    }
+}
+
+// Whether `pid` is the qemu of the standby in `standby_dir` (not a recycled pid).
+bool is_standby_qemu(pid_t pid, const fs::path& standby_dir) {
+    if (pid <= 0 || !process_alive(pid))
+        return false;
+    std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
+    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    return args.find(standby_dir.string()) != std::string::npos;
+}
+
+} // namespace
+
+void write_standby_marker(const fs::path& standby_dir, const std::string& key,
+                          const std::vector<fs::path>& owned_files) {
+    json::array owned;
+    for (const auto& f : owned_files)
+        owned.emplace_back(f.string());
+    write_file_atomically(standby_dir / standby_marker_name,
+                          json::serialize(json::object{{"key", key}, {"owned_files", owned}}) +
+                              "\n");
+}
+
+std::vector<standby> list_standbys(const state_directory& dir) {
+    std::vector<standby> found;
+    for (const auto& path : standby_directories(dir)) {
+        auto m = read_marker(path);
+        if (!m)
+            continue;
+        state_directory files(dir.path(), path.filename().string());
+        try {
+            auto runtime = read_runtime_info(files);
+            if (!runtime || !is_standby_qemu(runtime->qemu_pid, path))
+                continue;
+            found.push_back({m->key, files, *runtime, load_definition(files.definition_copy()),
+                             m->owned_files});
+        } catch (const error&) {
+            // Its records are unreadable: it cannot be promoted, and discard_standbys removes it.
+        }
+    }
+    return found;
+}
+
+std::optional<standby> find_standby(const state_directory& dir, const std::string& key,
+                                    std::chrono::milliseconds timeout) {
+    auto ready = [&]() -> std::optional<standby> {
+        for (auto& s : list_standbys(dir))
+            if (s.key == key)
+                return std::move(s);
+        return std::nullopt;
+    };
+    if (auto s = ready())
+        return s;
+    // One may be on its way: its preparation holds the standby lock until it is ready.
+    try {
+        vm_lock::acquire(dir.standby_lock(), "waiting for a standby", timeout);
+    } catch (const error&) {
+        return std::nullopt;
+    }
+    return ready();
+}
+
+void promote_standby(const state_directory& dir, const standby& s) {
+    move_sockets(s.files, dir);
+    auto runtime = s.runtime;
+    std::error_code ec;
+    const auto log_size = fs::file_size(dir.serial_log(), ec);
+    runtime.serial_log_offset = ec ? 0 : log_size;
+    fs::remove(dir.exit_record(), ec);
+    write_runtime_info(dir, runtime);
+    fs::rename(s.files.definition_copy(), dir.definition_copy());
+    // Without the marker its supervisor knows the qemu is the VM's now.
+    fs::remove(s.files.path() / standby_marker_name);
+    fs::remove_all(s.files.path(), ec);
+}
+
+void discard_standbys(const state_directory& dir) {
+    // Waits for a preparation under way, so that nothing is left behind once this returns.
+    std::optional<vm_lock> lock;
+    try {
+        lock.emplace(vm_lock::acquire(dir.standby_lock(), "discarding standbys", 30s));
+    } catch (const error&) {
+        // A preparation that hangs must not keep the VM from stopping; go on without the lock.
+    }
+    discard_standbys_locked(dir);
+}
+
+void discard_standbys_locked(const state_directory& dir) {
+    for (const auto& path : standby_directories(dir)) {
+        state_directory files(dir.path(), path.filename().string());
+        std::optional<runtime_info> runtime;
+        try {
+            runtime = read_runtime_info(files);
+        } catch (const error&) {
+        }
+        if (runtime && is_standby_qemu(runtime->qemu_pid, path)) {
+            ::kill(runtime->qemu_pid, SIGKILL);
+            wait_for_exit(runtime->qemu_pid, 10s);
+            // Its supervisor removes the directory and the files it owns.
+            for (int i = 0; i < 100 && fs::exists(path); ++i)
+                std::this_thread::sleep_for(20ms);
+        }
+        if (fs::exists(path)) {
+            std::error_code ignored;
+            if (auto m = read_marker(path))
+                for (const auto& f : m->owned_files)
+                    fs::remove(f, ignored);
+            fs::remove_all(path, ignored);
+        }
+    }
+}
+
+} // namespace qmpkit::launcher
