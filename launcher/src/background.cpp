@@ -123,6 +123,14 @@ supervise_options logged(const supervise_options& supervision) {
         options.standby = true;
         options.owned_files = owned;
         auto vm = launch(definition, options);
+        if (plan.tidy_up) {
+            try {
+                plan.tidy_up(owned);
+            } catch (const std::exception& e) {
+                std::cerr << timestamp() << " tidying up before the standby: " << e.what()
+                          << std::endl;
+            }
+        }
         try {
             write_standby_marker(vm.instance().dir, plan.key, owned);
         } catch (...) {
@@ -132,14 +140,6 @@ supervise_options logged(const supervise_options& supervision) {
             for (const auto& file : owned)
                 std::filesystem::remove(file, ignored);
             throw;
-        }
-        if (plan.after_ready) {
-            try {
-                plan.after_ready();
-            } catch (const std::exception& e) {
-                std::cerr << timestamp() << " tidying up after the standby: " << e.what()
-                          << std::endl;
-            }
         }
         ::close(lock_fd); // ready: a reset waiting for it may go on
         std::cerr << timestamp() << " standby qemu pid " << vm.process().pid() << " ready for "

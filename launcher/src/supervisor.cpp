@@ -194,6 +194,12 @@ private:
         // must not have its new sockets removed by us afterwards. Standbys serve a running VM
         // only.
         discard_standbys(vm_.state());
+        // That may have waited: look again before touching what may be a successor's.
+        if (const auto now = read_runtime_info(vm_.state());
+            now && now->qemu_pid != vm_.process().pid()) {
+            say("qemu replaced while it ended (" + record.exit + ")");
+            return record;
+        }
         for (const auto& socket : vm_.state().sockets())
             std::filesystem::remove(socket, ignored);
         write_exit_record(vm_.state(), record);

@@ -24,6 +24,7 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <unistd.h>
 #include <vector>
 
 namespace qmpkit::snapshot::detail {
@@ -124,8 +125,13 @@ struct vm_context {
         } catch (const qmp::error&) {
         }
         qmp.reset();
-        if (runtime)
+        // Its supervisor records the end and tidies up after qemu: a qemu started before it is
+        // done could have its fresh records taken for the old one's.
+        if (runtime) {
             launcher::wait_for_exit(runtime->qemu_pid, 10s);
+            if (runtime->supervisor_pid != ::getpid())
+                launcher::wait_for_exit(runtime->supervisor_pid, 30s);
+        }
         for (int i = 0; i < 100 && !fs::exists(dir.exit_record()); ++i)
             std::this_thread::sleep_for(20ms);
         state = vm_state::shutoff;

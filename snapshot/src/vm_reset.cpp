@@ -233,10 +233,10 @@ std::vector<fs::path> superseded_overlays(const launcher::state_directory& dir,
 
 // Removes overlays in <state>/overlays that nothing uses: left by a reset or a standby
 // preparation that died half-way. Used means named by the VM's definition, a standby's, or a
-// reset point (as its frozen image). The caller holds the VM's lock and no standby is being
-// prepared, so no overlay is on its way into a definition.
-void sweep_overlays(const launcher::state_directory& dir) {
-    std::vector<fs::path> used;
+// reset point (as its frozen image), or in `used`. The caller holds the VM's lock and no
+// standby is being prepared (but the caller's own), so no other overlay is on its way into a
+// definition.
+void sweep_overlays(const launcher::state_directory& dir, std::vector<fs::path> used = {}) {
     auto add_disks = [&](const fs::path& definition) {
         for (const auto& d : launcher::load_definition(definition).disks)
             used.push_back(d.file);
@@ -410,11 +410,12 @@ void prepare_standby(const launcher::state_directory& dir, const reset_point& po
     plan.prepare = [point, dir] {
         return fresh_instance(point, dir.vm_name(), dir.overlays(), dir.definition_copy());
     };
-    plan.after_ready = [dir] {
+    plan.tidy_up = [dir](const std::vector<fs::path>& owned) {
         // Only while no operation holds the VM: a reset point being taken makes overlays too.
+        // Never waits: a reset may hold the VM's lock while it waits for this standby.
         try {
-            auto lock = launcher::vm_lock::acquire(dir.lock_file(), "tidying up overlays", 2s);
-            sweep_overlays(dir);
+            auto lock = launcher::vm_lock::acquire(dir.lock_file(), "tidying up overlays", 0s);
+            sweep_overlays(dir, owned);
         } catch (const launcher::error&) {
             // Busy: a later preparation tidies up.
         }
@@ -601,14 +602,18 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
             now = reset_from_template(ctx, point, paused, step);
         result.target = point.name;
         auto garbage = superseded_overlays(state, old_definition, *now);
-        if (strategy == launcher::reset_strategy::standby) {
-            prepare_standby(state, point, std::move(garbage));
-        } else {
+        if (result.strategy == "template") {
+            // The slow path may follow a reset that died half-way: tidy up now, while this
+            // holds the VM and no standby is being prepared. The standby path leaves it to the
+            // next preparation, off the critical path.
             std::error_code ignored;
             for (const auto& file : garbage)
                 fs::remove(file, ignored);
+            garbage.clear();
             sweep_overlays(state);
         }
+        if (strategy == launcher::reset_strategy::standby)
+            prepare_standby(state, point, std::move(garbage));
         step("cleaning up");
     }
     result.took = std::chrono::duration_cast<std::chrono::microseconds>(

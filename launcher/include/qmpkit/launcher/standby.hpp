@@ -46,9 +46,10 @@ struct standby_plan {
     std::function<std::pair<vm_definition, std::vector<std::filesystem::path>>()> prepare;
     // Files of a replaced qemu to remove first (it may still be quitting: they are unlinked).
     std::vector<std::filesystem::path> garbage;
-    // Runs once the standby is ready, while the preparation still holds the standby lock (so no
-    // other standby is being made): for tidying up after resets that died half-way.
-    std::function<void()> after_ready;
+    // Runs just before the standby is marked ready, while the preparation holds the standby
+    // lock (so no other standby is being made), with the files the standby owns: for tidying up
+    // after resets that died half-way.
+    std::function<void(const std::vector<std::filesystem::path>& owned)> tidy_up;
     launch_options launch; // memory_template, extra_args (-incoming defer), state_root, ...
 };
 
