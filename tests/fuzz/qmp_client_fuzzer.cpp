@@ -112,13 +112,13 @@ enum action : std::uint8_t {
     do_wait_event,   // the caller waits on a listener
     do_drop_listener,
     do_handshake,
-    do_close,       // the caller closes the client
-    let_time_pass,  // 1 ms, so that the 1 ms deadlines can pass (at most twice per input)
+    do_close,      // the caller closes the client
+    let_time_pass, // 1 ms, so that the 1 ms deadlines can pass (at most twice per input)
     action_count
 };
 
 constexpr std::array<std::string_view, 8> command_names = {
-    "query-status", "stop",        "cont",         "no-such-command",
+    "query-status", "stop",        "cont",          "no-such-command",
     "query-jobs",   "job-dismiss", "snapshot-save", "quit"};
 constexpr std::array<std::string_view, 5> event_names = {"STOP", "RESUME", "JOB_STATUS_CHANGE",
                                                          "SHUTDOWN", "BLOCK_JOB_READY"};
@@ -174,7 +174,7 @@ int dev_null() {
 
 class harness {
 public:
-    harness(two_ended_input& in)
+    explicit harness(two_ended_input& in)
         : in_(in) {
         const auto config = in_.byte();
         qmp::client_options options;
@@ -183,9 +183,8 @@ public:
             options.logger = trace_logger();
         options.connect_timeout = (config & 8) ? 1ms : 10s;
         options.listener_queue_limit = std::array<std::size_t, 4>{4096, 1, 2, 3}[(config >> 4) & 3];
-        options.max_message_size =
-            std::array<std::size_t, 4>{qmp::decoder::default_max_message_size, 64, 512,
-                                       4096}[(config >> 6) & 3];
+        options.max_message_size = std::array<std::size_t, 4>{
+            qmp::decoder::default_max_message_size, 64, 512, 4096}[(config >> 6) & 3];
         mirror_ = qmp::decoder(options.max_message_size);
         ending_ = in_.byte();
 
@@ -225,14 +224,16 @@ private:
         case send_return:
         case send_error:
             if (!read_commands_.empty()) {
-                const auto& [id, name] = read_commands_[in_.pick(read_commands_.size())];
+                // A copy: answering lets the client run, which may add to read_commands_.
+                const auto [id, name] = read_commands_[in_.pick(read_commands_.size())];
                 answer(json::value(id), name, a == send_error);
             }
             break;
         case send_odd_answer: {
             static const std::array<json::value, 7> ids = {
-                json::value(nullptr), json::value(-1), json::value("1"), json::value(1.0),
-                json::value(1000000), json::value(std::uint64_t(-1)), json::value(json::object{})};
+                json::value(nullptr),       json::value(-1),      json::value("1"),
+                json::value(1.0),           json::value(1000000), json::value(std::uint64_t(-1)),
+                json::value(json::object{})};
             const auto& id = ids[in_.pick(ids.size())];
             const bool error = in_.byte() & 1;
             answer(id, "", error);
@@ -279,13 +280,13 @@ private:
             json::object args;
             if (flags & 16)
                 args["tag"] = tag_++;
-            client_->async_execute(op.name, std::move(args), std::move(options),
-                                   asio::bind_cancellation_slot(
-                                       op.cancel.slot(), [&op](error_code ec, json::value v) {
-                                           ++op.completions;
-                                           op.ec = ec;
-                                           op.value = std::move(v);
-                                       }));
+            client_->async_execute(
+                op.name, std::move(args), std::move(options),
+                asio::bind_cancellation_slot(op.cancel.slot(), [&op](error_code ec, json::value v) {
+                    ++op.completions;
+                    op.ec = ec;
+                    op.value = std::move(v);
+                }));
             break;
         }
         case do_cancel:
@@ -298,13 +299,13 @@ private:
             break;
         case do_hmp: {
             auto& op = start(op_kind::hmp);
-            client_->async_hmp(in_.byte() & 1 ? "info status" : "savevm s1",
-                               asio::bind_cancellation_slot(op.cancel.slot(),
-                                                            [&op](error_code ec, std::string t) {
-                                                                ++op.completions;
-                                                                op.ec = ec;
-                                                                op.text = std::move(t);
-                                                            }));
+            client_->async_hmp(
+                in_.byte() & 1 ? "info status" : "savevm s1",
+                asio::bind_cancellation_slot(op.cancel.slot(), [&op](error_code ec, std::string t) {
+                    ++op.completions;
+                    op.ec = ec;
+                    op.text = std::move(t);
+                }));
             break;
         }
         case do_has_command: {
@@ -339,13 +340,13 @@ private:
                     slot.listener = std::make_unique<qmp::event_listener>();
                 client_->async_wait_event(
                     *slot.listener, in_.byte() & 1 ? 1ms : 0ms,
-                    asio::bind_cancellation_slot(
-                        op.cancel.slot(), [this, &op, which](error_code ec, qmp::event e) {
-                            ++op.completions;
-                            op.ec = ec;
-                            if (!ec)
-                                check_listener_event(listeners_[which], e);
-                        }));
+                    asio::bind_cancellation_slot(op.cancel.slot(),
+                                                 [this, &op, which](error_code ec, qmp::event e) {
+                                                     ++op.completions;
+                                                     op.ec = ec;
+                                                     if (!ec)
+                                                         check_listener_event(listeners_[which], e);
+                                                 }));
             }
             break;
         case do_drop_listener:
@@ -437,7 +438,8 @@ private:
                 sent_answers_.push_back({rep->id, false, rep->value});
             } else if (auto* err = std::get_if<qmp::error_reply>(&r->msg)) {
                 sent_answers_.push_back(
-                    {err->id, true, json::object{{"class", err->error_class}, {"desc", err->description}}});
+                    {err->id, true,
+                     json::object{{"class", err->error_class}, {"desc", err->description}}});
             } else {
                 sent_events_.push_back(std::get<qmp::event>(r->msg));
             }
@@ -545,9 +547,9 @@ private:
     void check_listener_event(listener_slot& slot, const qmp::event& e) {
         while (slot.cursor < sent_events_.size()) {
             const auto& sent = sent_events_[slot.cursor++];
-            const bool wanted = slot.names.empty() ||
-                                std::find(slot.names.begin(), slot.names.end(), sent.name) !=
-                                    slot.names.end();
+            const bool wanted =
+                slot.names.empty() ||
+                std::find(slot.names.begin(), slot.names.end(), sent.name) != slot.names.end();
             if (wanted && sent.name == e.name && sent.data == e.data && sent.seconds == e.seconds)
                 return;
         }
@@ -597,8 +599,7 @@ private:
                               op.greeting.version == first_greeting_->version,
                           "a handshake reported another greeting than the first one");
                 } else {
-                    check(is_qmp_error(op.ec) ||
-                              op.ec == boost::asio::error::already_connected ||
+                    check(is_qmp_error(op.ec) || op.ec == boost::asio::error::already_connected ||
                               op.ec == boost::system::errc::operation_in_progress,
                           "a handshake failed with a foreign error code");
                 }

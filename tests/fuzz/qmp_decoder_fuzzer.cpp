@@ -18,11 +18,10 @@
 
 #include <boost/json.hpp>
 
-#include <fuzzer/FuzzedDataProvider.h>
-
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <fuzzer/FuzzedDataProvider.h>
 #include <random>
 #include <string>
 #include <string_view>
@@ -42,7 +41,8 @@ json::value to_json(const qmp::message& m) {
                 json::array caps;
                 for (const auto& c : v.capabilities)
                     caps.emplace_back(c);
-                return json::object{{"QMP", json::object{{"version", v.version}, {"capabilities", caps}}}};
+                return json::object{
+                    {"QMP", json::object{{"version", v.version}, {"capabilities", caps}}}};
             } else if constexpr (std::is_same_v<T, qmp::reply>) {
                 return json::object{{"return", v.value}, {"id", v.id}};
             } else if constexpr (std::is_same_v<T, qmp::error_reply>) {
@@ -50,11 +50,10 @@ json::value to_json(const qmp::message& m) {
                     {"error", json::object{{"class", v.error_class}, {"desc", v.description}}},
                     {"id", v.id}};
             } else {
-                return json::object{
-                    {"event", v.name},
-                    {"data", v.data},
-                    {"timestamp",
-                     json::object{{"seconds", v.seconds}, {"microseconds", v.microseconds}}}};
+                return json::object{{"event", v.name},
+                                    {"data", v.data},
+                                    {"timestamp", json::object{{"seconds", v.seconds},
+                                                               {"microseconds", v.microseconds}}}};
             }
         },
         m);
