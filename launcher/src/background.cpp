@@ -132,6 +132,8 @@ supervise_options logged(const supervise_options& supervision) {
             }
         }
         try {
+            if (plan.arm)
+                plan.arm(vm.monitor());
             write_standby_marker(vm.instance().dir, plan.key, owned);
         } catch (...) {
             vm.process().kill(SIGKILL);

@@ -61,6 +61,19 @@ void wait_migration(qmp::client& qmp, const std::filesystem::path& file,
 void save_memory(qmp::client& qmp, const std::filesystem::path& file,
                  const std::function<void(double)>& progress,
                  const std::function<void(std::string_view)>& on_step) {
+    // qemu aborts (losing the guest) on a migration from a run state that may not lead to
+    // finish-migrate: restore-vm is what a failed loadvm leaves, and its guest is half-loaded
+    // anyway. The others mean another save or load is under way.
+    const auto status = qmp.execute("query-status");
+    const std::string run_state(status.as_object().at("status").as_string());
+    if (run_state == "restore-vm" || run_state == "save-vm" || run_state == "finish-migrate" ||
+        run_state == "inmigrate")
+        throw error(error_kind::unsupported,
+                    "qemu is in run state '" + run_state + "'" +
+                        (run_state == "restore-vm"
+                             ? " (a revert failed half-way, so the guest's state is not whole): "
+                               "revert to a snapshot or restart the VM before saving its memory"
+                             : " (another save or load is under way): try again once it ends"));
     const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         throw error(error_kind::other,

@@ -479,6 +479,7 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     if (request.memory_file && !ctx.running())
         throw error(error_kind::not_running,
                     "a snapshot with memory needs VM '" + vm_ + "' running");
+    ctx.require_whole_guest("take a snapshot");
     if (!external) {
         try {
             launcher::require_qcow2(ctx.def);
@@ -787,16 +788,25 @@ void delete_internal(vm_context& ctx, const snapshot_record& rec) {
     }
     auto& qmp = *ctx.qmp;
     std::vector<std::string> nodes;
+    std::vector<const disk_snapshot*> offline;
     for (const auto& d : rec.disks) {
         if (d.how != disk_snapshot::mode::internal)
             continue;
-        auto node = node_of(qmp, d.image);
-        if (!node)
-            throw error(error_kind::unsupported,
-                        "snapshot '" + rec.name + "' lives in " + d.image.string() +
-                            ", which the running VM does not use; shut the VM off to delete it");
-        nodes.push_back(*node);
+        if (auto node = node_of(qmp, d.image))
+            nodes.push_back(*node);
+        else
+            offline.push_back(&d);
     }
+    // Images the VM no longer runs on (a reset or a revert moved it to a fresh overlay) are
+    // changed with qemu-img, whose image lock refuses if another qemu (a clone, a standby) has
+    // them open. First: they are the likelier to refuse, before anything has changed.
+    if (!offline.empty()) {
+        const launcher::qemu_img img;
+        for (const auto* d : offline)
+            img.snapshot_delete(d->image, rec.name, launcher::disk_key(ctx.def, d->disk));
+    }
+    if (nodes.empty())
+        return;
     if (qmp.has_command("snapshot-delete")) {
         const auto job = detail::make_job_id("delete");
         detail::run_job(qmp, "snapshot-delete",

@@ -70,6 +70,7 @@ struct vm_context {
     snapshot_tree tree;
     std::optional<qmp::client> qmp;
     vm_state state = vm_state::shutoff;
+    std::string run_state; // qemu's, as query-status names it; empty when shut off
     const manager_options* options = nullptr;
 
     vm_context(const std::string& vm, const manager_options& o, std::string_view purpose)
@@ -101,6 +102,18 @@ struct vm_context {
     void refresh_state() {
         const auto status = qmp->execute("query-status");
         state = status.at("running").as_bool() ? vm_state::running : vm_state::paused;
+        run_state = std::string(status.at("status").as_string());
+    }
+
+    // A failed loadvm leaves qemu in restore-vm with the guest half-loaded: saving that state
+    // would keep garbage, and a migration from it makes qemu abort.
+    void require_whole_guest(std::string_view doing) const {
+        if (run_state == "restore-vm")
+            throw error(error_kind::unsupported,
+                        "cannot " + std::string(doing) + ": VM '" + dir.vm_name() +
+                            "' is in qemu run state 'restore-vm' (a revert failed half-way, so "
+                            "its guest state is not whole); revert to a snapshot again, or "
+                            "restart it (qmpkit destroy, qmpkit start)");
     }
 
     bool running() const { return qmp.has_value(); }
@@ -135,6 +148,7 @@ struct vm_context {
         for (int i = 0; i < 100 && !fs::exists(dir.exit_record()); ++i)
             std::this_thread::sleep_for(20ms);
         state = vm_state::shutoff;
+        run_state.clear();
     }
 
     // Starts qemu for `d` (in the background, supervised) and connects.

@@ -203,12 +203,25 @@ fresh_instance(const reset_point& point, const std::string& name, const fs::path
     return {std::move(def), std::move(overlays)};
 }
 
+// Every file the VM's snapshots live in or are built on: an internal snapshot taken while the
+// VM ran on an overlay lives inside it; an external one froze its image and made an overlay.
+std::vector<fs::path> snapshot_files(const launcher::state_directory& dir) {
+    std::vector<fs::path> files;
+    const auto tree = metadata_store(dir).load();
+    for (const auto* record : tree.all())
+        for (const auto& d : record->disks)
+            for (const auto& f : {d.image, d.overlay})
+                if (!f.empty())
+                    files.push_back(f);
+    return files;
+}
+
 // Overlays the VM ran on before a reset and no longer uses: the ones resets and reset points
-// made, never an image a user named or one a reset point is frozen on.
+// made, never an image a user named, one a reset point is frozen on, or one a snapshot needs.
 std::vector<fs::path> superseded_overlays(const launcher::state_directory& dir,
                                           const launcher::vm_definition& before,
                                           const launcher::vm_definition& after) {
-    std::vector<fs::path> frozen;
+    std::vector<fs::path> frozen = snapshot_files(dir);
     for (const auto& p : read_points(dir))
         for (const auto& d : p.disks)
             frozen.push_back(d.base);
@@ -232,10 +245,11 @@ std::vector<fs::path> superseded_overlays(const launcher::state_directory& dir,
 }
 
 // Removes overlays in <state>/overlays that nothing uses: left by a reset or a standby
-// preparation that died half-way. Used means named by the VM's definition, a standby's, or a
-// reset point (as its frozen image), or in `used`. The caller holds the VM's lock and no
-// standby is being prepared (but the caller's own), so no other overlay is on its way into a
-// definition.
+// preparation that died half-way. Used means named by the VM's definition, a standby's, a
+// reset point (as its frozen image) or a snapshot, in `used`, or in the backing chain of any of
+// these (a reset point removed leaves its frozen image under the overlays built on it). The
+// caller holds the VM's lock and no standby is being prepared (but the caller's own), so no
+// other overlay is on its way into a definition.
 void sweep_overlays(const launcher::state_directory& dir, std::vector<fs::path> used = {}) {
     auto add_disks = [&](const fs::path& definition) {
         for (const auto& d : launcher::load_definition(definition).disks)
@@ -248,13 +262,36 @@ void sweep_overlays(const launcher::state_directory& dir, std::vector<fs::path> 
     for (const auto& p : read_points(dir))
         for (const auto& d : p.disks)
             used.push_back(d.base);
+    for (auto& f : snapshot_files(dir))
+        used.push_back(std::move(f));
+    auto unused_files = [&] {
+        std::error_code ec;
+        std::vector<fs::path> unused;
+        for (const auto& entry : fs::directory_iterator(dir.overlays(), ec))
+            if (std::none_of(used.begin(), used.end(),
+                             [&](const fs::path& u) { return detail::same_file(u, entry.path()); }))
+                unused.push_back(entry.path());
+        return unused;
+    };
+    auto unused = unused_files();
+    if (unused.empty())
+        return;
+    // Only now, as it costs a qemu-img run per image: what the used images are built on.
+    const launcher::qemu_img img;
+    for (const auto& file : std::vector<fs::path>(used)) {
+        std::error_code ec;
+        if (!fs::exists(file, ec))
+            continue;
+        try {
+            for (const auto& layer : img.info_chain(file))
+                if (layer.full_backing_file)
+                    used.emplace_back(*layer.full_backing_file);
+        } catch (const std::exception&) {
+            return; // cannot tell what it is built on: remove nothing
+        }
+    }
     std::error_code ec;
-    std::vector<fs::path> unused;
-    for (const auto& entry : fs::directory_iterator(dir.overlays(), ec))
-        if (std::none_of(used.begin(), used.end(),
-                         [&](const fs::path& u) { return detail::same_file(u, entry.path()); }))
-            unused.push_back(entry.path());
-    for (const auto& file : unused)
+    for (const auto& file : unused_files())
         fs::remove(file, ec);
 }
 
@@ -279,10 +316,16 @@ private:
 
 // Loads a reset point's device state into a qemu waiting with -incoming defer. The MIGRATION
 // event says when it is done, sooner than polling would.
-void load_device_state(qmp::client& qmp, const fs::path& file) {
+void arm_for_device_state(qmp::client& qmp) {
     qmp.execute("migrate-set-capabilities",
                 {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", true}},
                                               {{"capability", "events"}, {"state", true}}}}});
+}
+
+// `armed`: arm_for_device_state already ran on this qemu (a standby is armed while prepared).
+void load_device_state(qmp::client& qmp, const fs::path& file, bool armed = false) {
+    if (!armed)
+        arm_for_device_state(qmp);
     auto migration = qmp.listen({"MIGRATION"});
     const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -371,7 +414,7 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
         qmp.emplace(o);
         qmp->connect(standby->files.qmp_socket());
         launcher::fault_point("reset.standby.before-load", standby->runtime.qemu_pid);
-        load_device_state(*qmp, point.device_state);
+        load_device_state(*qmp, point.device_state, true);
         step("loading the device state");
         launcher::fault_point("reset.standby.after-load", standby->runtime.qemu_pid);
     } catch (const std::exception& e) {
@@ -420,6 +463,7 @@ void prepare_standby(const launcher::state_directory& dir, const reset_point& po
             // Busy: a later preparation tidies up.
         }
     };
+    plan.arm = arm_for_device_state;
     plan.launch.state_root = dir.path().parent_path();
     plan.launch.memory_template = point.ram;
     plan.launch.extra_args = {"-incoming", "defer"};
@@ -444,6 +488,7 @@ reset_point vm_reset::create_point(const std::string& name) {
     vm_context ctx(vm_, options_, "creating a reset point");
     if (!ctx.running())
         throw error(error_kind::not_running, "a reset point needs VM '" + vm_ + "' running");
+    ctx.require_whole_guest("create a reset point");
     if (!ctx.def.reset.file_backed_memory())
         throw error(
             error_kind::unsupported,

@@ -26,6 +26,7 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
@@ -34,6 +35,7 @@
 #include <sstream>
 #include <sys/mount.h>
 #include <sys/statvfs.h>
+#include <thread>
 #include <unistd.h>
 
 namespace {
@@ -248,6 +250,16 @@ protected:
             EXPECT_TRUE(fs::exists(pristine_ / name) || wanted.contains(e.path()))
                 << "stray file in the image directory: " << e.path();
         }
+        // A supervisor whose qemu was killed may be writing its exit record right now: its
+        // temporary file is on its way, a left one stays.
+        auto writing = [] {
+            for (const auto& e : fs::directory_iterator(state()))
+                if (e.path().filename().string().starts_with("."))
+                    return true;
+            return false;
+        };
+        for (int i = 0; i < 100 && writing(); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
         for (const auto& e : fs::directory_iterator(state())) {
             const auto name = e.path().filename().string();
             EXPECT_FALSE(name.starts_with(".")) << "temporary file left: " << e.path();

@@ -50,6 +50,9 @@ struct standby_plan {
     // lock (so no other standby is being made), with the files the standby owns: for tidying up
     // after resets that died half-way.
     std::function<void(const std::vector<std::filesystem::path>& owned)> tidy_up;
+    // Runs on the standby's monitor before it is marked ready: settings a reset would
+    // otherwise send on its critical path (migration capabilities, say).
+    std::function<void(qmp::client&)> arm;
     launch_options launch; // memory_template, extra_args (-incoming defer), state_root, ...
 };
 
