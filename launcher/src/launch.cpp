@@ -182,6 +182,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
     // The instance directory is a state directory of its own for the sockets and records.
     const state_directory own(dir.path(), instance.dir.filename().string());
     std::optional<qemu_process> process;
+    std::filesystem::path created_ram; // removed again if the launch fails
     try {
         auto qmp_listener = listen_on(own.qmp_socket());
         auto events_listener = listen_on(own.events_socket());
@@ -210,6 +211,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
                 if (ram.get() < 0)
                     throw error("cannot create the RAM file " + paths.memory_file.string() + ": " +
                                 std::strerror(errno));
+                created_ram = paths.memory_file;
             }
         }
         qemu_command_options command_options;
@@ -291,6 +293,8 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         }
         std::error_code ignored;
         std::filesystem::remove_all(instance.dir, ignored);
+        if (!created_ram.empty())
+            std::filesystem::remove(created_ram, ignored);
         remove_created_disks(created);
         throw;
     }

@@ -92,6 +92,7 @@ private:
             const auto current = read_runtime_info(vm_.state());
             if (current && current->qemu_pid != vm_.process().pid()) {
                 say("replaced by another qemu: stopping this one");
+                replaced_ = true;
                 send_quit();
             }
         } catch (const error&) {
@@ -184,9 +185,11 @@ private:
         std::filesystem::remove_all(instance.dir, ignored);
         if (instance.ram_inode != 0 && inode_of(vm_.state().ram_file()) == instance.ram_inode)
             std::filesystem::remove(vm_.state().ram_file(), ignored);
-        // A standby promoted in this qemu's place owns the VM's sockets and records now.
+        // A standby promoted in this qemu's place owns the VM's sockets and records now. No
+        // record at all means a start is under way (it removes the old one first): that is a
+        // successor's too.
         const auto current = read_runtime_info(vm_.state());
-        if (current && current->qemu_pid != vm_.process().pid()) {
+        if (replaced_ || !current || current->qemu_pid != vm_.process().pid()) {
             say("qemu replaced by a reset ended (" + record.exit + ")");
             return record;
         }
@@ -196,7 +199,7 @@ private:
         discard_standbys(vm_.state());
         // That may have waited: look again before touching what may be a successor's.
         if (const auto now = read_runtime_info(vm_.state());
-            now && now->qemu_pid != vm_.process().pid()) {
+            !now || now->qemu_pid != vm_.process().pid()) {
             say("qemu replaced while it ended (" + record.exit + ")");
             return record;
         }
@@ -213,6 +216,7 @@ private:
     std::string shutdown_reason_;
     std::optional<clock_type::time_point> shutdown_started_;
     std::optional<clock_type::time_point> quit_sent_;
+    bool replaced_ = false; // the VM's runtime record named another qemu
     bool forced_ = false;
     bool killed_ = false;
     std::uint64_t runtime_inode_ = 0;

@@ -398,9 +398,10 @@ launcher::vm_definition reset_from_template(vm_context& ctx, const reset_point& 
     return def;
 }
 
-// The standby strategy: the qemu prepared for this point loads the device state and takes the
-// VM's place; the old one is told to quit and ends off the critical path. nullopt when there is
-// no usable standby (the caller falls back to the template strategy).
+// The standby strategy: the qemu prepared for this point, which has loaded the point's device
+// state already and waits paused at it, takes the VM's place; the old one is told to quit and
+// ends off the critical path. nullopt when there is no usable standby (the caller falls back to
+// the template strategy).
 std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const reset_point& point,
                                                           bool paused, step_timer& step) {
     auto standby = launcher::find_standby(ctx.dir, standby_key(point), 10s);
@@ -414,8 +415,12 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
         qmp.emplace(o);
         qmp->connect(standby->files.qmp_socket());
         launcher::fault_point("reset.standby.before-load", standby->runtime.qemu_pid);
-        load_device_state(*qmp, point.device_state, true);
-        step("loading the device state");
+        // A ready standby has loaded the state while it was prepared (see prepare_standby);
+        // should it still be waiting for it, it is loaded here.
+        const auto status = qmp->execute("query-status");
+        if (status.at("status").as_string() == "inmigrate")
+            load_device_state(*qmp, point.device_state, true);
+        step("checking the standby's state");
         launcher::fault_point("reset.standby.after-load", standby->runtime.qemu_pid);
     } catch (const std::exception& e) {
         if (ctx.options->logger)
@@ -463,7 +468,13 @@ void prepare_standby(const launcher::state_directory& dir, const reset_point& po
             // Busy: a later preparation tidies up.
         }
     };
-    plan.arm = arm_for_device_state;
+    // The device state is loaded now, off the critical path: the standby then waits paused at
+    // the point, and a reset only has to promote it and continue. Nothing in a paused qemu
+    // changes the guest's state until `cont`.
+    plan.arm = [state = point.device_state](qmp::client& qmp) {
+        arm_for_device_state(qmp);
+        load_device_state(qmp, state, true);
+    };
     plan.launch.state_root = dir.path().parent_path();
     plan.launch.memory_template = point.ram;
     plan.launch.extra_args = {"-incoming", "defer"};

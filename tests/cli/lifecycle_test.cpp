@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <set>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <thread>
@@ -251,6 +252,14 @@ TEST_F(lifecycle_test, qemu_killed_with_sigkill_is_reported_as_crashed) {
 TEST_F(lifecycle_test, a_failed_launch_reports_qemu_and_leaves_nothing_behind) {
     auto def = test::write_tiny_guest("broken", scratch_->path(), {{"system"}},
                                       "extra_args: [\"-device\", \"no-such-device-model\"]\n");
+    auto ram_files = [] {
+        std::set<std::string> names;
+        for (const auto& e : std::filesystem::directory_iterator("/dev/shm"))
+            if (e.path().filename().string().rfind("qmpkit-broken-", 0) == 0)
+                names.insert(e.path().filename().string());
+        return names;
+    };
+    const auto ram_before = ram_files();
     auto r = qmpkit({"start", def.string()});
     EXPECT_EQ(r.code, 1);
     EXPECT_NE(r.err.find("qemu failed to start"), std::string::npos) << r.err;
@@ -258,6 +267,7 @@ TEST_F(lifecycle_test, a_failed_launch_reports_qemu_and_leaves_nothing_behind) {
     EXPECT_NE(r.err.find("no-such-device-model"), std::string::npos) << r.err;
     EXPECT_NE(r.err.find("command: qemu-system-x86_64"), std::string::npos) << r.err;
     EXPECT_FALSE(std::filesystem::exists(scratch_->path() / "broken-system.qcow2"));
+    EXPECT_EQ(ram_files(), ram_before) << "the RAM file made for qemu was left in /dev/shm";
 }
 
 TEST_F(lifecycle_test, an_invalid_definition_is_refused_before_anything_happens) {

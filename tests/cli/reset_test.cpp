@@ -89,11 +89,12 @@ std::multiset<std::string> files_under(const fs::path& dir) {
     return names;
 }
 
-std::size_t shm_files(const std::string& vm) {
-    std::size_t n = 0;
+std::set<std::string> shm_files(const std::string& vm) {
+    std::set<std::string> names;
     for (const auto& e : fs::directory_iterator("/dev/shm"))
-        n += e.path().filename().string().rfind("qmpkit-" + vm + "-", 0) == 0;
-    return n;
+        if (e.path().filename().string().rfind("qmpkit-" + vm + "-", 0) == 0)
+            names.insert(e.path().filename().string());
+    return names;
 }
 
 // One booted VM per strategy, shared by the tests and destroyed at the end.
@@ -465,7 +466,7 @@ TEST_P(reset_test, zzz_stopping_the_vm_leaves_nothing_running) {
         EXPECT_NE(name.rfind("starting.", 0), 0u) << name;
         EXPECT_NE(e.path().extension(), ".sock") << name;
     }
-    EXPECT_EQ(shm_files(vm()), 0u);
+    EXPECT_EQ(shm_files(vm()), std::set<std::string>{});
     booted_.erase(vm());
 }
 

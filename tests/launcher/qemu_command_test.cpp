@@ -55,6 +55,10 @@ argv prologue(std::string_view machine = "q35", std::string_view name = "vm") {
               "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
               "-accel",
               "tcg",
+              "-global",
+              "virtio-pci.ioeventfd=off",
+              "-global",
+              "virtio-mmio.ioeventfd=off",
               "-smp",
               "1",
               "-m",
@@ -345,15 +349,17 @@ TEST(qemu_command, microvm_tsc_hint_only_under_tcg_and_only_once) {
     EXPECT_EQ(append_of(command("name: vm\nkernel: /k\nappend: \"\"\n")), "");
 }
 
-TEST(qemu_command, kvm_uses_the_host_cpu) {
+TEST(qemu_command, kvm_uses_the_host_cpu_and_tcg_no_ioeventfds) {
     auto tcg = command("name: vm\nkernel: /k\n", accel_mode::tcg);
     auto kvm = command("name: vm\nkernel: /k\n", accel_mode::kvm);
     auto at = std::find(tcg.begin(), tcg.end(), "-accel") - tcg.begin();
-    EXPECT_EQ(argv(tcg.begin() + at, tcg.begin() + at + 2), (argv{"-accel", "tcg"}));
+    EXPECT_EQ(argv(tcg.begin() + at, tcg.begin() + at + 6),
+              (argv{"-accel", "tcg", "-global", "virtio-pci.ioeventfd=off", "-global",
+                    "virtio-mmio.ioeventfd=off"}));
     EXPECT_EQ(argv(kvm.begin() + at, kvm.begin() + at + 4),
               (argv{"-accel", "kvm", "-cpu", "host"}));
     kvm.erase(kvm.begin() + at + 1, kvm.begin() + at + 4);
-    tcg.erase(tcg.begin() + at + 1);
+    tcg.erase(tcg.begin() + at + 1, tcg.begin() + at + 6);
     EXPECT_EQ(kvm, tcg);
 }
 

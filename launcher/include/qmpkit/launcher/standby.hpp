@@ -1,8 +1,8 @@
 #pragma once
 
-// A warm standby: a second qemu for a VM, started ahead of need and waiting for an incoming
-// migration (-incoming defer), so that a reset only loads the device state and continues
-// instead of starting qemu on the critical path.
+// A warm standby: a second qemu for a VM, started ahead of need (with -incoming defer; the
+// plan's `arm` step may load the guest's state into it right away), so that a reset only
+// promotes it and continues instead of starting qemu on the critical path.
 //
 // A standby lives in <state>/standby.<id>/ with its own sockets and records, supervised like
 // any qemu, and marked ready by standby.json there (its key says what it was prepared for). A
