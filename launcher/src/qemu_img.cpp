@@ -422,13 +422,15 @@ void qemu_img::create(const fs::path& image, disk_format format, std::optional<s
         args.push_back(std::to_string(*size));
     // Choosing a LUKS key's iteration count, qemu times a first round of PBKDF2 by the thread's
     // CPU time and gives up ("Unable to get accurate CPU usage") when that reads 0 ms, which a
-    // busy host's coarse CPU clock sometimes does. Another try measures anew.
+    // busy host's coarse CPU clock sometimes does: with tick-based accounting a round shorter
+    // than a tick reads 0 whenever no tick lands in it (three in a row were seen in CI). Each
+    // try measures anew and takes milliseconds.
     for (int attempt = 1;; ++attempt) {
         try {
             run_img({program_, timeout_}, args, what);
             break;
         } catch (const error& e) {
-            if (!encryption || attempt == 3 ||
+            if (!encryption || attempt == 10 ||
                 std::string_view(e.what()).find("Unable to get accurate CPU usage") ==
                     std::string_view::npos)
                 throw;

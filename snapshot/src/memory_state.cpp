@@ -23,16 +23,15 @@ void wait_migration(qmp::client& qmp, const std::filesystem::path& file,
                     const std::function<void(double)>& progress,
                     const std::function<void(std::string_view)>& on_step = {}) {
     const auto deadline = std::chrono::steady_clock::now() + 30min;
-    bool seen_active = false;
+    // The step is "migrate was sent, its end not yet seen": a small save may be over before
+    // the first look, so waiting to see it "active" would sometimes never get there.
+    if (on_step)
+        on_step("migration-running");
     for (;;) {
         const auto reply = qmp.execute("query-migrate");
         const auto& info = reply.as_object();
         const auto* status = info.if_contains("status");
         const std::string state = status ? std::string(status->as_string()) : "none";
-        if (state == "active" && !seen_active && on_step) {
-            seen_active = true;
-            on_step("migration-running");
-        }
         if (state == "completed")
             return;
         if (state == "failed" || state == "cancelled") {
