@@ -633,6 +633,23 @@ bool frozen_by_other(const snapshot_tree& tree, const std::string& except, const
     return false;
 }
 
+// After an overlay was merged into the image it was built on, the snapshots that lived in the
+// overlay (of `disk`) live in that image.
+void repoint_images(snapshot_tree& tree, const std::string& disk, const fs::path& from,
+                    const fs::path& to) {
+    for (const auto* r : tree.all()) {
+        auto updated = *r;
+        bool changed = false;
+        for (auto& x : updated.disks)
+            if (x.disk == disk && same_file(x.image, from)) {
+                x.image = to;
+                changed = true;
+            }
+        if (changed)
+            tree.update(updated);
+    }
+}
+
 // A new, empty overlay over the snapshot's frozen image: everything written after the snapshot
 // is left behind. Reuses the snapshot's own overlay file unless another snapshot froze it.
 fs::path fresh_overlay(const snapshot_tree& tree, const snapshot_record& rec,
@@ -880,17 +897,7 @@ void delete_external(vm_context& ctx, snapshot_tree& tree, const snapshot_record
                     disk.file = d.image;
             ctx.save_definition();
         }
-        for (const auto* r : tree.all()) {
-            auto updated = *r;
-            bool changed = false;
-            for (auto& x : updated.disks)
-                if (x.disk == d.disk && same_file(x.image, d.overlay)) {
-                    x.image = d.image;
-                    changed = true;
-                }
-            if (changed)
-                tree.update(updated);
-        }
+        repoint_images(tree, d.disk, d.overlay, d.image);
         std::error_code ignored;
         fs::remove(d.overlay, ignored);
     }
@@ -918,17 +925,7 @@ detail::operation_journal merge_journal(const vm_context& ctx, const snapshot_re
                 disk.file = d.image;
                 def_changed = true;
             }
-        for (const auto* r : tree.all()) {
-            auto updated = *r;
-            bool changed = false;
-            for (auto& x : updated.disks)
-                if (x.disk == d.disk && same_file(x.image, d.overlay)) {
-                    x.image = d.image;
-                    changed = true;
-                }
-            if (changed)
-                tree.update(updated);
-        }
+        repoint_images(tree, d.disk, d.overlay, d.image);
     }
     tree.remove(rec.name);
     journal.after_metadata = metadata_store::serialize(tree);
