@@ -137,6 +137,7 @@ json::object status_json(const launcher::vm_status& st) {
     json::object o{{"name", st.name},
                    {"state", st.state},
                    {"reason", st.reason},
+                   {"run_state", st.run_state},
                    {"qemu_pid", st.qemu_pid},
                    {"supervisor_pid", st.supervisor_pid},
                    {"accel", st.accel},

@@ -554,6 +554,32 @@ void qemu_img::snapshot_delete(const fs::path& image, const std::string& name,
     });
 }
 
+void qemu_img::commit(const fs::path& overlay, const std::optional<disk_encryption>& key) const {
+    const std::string what = "cannot commit " + quoted(overlay) + " into its backing file";
+    auto spec = image_spec_for(overlay, key);
+    std::vector<std::string> args{"commit"};
+    args.insert(args.end(), spec.options.begin(), spec.options.end());
+    args.insert(args.end(), {"-q", "-d", spec.image});
+    run_img({program_, timeout_}, std::move(args), what);
+}
+
+void qemu_img::rebase(const fs::path& image, const std::optional<fs::path>& new_backing,
+                      std::optional<disk_format> new_backing_format,
+                      const std::optional<disk_encryption>& key, bool unsafe) const {
+    const std::string what = "cannot rebase " + quoted(image);
+    auto spec = image_spec_for(image, key);
+    std::vector<std::string> args{"rebase"};
+    args.insert(args.end(), spec.options.begin(), spec.options.end());
+    args.push_back("-q");
+    if (unsafe)
+        args.push_back("-u");
+    args.insert(args.end(), {"-b", new_backing ? path_arg(*new_backing) : std::string()});
+    if (new_backing && new_backing_format)
+        args.insert(args.end(), {"-F", std::string(to_string(*new_backing_format))});
+    args.push_back(spec.image);
+    run_img({program_, timeout_}, std::move(args), what);
+}
+
 std::vector<image_snapshot> qemu_img::snapshot_list(const fs::path& image) const {
     return info(image).snapshots;
 }

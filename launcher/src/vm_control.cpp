@@ -62,6 +62,27 @@ std::string string_at(const json::object& o, const char* key) {
     return v && v->is_string() ? std::string(v->get_string()) : std::string();
 }
 
+// Which disk stopped the guest, from query-block's io-status ("nospace" or "failed").
+std::string io_error_reason(qmp::client& qmp) {
+    std::string reason;
+    const auto reply = qmp.execute("query-block");
+    for (const auto& entry : reply.as_array()) {
+        const auto& o = entry.as_object();
+        const auto io = string_at(o, "io-status");
+        if (io.empty() || io == "ok")
+            continue;
+        std::string file;
+        if (const auto* in = o.if_contains("inserted"); in && in->is_object())
+            file = image_file_of(string_at(in->as_object(), "file"));
+        if (!reason.empty())
+            reason += "; ";
+        reason += "I/O error on disk '" + disk_name_of(string_at(o, "qdev")) + "' (" + file +
+                  "): " + (io == "nospace" ? "no space left on its file system" : "write failed");
+    }
+    return (reason.empty() ? std::string("I/O error") : reason) +
+           "; the guest continues where it stopped once resumed";
+}
+
 } // namespace
 
 vm_status query_status(const state_directory& dir, const connect_options& options) {
@@ -93,7 +114,14 @@ vm_status query_status(const state_directory& dir, const connect_options& option
             auto vm = vm_connection::open(dir, "status", options);
             auto status = vm.qmp().execute("query-status").as_object();
             const auto runstate = string_at(status, "status");
+            st.run_state = runstate;
             st.state = runstate == "prelaunch" ? "paused" : runstate;
+            if (runstate == "io-error") {
+                // qemu stopped the guest on a write error (werror=enospc is the default): the
+                // guest is paused, and resumes where it was once the cause is gone.
+                st.state = "paused";
+                st.reason = io_error_reason(vm.qmp());
+            }
             auto kvm = vm.qmp().execute("query-kvm").as_object();
             st.accel = kvm.at("enabled").as_bool() ? "kvm" : "tcg";
             for (const auto& s : list_standbys(dir))

@@ -1,5 +1,6 @@
 #include "memory_state.hpp"
 
+#include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/snapshot/error.hpp>
 
 #include <boost/json.hpp>
@@ -55,11 +56,30 @@ void wait_migration(qmp::client& qmp, const std::filesystem::path& file,
     }
 }
 
+std::filesystem::path bandwidth_record(const std::filesystem::path& state_dir) {
+    return state_dir / "migration-bandwidth.json";
+}
+
 } // namespace
+
+void restore_left_bandwidth(qmp::client& qmp, const std::filesystem::path& state_dir) noexcept {
+    const auto record = bandwidth_record(state_dir);
+    std::error_code ec;
+    if (state_dir.empty() || !std::filesystem::exists(record, ec))
+        return;
+    try {
+        const auto old = json::parse(launcher::read_file(record)).as_object().at("max-bandwidth");
+        qmp.execute("migrate-set-parameters", {{"max-bandwidth", old}});
+        std::filesystem::remove(record, ec);
+    } catch (const std::exception&) {
+        // qemu busy or gone: the record stays for the next operation.
+    }
+}
 
 void save_memory(qmp::client& qmp, const std::filesystem::path& file,
                  const std::function<void(double)>& progress,
-                 const std::function<void(std::string_view)>& on_step) {
+                 const std::function<void(std::string_view)>& on_step,
+                 const std::filesystem::path& state_dir) {
     // qemu aborts (losing the guest) on a migration from a run state that may not lead to
     // finish-migrate: restore-vm is what a failed loadvm leaves, and its guest is half-loaded
     // anyway. The others mean another save or load is under way.
@@ -89,6 +109,13 @@ void save_memory(qmp::client& qmp, const std::filesystem::path& file,
     // a later real migration behaves as the user set it.
     const auto parameters = qmp.execute("query-migrate-parameters");
     const auto old_bandwidth = parameters.as_object().at("max-bandwidth");
+    // Recorded first: should this process die before the end, the next operation restores it.
+    // A record left by an earlier save holds the user's value, not the raised one: keep it.
+    std::error_code ec;
+    if (!state_dir.empty() && !std::filesystem::exists(bandwidth_record(state_dir), ec))
+        launcher::write_file_atomically(
+            bandwidth_record(state_dir),
+            json::serialize(json::object{{"max-bandwidth", old_bandwidth}}) + "\n");
     qmp.execute("migrate-set-parameters", {{"max-bandwidth", std::int64_t{1} << 40}});
     try {
         qmp.execute("migrate", {{"uri", std::string("fd:") + fd_name}});
@@ -97,13 +124,13 @@ void save_memory(qmp::client& qmp, const std::filesystem::path& file,
         // qemu may be gone (that is often why we are here): the half-written file goes first.
         std::error_code ignored;
         std::filesystem::remove(file, ignored);
-        try {
-            qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});
-        } catch (const std::exception&) {
-        }
+        restore_left_bandwidth(qmp, state_dir);
         throw;
     }
-    qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});
+    if (state_dir.empty())
+        qmp.execute("migrate-set-parameters", {{"max-bandwidth", old_bandwidth}});
+    else
+        restore_left_bandwidth(qmp, state_dir);
     // qemu wrote through its own descriptor: make the file durable before recording it.
     const int sync_fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
     if (sync_fd >= 0) {

@@ -15,9 +15,17 @@ namespace qmpkit::snapshot::detail {
 // (postmigrate): the caller snapshots the disks at this same point, then resumes it.
 // on_step: called with "migration-running" once qemu reports the migration active (the fault
 // point of a memory save hangs there).
+// state_dir: the VM's state directory, where the migration bandwidth the save replaces is
+// recorded while it runs (see restore_left_bandwidth).
 void save_memory(qmp::client& qmp, const std::filesystem::path& file,
                  const std::function<void(double)>& progress,
-                 const std::function<void(std::string_view step)>& on_step = {});
+                 const std::function<void(std::string_view step)>& on_step = {},
+                 const std::filesystem::path& state_dir = {});
+
+// A save raises qemu's max-bandwidth for its own run and puts the old value back at the end; a
+// qmpkit killed in between leaves the raised value, and the old one in the state directory.
+// Every operation that connects to the VM calls this: it puts that value back, once.
+void restore_left_bandwidth(qmp::client& qmp, const std::filesystem::path& state_dir) noexcept;
 
 // Loads into a qemu started with `-incoming defer`; the VM is paused afterwards.
 void load_memory(qmp::client& qmp, const std::filesystem::path& file);

@@ -1,3 +1,4 @@
+#include "free_space.hpp"
 #include "text.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
@@ -198,7 +199,8 @@ void metadata_store::save(const snapshot_tree& tree) const {
     try {
         launcher::write_file_atomically(file_, text);
     } catch (const launcher::error& e) {
-        throw error(error_kind::metadata_io, e.what());
+        throw error(error_kind::metadata_io,
+                    e.what() + detail::full_file_system_hint({file_.parent_path()}));
     }
 }
 

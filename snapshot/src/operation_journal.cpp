@@ -1,3 +1,4 @@
+#include "free_space.hpp"
 #include "operation_journal.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
@@ -59,7 +60,8 @@ void write_journal(const launcher::state_directory& dir, const operation_journal
     try {
         launcher::write_file_atomically(journal_file(dir), qmp::indented_json(doc) + "\n");
     } catch (const launcher::error& e) {
-        throw error(error_kind::metadata_io, e.what());
+        throw error(error_kind::metadata_io,
+                    e.what() + full_file_system_hint({dir.path()}) + ". Nothing was changed.");
     }
 }
 

@@ -1,3 +1,4 @@
+#include "free_space.hpp"
 #include "guest_freeze.hpp"
 #include "interrupted_operation.hpp"
 #include "memory_state.hpp"
@@ -22,6 +23,7 @@
 #include <qmpkit/snapshot/error.hpp>
 #include <qmpkit/snapshot/metadata_store.hpp>
 #include <qmpkit/snapshot/snapshot_manager.hpp>
+#include <qmpkit/snapshot/vm_reset.hpp>
 
 #include <boost/json.hpp>
 #include <spdlog/logger.h>
@@ -366,7 +368,8 @@ void create_external_running(vm_context& ctx, snapshot_record& record,
             [&](double f) { ctx.report("saving memory of " + record.name, f); },
             [&](std::string_view step) {
                 launcher::fault_point("snapshot.memory." + std::string(step), ctx.dir);
-            });
+            },
+            ctx.dir.path());
         launcher::fault_point("snapshot.memory.after-migration", ctx.dir);
     }
     try {
@@ -594,8 +597,16 @@ snapshot_record snapshot_manager::create(const create_request& request) {
             ctx.save_tree();
         }
         launcher::fault_point(step + ".after-metadata", ctx.dir);
-    } catch (...) {
+    } catch (const std::exception& e) {
         detail::resolve_after_failure(ctx, journal);
+        // Where the snapshot was to go, and where its records go: the one that is full.
+        std::vector<fs::path> places{ctx.dir.path()};
+        for (const auto& d : disks)
+            places.push_back(d.how == disk_snapshot::mode::external ? d.overlay : d.image);
+        if (request.memory_file)
+            places.push_back(record.memory_file);
+        if (const auto hint = detail::full_file_system_hint(places); !hint.empty())
+            throw error(error_kind::other, e.what() + hint);
         throw;
     }
     detail::remove_journal(ctx.dir);
@@ -651,20 +662,129 @@ void repoint_images(snapshot_tree& tree, const std::string& disk, const fs::path
 }
 
 // A new, empty overlay over the snapshot's frozen image: everything written after the snapshot
-// is left behind. Reuses the snapshot's own overlay file unless another snapshot froze it.
-fs::path fresh_overlay(const snapshot_tree& tree, const snapshot_record& rec,
-                       const disk_snapshot& d, const launcher::qemu_img& img,
+// is left behind. Reuses the snapshot's own overlay file unless another snapshot froze it; then
+// the new one goes to the state directory's overlays/, where qmpkit tidies up what it made.
+fs::path fresh_overlay(const vm_context& ctx, const snapshot_record& rec, const disk_snapshot& d,
+                       const launcher::qemu_img& img,
                        const std::optional<launcher::disk_encryption>& key) {
     fs::path target = d.overlay;
-    if (frozen_by_other(tree, rec.name, d.overlay))
-        target = d.overlay.parent_path() / (d.overlay.stem().string() + ".r" + hex_id() + ".qcow2");
-    else {
+    if (frozen_by_other(ctx.tree, rec.name, d.overlay)) {
+        fs::create_directories(ctx.dir.overlays());
+        target = ctx.dir.overlays() / (d.disk + ".r" + hex_id() + ".qcow2");
+    } else {
         std::error_code ignored;
         fs::remove(d.overlay, ignored);
     }
     img.create(target, launcher::disk_format::qcow2, std::nullopt, d.image,
                img.info(d.image).known_format(), key);
     return target;
+}
+
+// The file each disk of the VM writes to now: qemu's active layer while it runs, else the
+// definition's (which names the overlay a reset point or a reset left it on).
+std::map<std::string, fs::path> active_files(vm_context& ctx) {
+    std::map<std::string, fs::path> files;
+    if (ctx.running())
+        for (const auto& [name, d] : live_disks(*ctx.qmp))
+            files[name] = d.file;
+    else
+        for (const auto& d : ctx.def.disks)
+            files[d.name] = d.file;
+    return files;
+}
+
+// What relies on `image` staying as it is, in words for an error message: an external snapshot
+// built its overlay on it, or a reset point's frozen disk is this image. Empty when nothing does.
+std::string what_freezes(const vm_context& ctx, const fs::path& image) {
+    for (const auto* r : ctx.tree.all())
+        for (const auto& d : r->disks)
+            if (d.how == disk_snapshot::mode::external && same_file(d.image, image))
+                return "external snapshot '" + r->name + "' froze it (delete '" + r->name +
+                       "' first: qmpkit snapshot delete " + ctx.dir.vm_name() + " " + r->name +
+                       " merges its overlay into the image; or revert to '" + r->name + "')";
+    for (const auto& p : vm_reset(ctx.dir.vm_name(), *ctx.options).points())
+        for (const auto& d : p.disks)
+            if (same_file(d.base, image))
+                return "reset point '" + p.name +
+                       "' froze it (delete the reset point first: " + "qmpkit reset-point delete " +
+                       ctx.dir.vm_name() + " " + p.name + "; or reset to it: qmpkit reset " +
+                       ctx.dir.vm_name() + " " + p.name + ")";
+    return {};
+}
+
+// An internal snapshot lives in the image that was the disk's active layer when it was taken.
+// Since then a reset point, a reset or an external snapshot may have put an overlay on top:
+// qemu's snapshot-load looks only at the active layer and would fail half-way (run state
+// restore-vm). Such a revert restarts qemu on the image that holds the snapshot, which is safe
+// only while nothing else relies on that image's present contents: refuse otherwise, before
+// anything changes. Returns the disks whose active layer must move back, empty for none.
+std::map<std::string, fs::path> internal_images_to_return_to(vm_context& ctx,
+                                                             const snapshot_record& rec) {
+    const auto active = active_files(ctx);
+    std::map<std::string, fs::path> moves;
+    for (const auto& d : rec.disks) {
+        if (d.how != disk_snapshot::mode::internal)
+            continue;
+        const auto now = active.find(d.disk);
+        if (now != active.end() && same_file(now->second, d.image))
+            continue;
+        if (const auto why = what_freezes(ctx, d.image); !why.empty())
+            throw error(error_kind::unsupported,
+                        "cannot revert VM '" + ctx.dir.vm_name() + "' to snapshot '" + rec.name +
+                            "': it lives in " + d.image.string() + " (disk '" + d.disk +
+                            "'), under the overlay the VM runs on now, and " + why +
+                            ". Nothing was changed.");
+        moves[d.disk] = d.image;
+    }
+    return moves;
+}
+
+// Whether qemu sees internal snapshot `tag` in the image of `node`: checked before a load so
+// that a missing snapshot is an error and not a half-loaded guest.
+bool node_has_snapshot(qmp::client& qmp, const std::string& node, const std::string& tag) {
+    const auto nodes = qmp.execute("query-named-block-nodes");
+    for (const auto& n : nodes.as_array()) {
+        const auto& o = n.as_object();
+        if (o.at("node-name").as_string() != node)
+            continue;
+        const auto* image = o.if_contains("image");
+        const auto* list =
+            image && image->is_object() ? image->as_object().if_contains("snapshots") : nullptr;
+        if (!list || !list->is_array())
+            return false;
+        return std::any_of(list->as_array().begin(), list->as_array().end(),
+                           [&](auto& s) { return s.as_object().at("name").as_string() == tag; });
+    }
+    return false;
+}
+
+// After a revert moved the VM off the files it wrote to, those that qmpkit made (overlays in the
+// state directory) and that nothing names any more — no snapshot, reset point or definition —
+// are removed: nothing can be built on a file nothing names.
+void remove_abandoned_overlays(vm_context& ctx, const vm_definition& before) {
+    std::vector<fs::path> named;
+    for (const auto* r : ctx.tree.all())
+        for (const auto& d : r->disks)
+            for (const auto& f : {d.image, d.overlay})
+                if (!f.empty())
+                    named.push_back(f);
+    for (const auto& p : vm_reset(ctx.dir.vm_name(), *ctx.options).points())
+        for (const auto& d : p.disks)
+            named.push_back(d.base);
+    for (const auto& d : ctx.def.disks)
+        named.push_back(d.file);
+    const auto ours = fs::weakly_canonical(ctx.dir.overlays()).string() + "/";
+    for (const auto& d : before.disks) {
+        if (fs::weakly_canonical(d.file).string().rfind(ours, 0) != 0)
+            continue;
+        if (std::any_of(named.begin(), named.end(),
+                        [&](const fs::path& f) { return same_file(f, d.file); }))
+            continue;
+        std::error_code ignored;
+        fs::remove(d.file, ignored);
+        if (ctx.options->logger)
+            ctx.options->logger->debug("revert: removed the abandoned overlay {}", d.file.string());
+    }
 }
 
 vm_state wanted_state(const revert_request& r, vm_state snapshot_state) {
@@ -682,6 +802,12 @@ void load_internal(vm_context& ctx, const snapshot_record& rec) {
     for (const auto& d : rec.disks)
         if (d.how == disk_snapshot::mode::internal)
             nodes.push_back(live.at(d.disk).node_name);
+    for (std::size_t i = 0; i < nodes.size(); ++i)
+        if (!node_has_snapshot(qmp, nodes[i], rec.name))
+            throw error(error_kind::drift, "cannot revert to snapshot '" + rec.name +
+                                               "': qemu does not find it in the image of node " +
+                                               nodes[i] + " (run qmpkit snapshot check " +
+                                               ctx.dir.vm_name() + "). Nothing was changed.");
     if (qmp.has_command("snapshot-load")) {
         const auto job = detail::make_job_id("load");
         detail::job_options o;
@@ -720,6 +846,18 @@ void snapshot_manager::revert(const std::string& name, const revert_request& req
                         "; revert with --force to restore the snapshot's configuration");
     const auto wanted = wanted_state(request, rec.state);
     const launcher::qemu_img img;
+    // Every check that can refuse comes before the first change.
+    const auto moves = rec.location == snapshot_location::internal
+                           ? internal_images_to_return_to(ctx, rec)
+                           : std::map<std::string, fs::path>{};
+    for (auto& disk : then.disks)
+        if (auto m = moves.find(disk.name); m != moves.end()) {
+            disk.file = m->second;
+            disk.format = launcher::disk_format::qcow2;
+            disk.size.reset();
+            disk.backing.reset();
+        }
+    const auto before = ctx.def;
 
     auto after_tree = ctx.tree;
     after_tree.set_current(name);
@@ -734,11 +872,16 @@ void snapshot_manager::revert(const std::string& name, const revert_request& req
     detail::write_journal(ctx.dir, journal);
     try {
         if (rec.location == snapshot_location::internal && rec.memory) {
-            if (ctx.running() && difference.empty()) {
+            if (ctx.running() && difference.empty() && moves.empty()) {
+                // The snapshot-load job resumes a guest that ran when it started: one that is
+                // to stay paused is stopped first, so it never runs past the snapshot.
+                if (wanted != vm_state::running && ctx.state == vm_state::running)
+                    ctx.set_run_state(vm_state::paused);
                 load_internal(ctx, rec);
             } else {
-                // A different configuration (or no qemu at all): start qemu with the snapshot's
-                // configuration and let it load the snapshot before the guest runs.
+                // A different configuration, disks to bring back to the images that hold the
+                // snapshot, or no qemu at all: start qemu on the snapshot's configuration and
+                // let it load the snapshot before the guest runs.
                 ctx.stop_vm();
                 ctx.start_vm(then, {"-loadvm", name}, true);
             }
@@ -760,7 +903,7 @@ void snapshot_manager::revert(const std::string& name, const revert_request& req
             for (const auto& d : rec.disks) {
                 if (d.how != disk_snapshot::mode::external)
                     continue;
-                auto fresh = fresh_overlay(ctx.tree, rec, d, img, launcher::disk_key(then, d.disk));
+                auto fresh = fresh_overlay(ctx, rec, d, img, launcher::disk_key(then, d.disk));
                 for (auto& disk : then.disks)
                     if (disk.name == d.disk) {
                         disk.file = fresh;
@@ -789,6 +932,7 @@ void snapshot_manager::revert(const std::string& name, const revert_request& req
         throw;
     }
     detail::remove_journal(ctx.dir);
+    remove_abandoned_overlays(ctx, before);
 }
 
 // --- delete ------------------------------------------------------------------------------------
@@ -836,11 +980,79 @@ void delete_internal(vm_context& ctx, const snapshot_record& rec) {
 
 // Merges the snapshot's overlay into its frozen image (block-commit), or, where another snapshot
 // still needs that image as it is, pulls the image's data up into the overlay (block-stream).
+// The same for a shut-off VM, with qemu-img: commit (or rebase, where another snapshot still
+// needs the image as it is). The definition and the tree are changed in memory only, and the
+// merged-away overlays are returned, not removed: the caller writes the tree first, then the
+// definition, then removes them, so that a crash in between never leaves the definition on an
+// image whose snapshot record could still be merged into it again.
+std::vector<fs::path> delete_external_offline(vm_context& ctx, snapshot_tree& tree,
+                                              const snapshot_record& rec) {
+    const launcher::qemu_img img;
+    std::vector<fs::path> merged;
+    for (const auto& d : rec.disks) {
+        if (d.how != disk_snapshot::mode::external)
+            continue;
+        auto disk = std::find_if(ctx.def.disks.begin(), ctx.def.disks.end(),
+                                 [&](auto& x) { return x.name == d.disk; });
+        if (disk == ctx.def.disks.end())
+            throw error(error_kind::drift, "snapshot '" + rec.name + "' has disk '" + d.disk +
+                                               "', which VM '" + ctx.dir.vm_name() +
+                                               "' no longer has (delete with --metadata)");
+        const auto key = launcher::disk_key(ctx.def, d.disk);
+        // The layer of the VM's chain built right on the overlay, if the overlay is not the top.
+        std::optional<fs::path> above;
+        const bool active = same_file(disk->file, d.overlay);
+        if (!active) {
+            fs::path layer = disk->file;
+            for (const auto& info : img.info_chain(disk->file)) {
+                if (info.full_backing_file && same_file(*info.full_backing_file, d.overlay)) {
+                    above = layer;
+                    break;
+                }
+                if (!info.full_backing_file)
+                    break;
+                layer = *info.full_backing_file;
+            }
+            if (!above)
+                throw error(error_kind::unsupported,
+                            "snapshot '" + rec.name + "' is not on the branch VM '" +
+                                ctx.dir.vm_name() +
+                                "' runs on (revert to it first, or delete with --metadata)");
+        }
+        const auto overlay_info = img.info(d.overlay);
+        if (!overlay_info.full_backing_file || !same_file(*overlay_info.full_backing_file, d.image))
+            throw error(error_kind::drift, "the overlay " + d.overlay.string() + " of snapshot '" +
+                                               rec.name + "' is not built on " + d.image.string() +
+                                               " (run qmpkit snapshot check " + ctx.dir.vm_name() +
+                                               ")");
+        if (frozen_by_other(tree, rec.name, d.image)) {
+            if (!active)
+                throw error(error_kind::unsupported,
+                            "snapshot '" + rec.name +
+                                "': its image is shared with another snapshot");
+            // The overlay takes in what it read through the image; the image stays as it is.
+            const auto below = img.info(d.image);
+            img.rebase(d.overlay,
+                       below.full_backing_file ? std::optional<fs::path>(*below.full_backing_file)
+                                               : std::nullopt,
+                       below.backing_format
+                           ? launcher::disk_format_from_string(*below.backing_format)
+                           : std::nullopt,
+                       key);
+            continue;
+        }
+        img.commit(d.overlay, key);
+        if (above)
+            img.rebase(*above, d.image, img.info(d.image).known_format(), key, true);
+        else
+            disk->file = d.image;
+        repoint_images(tree, d.disk, d.overlay, d.image);
+        merged.push_back(d.overlay);
+    }
+    return merged;
+}
+
 void delete_external(vm_context& ctx, snapshot_tree& tree, const snapshot_record& rec) {
-    if (!ctx.running())
-        throw error(error_kind::not_running,
-                    "deleting an external snapshot merges its overlay through qemu: start VM '" +
-                        ctx.dir.vm_name() + "' first (or delete with --metadata)");
     auto& qmp = *ctx.qmp;
     for (const auto& d : rec.disks) {
         if (d.how != disk_snapshot::mode::external)
@@ -960,12 +1172,15 @@ std::vector<std::string> snapshot_manager::remove(const std::string& name,
             journal = merge_journal(ctx, rec);
             detail::write_journal(ctx.dir, *journal);
         }
+        std::vector<fs::path> merged_offline;
         try {
             if (!request.metadata_only) {
                 if (rec.location == snapshot_location::internal)
                     delete_internal(ctx, rec);
-                else
+                else if (ctx.running())
                     delete_external(ctx, tree, rec);
+                else
+                    merged_offline = delete_external_offline(ctx, tree, rec);
             }
             if (merge)
                 launcher::fault_point("snapshot.commit.before-metadata", ctx.dir);
@@ -974,6 +1189,13 @@ std::vector<std::string> snapshot_manager::remove(const std::string& name,
             ctx.save_tree();
             if (merge)
                 launcher::fault_point("snapshot.commit.after-metadata", ctx.dir);
+            if (!ctx.running() && rec.location == snapshot_location::external &&
+                !request.metadata_only) {
+                ctx.save_definition();
+                std::error_code ignored;
+                for (const auto& f : merged_offline)
+                    fs::remove(f, ignored);
+            }
         } catch (...) {
             if (journal)
                 detail::resolve_after_failure(ctx, *journal);

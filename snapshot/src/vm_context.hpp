@@ -3,6 +3,8 @@
 // Private: what the snapshot and reset operations share — one operation's hold on a VM (its
 // lock, definition, snapshot tree, QMP session) and small facts about its block graph.
 
+#include "memory_state.hpp"
+
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/launch.hpp>
@@ -97,6 +99,7 @@ struct vm_context {
         qmp.emplace(o);
         qmp->connect(dir.qmp_socket());
         refresh_state();
+        detail::restore_left_bandwidth(*qmp, dir.path());
     }
 
     void refresh_state() {

@@ -1,3 +1,4 @@
+#include "free_space.hpp"
 #include "memory_state.hpp"
 #include "vm_context.hpp"
 
@@ -102,13 +103,14 @@ void copy_sparse(const fs::path& from, const fs::path& to) {
         data = ::lseek(in, hole, SEEK_DATA);
     }
     ok = ok && ::fsync(out) == 0;
+    const int copy_errno = errno;
     ::close(in);
     ::close(out);
     if (!ok) {
         std::error_code ignored;
         fs::remove(to, ignored);
-        throw error(error_kind::other,
-                    "copying " + from.string() + " to " + to.string() + " failed");
+        throw error(error_kind::other, "copying " + from.string() + " to " + to.string() +
+                                           " failed: " + std::strerror(copy_errno));
     }
 }
 
@@ -542,7 +544,7 @@ reset_point vm_reset::create_point(const std::string& name) {
     try {
         ignore_shared_ram(qmp, true);
         // Ends with the VM paused: RAM file, device state and disks are taken at this one point.
-        detail::save_memory(qmp, point.device_state, {});
+        detail::save_memory(qmp, point.device_state, {}, {}, ctx.dir.path());
         ignore_shared_ram(qmp, false);
         copy_sparse(ram, point.ram);
 
@@ -586,6 +588,14 @@ reset_point vm_reset::create_point(const std::string& name) {
         if (!switched)
             for (const auto& o : running_overlays)
                 fs::remove(o, ignored);
+        if (const auto hint = detail::full_file_system_hint({dir, ctx.dir.overlays()});
+            !hint.empty()) {
+            try {
+                throw;
+            } catch (const std::exception& e) {
+                throw error(error_kind::other, e.what() + hint);
+            }
+        }
         throw;
     }
     if (ctx.def.reset.strategy == launcher::reset_strategy::standby)

@@ -143,6 +143,23 @@ public:
     // From info(), so it also works while the image is in use; empty for a raw image.
     std::vector<image_snapshot> snapshot_list(const std::filesystem::path& image) const;
 
+    // Writes the data of `overlay` into the image it is built on (`qemu-img commit -d`), for a
+    // shut-off VM's external snapshot, as block-commit does for a running one. The overlay is
+    // left as it was; the caller removes it once nothing refers to it. Both must be unused.
+    void commit(const std::filesystem::path& overlay,
+                const std::optional<disk_encryption>& key = std::nullopt) const;
+
+    // Makes `image` independent of its backing file's own backing chain: what `image` reads
+    // through its backing file is copied into it and its backing file becomes `new_backing`
+    // (none when nullopt), as block-stream does for a running VM (`qemu-img rebase`, safe mode).
+    // unsafe: only the recorded backing file changes, no data is copied (-u): for a new backing
+    // file that reads the same as the old one (the old one was committed into it).
+    void rebase(const std::filesystem::path& image,
+                const std::optional<std::filesystem::path>& new_backing,
+                std::optional<disk_format> new_backing_format = std::nullopt,
+                const std::optional<disk_encryption>& key = std::nullopt,
+                bool unsafe = false) const;
+
     // Consistency check of the image metadata, without repairing anything. Corruptions and
     // leaks are results, not errors (qemu-img exits 2 and 3 for them); a format without checks
     // (raw) is unsupported.

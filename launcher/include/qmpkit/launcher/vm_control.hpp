@@ -16,8 +16,9 @@ namespace qmpkit::launcher {
 
 struct vm_status {
     std::string name;
-    std::string state;  // running, paused, shutoff, crashed, unresponsive, or a qemu runstate
-    std::string reason; // for shutoff/crashed: how it ended
+    std::string state;     // running, paused, shutoff, crashed, unresponsive, or a qemu runstate
+    std::string reason;    // for shutoff/crashed: how it ended; for paused: why, if not asked to
+    std::string run_state; // qemu's own (query-status) while it runs: "io-error" is "paused"
     int qemu_pid = -1;
     int supervisor_pid = -1;
     std::string accel;
