@@ -352,8 +352,12 @@ void load_device_state(qmp::client& qmp, const fs::path& file, bool armed = fals
         if (!e)
             continue;
         const auto status = std::string(e->data.at("status").as_string());
-        if (status == "completed")
+        if (status == "completed") {
+            // The capability is recorded in every later migration stream, internal snapshots
+            // included: one taken with it on loads only into a qemu that has it on too.
+            ignore_shared_ram(qmp, false);
             return;
+        }
         if (status == "failed" || status == "cancelled") {
             std::string why;
             try {
