@@ -55,30 +55,6 @@ std::string default_name() {
     return std::to_string(now_seconds());
 }
 
-// Why an internal snapshot named `name` cannot go into the images of `disks`: an image holds a
-// snapshot of that name already (snapshot-save would refuse it, savevm replace it: either way
-// the metadata would lie), or `name` is the id of another snapshot there, which loads would
-// pick instead (see shadowing_snapshot).
-std::optional<std::string> tag_problem(const launcher::qemu_img& img,
-                                       const std::vector<disk_plan>& disks,
-                                       const std::string& name) {
-    for (const auto& d : disks) {
-        if (d.how != disk_snapshot::mode::internal)
-            continue;
-        const auto snapshots = img.info(d.image).snapshots;
-        for (const auto& s : snapshots)
-            if (s.name == name)
-                return "image " + d.image.string() + " already holds a snapshot named '" + name +
-                       "' that qmpkit does not know (see `qmpkit snapshot check`)";
-        if (auto other = shadowing_snapshot(snapshots, name))
-            return "'" + name + "' is the id of an existing snapshot in " + d.image.string() +
-                   " (named '" + other->name +
-                   "'): qemu looks ids up before names, so loading it would load that snapshot; "
-                   "choose another name";
-    }
-    return std::nullopt;
-}
-
 // What differs between the configuration a snapshot was taken with and the current one, in the
 // words virsh uses ("disk count 2 does not match 1"); empty when they match.
 std::string configuration_difference(const vm_definition& then, const vm_definition& now) {
@@ -261,6 +237,30 @@ std::string space_hint(const vm_definition& def, const std::vector<disk_plan>& d
                    std::to_string(def.memory >> 20) + " MiB of RAM: is it full?)";
     }
     return {};
+}
+
+// Why an internal snapshot named `name` cannot go into the images of `disks`: an image holds a
+// snapshot of that name already (snapshot-save would refuse it, savevm replace it: either way
+// the metadata would lie), or `name` is the id of another snapshot there, which loads would
+// pick instead (see shadowing_snapshot).
+std::optional<std::string> tag_problem(const launcher::qemu_img& img,
+                                       const std::vector<disk_plan>& disks,
+                                       const std::string& name) {
+    for (const auto& d : disks) {
+        if (d.how != disk_snapshot::mode::internal)
+            continue;
+        const auto snapshots = img.info(d.image).snapshots;
+        for (const auto& s : snapshots)
+            if (s.name == name)
+                return "image " + d.image.string() + " already holds a snapshot named '" + name +
+                       "' that qmpkit does not know (see `qmpkit snapshot check`)";
+        if (auto other = shadowing_snapshot(snapshots, name))
+            return "'" + name + "' is the id of an existing snapshot in " + d.image.string() +
+                   " (named '" + other->name +
+                   "'): qemu looks ids up before names, so loading it would load that snapshot; "
+                   "choose another name";
+    }
+    return std::nullopt;
 }
 
 void create_internal_running(vm_context& ctx, snapshot_record& record,
