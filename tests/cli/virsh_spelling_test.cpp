@@ -33,6 +33,8 @@ protected:
         auto r = (*run_)({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
         test::write_tiny_guest("voff", scratch_->path());
+        r = (*run_)({"disk", "create", (scratch_->path() / "voff-system.qcow2").string(), "64M"});
+        ASSERT_EQ(r.code, 0) << r.err;
     }
 
     static void TearDownTestSuite() {
