@@ -76,6 +76,8 @@ int main(int argc, char** argv) {
     cli::register_snapshot_commands(app, ctx);
     cli::register_reset_commands(app, ctx);
     cli::register_qmp_commands(app, ctx);
+    cli::register_virsh_commands(app, ctx);
+    cli::register_help_command(app, ctx);
 
     try {
         app.parse(argc, argv);

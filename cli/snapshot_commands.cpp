@@ -4,6 +4,7 @@
 #include "context.hpp"
 #include "exit_codes.hpp"
 #include "output.hpp"
+#include "virsh_form.hpp"
 #include "vm_lookup.hpp"
 
 #include <qmpkit/snapshot/error.hpp>
@@ -86,11 +87,22 @@ disk_choice parse_diskspec(const std::string& spec) {
     return c;
 }
 
+// What virsh's snapshot-create-as flags mean here, in the note printed when one is given.
+constexpr const char* atomic_note =
+    "is the default: the disks of an external snapshot are always taken in one transaction";
+constexpr const char* live_note =
+    "is the default where qemu can do it: with --memspec the guest runs while its memory is "
+    "saved and pauses only for the last pages and the overlays; an internal snapshot pauses the "
+    "guest while qemu saves it, with or without --live";
+constexpr const char* reuse_note =
+    "is not supported: qmpkit always creates the overlay files and refuses existing ones";
+constexpr const char* validate_note = "has no meaning here: qmpkit takes no snapshot XML";
+
 struct create_options {
     std::string vm, name, description, memspec;
     std::vector<std::string> diskspecs;
-    bool disk_only = false, halt = false, no_metadata = false, print_plan = false, atomic = false,
-         live = false, quiesce = false, name_given = false;
+    bool disk_only = false, halt = false, no_metadata = false, print_plan = false, quiesce = false,
+         name_given = false;
 };
 
 int run_create(const context& ctx, const create_options& o) {
@@ -132,11 +144,19 @@ int run_create(const context& ctx, const create_options& o) {
     return exit_code::ok;
 }
 
-void add_create(CLI::App* cmd, context& ctx) {
+// with_name: snapshot-create-as and `snapshot create` take a name; virsh's snapshot-create takes
+// an XML description instead, which qmpkit has no use for, and names the snapshot by the time.
+void add_create(CLI::App* cmd, context& ctx, bool with_name = true) {
     auto o = std::make_shared<create_options>();
-    cmd->add_option("vm", o->vm, "VM name or definition file")->required();
-    cmd->add_option("name", o->name, "snapshot name (default: the time in seconds)");
-    cmd->add_option("--name", o->name, "snapshot name");
+    auto form = std::make_shared<virsh_form>(cmd);
+    form->add_argument("vm", {"--domain"}, "VM name or definition file");
+    if (with_name)
+        form->add_argument("name", {"--name"},
+                           "snapshot name (default: the time in seconds, as virsh names it)",
+                           false);
+    auto xml = std::make_shared<std::string>();
+    if (!with_name)
+        cmd->add_option("xmlfile", *xml, "virsh's snapshot XML: not taken (see below)");
     cmd->add_option("--description", o->description, "free text");
     cmd->add_flag("--disk-only", o->disk_only, "external overlays for the disks, no memory");
     cmd->add_option("--memspec", o->memspec, "external snapshot with memory saved to this file");
@@ -148,13 +168,25 @@ void add_create(CLI::App* cmd, context& ctx) {
                   "while the overlays are taken");
     cmd->add_flag("--no-metadata", o->no_metadata, "take it, but keep no record");
     cmd->add_flag("--print-plan", o->print_plan, "print the commands it would send, send nothing");
-    cmd->add_flag(
-        "--atomic", o->atomic,
-        "accepted for virsh compatibility: external snapshots are always one transaction");
-    cmd->add_flag("--live", o->live,
-                  "accepted for virsh compatibility: memory is saved while the guest runs");
-    cmd->callback([&ctx, o, cmd] {
-        o->name_given = cmd->count("name") + cmd->count("--name") > 0;
+    form->add_note_flag("--atomic", atomic_note,
+                        "accepted for virsh compatibility: " + std::string(atomic_note));
+    form->add_note_flag("--live", live_note,
+                        "accepted for virsh compatibility: " + std::string(live_note));
+    form->add_note_flag("--reuse-external", reuse_note,
+                        "accepted for virsh compatibility: " + std::string(reuse_note));
+    form->add_note_flag("--validate", validate_note,
+                        "accepted for virsh compatibility: " + std::string(validate_note));
+    cmd->callback([&ctx, o, form, cmd, with_name] {
+        if (!with_name && cmd->count("xmlfile") > 0)
+            throw CLI::ValidationError(
+                "snapshot-create takes no XML file: qmpkit has no snapshot XML; name the "
+                "snapshot with snapshot-create-as VM NAME, and give the rest as options");
+        form->finish();
+        o->vm = form->value(0);
+        if (with_name) {
+            o->name = form->value(1);
+            o->name_given = form->given(1);
+        }
         ctx.action = [&ctx, o] { return run_create(ctx, *o); };
     });
 }
@@ -174,14 +206,17 @@ void warn_about_drift(const context& ctx, snapshot_manager& m) {
 
 void add_list(CLI::App* cmd, context& ctx) {
     auto o = std::make_shared<list_options_cli>();
-    cmd->add_option("vm", o->vm, "VM name")->required();
+    auto form = std::make_shared<virsh_form>(cmd);
+    form->add_argument("vm", {"--domain"}, "VM name");
     cmd->add_flag("--tree", o->tree, "draw the snapshots as a tree");
     cmd->add_flag("--roots", o->roots, "only snapshots without a parent");
     cmd->add_flag("--leaves", o->leaves, "only snapshots without children");
     cmd->add_flag("--parent", o->parent, "show each snapshot's parent");
     cmd->add_flag("--internal", o->internal, "only internal snapshots");
     cmd->add_flag("--external", o->external, "only external snapshots");
-    cmd->callback([&ctx, o] {
+    cmd->callback([&ctx, o, form] {
+        form->finish();
+        o->vm = form->value(0);
         ctx.action = [&ctx, o] {
             auto m = manager_for(ctx, o->vm);
             auto tree = m.tree();
@@ -211,23 +246,41 @@ void add_list(CLI::App* cmd, context& ctx) {
 using named_action = std::function<int(const context&, snapshot_manager&, const std::string& vm,
                                        const std::string& name)>;
 
-void add_named(CLI::App* cmd, context& ctx, named_action run, bool name_required = true) {
-    auto vm = std::make_shared<std::string>();
-    auto name = std::make_shared<std::string>();
-    cmd->add_option("vm", *vm, "VM name")->required();
-    auto* opt = cmd->add_option("name", *name, "snapshot name");
-    if (name_required)
-        opt->required();
-    cmd->callback([&ctx, vm, name, run, name_required] {
-        ctx.action = [&ctx, vm, name, run, name_required] {
+// A command on one snapshot of one VM. name_required: the snapshot must be named, by name or,
+// with `current`, by --current (virsh's "the current snapshot").
+std::shared_ptr<virsh_form> add_named(CLI::App* cmd, context& ctx, named_action run,
+                                      bool name_required = true, bool current = false) {
+    auto form = std::make_shared<virsh_form>(cmd);
+    form->add_argument("vm", {"--domain"}, "VM name");
+    form->add_argument("name", {"--snapshotname"}, "snapshot name", false);
+    auto use_current = std::make_shared<bool>(false);
+    if (current)
+        cmd->add_flag("--current", *use_current, "the VM's current snapshot, instead of a name");
+    cmd->callback([&ctx, form, run, name_required, use_current] {
+        form->finish();
+        if (*use_current && form->given(1))
+            throw CLI::ValidationError("give a snapshot name or --current, not both");
+        if (name_required && !*use_current && !form->given(1))
+            throw CLI::RequiredError("name");
+        auto vm = form->value(0);
+        auto name = form->value(1);
+        const bool check_name = form->given(1);
+        ctx.action = [&ctx, vm, name, run, check_name, use_current] {
             // No snapshot can bear an invalid name: say what is wrong with it (a usage error)
             // rather than that it was not found.
-            if (name_required || !name->empty())
-                require_valid_snapshot_name(*name);
-            auto m = manager_for(ctx, *vm);
-            return run(ctx, m, *vm, *name);
+            if (check_name)
+                require_valid_snapshot_name(name);
+            auto m = manager_for(ctx, vm);
+            if (!*use_current)
+                return run(ctx, m, vm, name);
+            auto now = m.tree().current();
+            if (!now)
+                throw snapshot::error(error_kind::not_found,
+                                      "VM '" + vm + "' has no current snapshot");
+            return run(ctx, m, vm, *now);
         };
     });
+    return form;
 }
 
 void register_all(CLI::App& app, CLI::App* group, context& ctx) {
@@ -241,6 +294,10 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
     auto [create, create_as] = add("create", "snapshot-create-as", "Take a snapshot");
     add_create(create, ctx);
     add_create(create_as, ctx);
+    auto* create_plain = app.add_subcommand(
+        "snapshot-create", "Take a snapshot named by the time in seconds (virsh spelling)");
+    create_plain->group("virsh spellings");
+    add_create(create_plain, ctx, false);
 
     auto [list, list_v] = add("list", "snapshot-list", "List snapshots (--tree draws them)");
     add_list(list, ctx);
@@ -277,8 +334,8 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
         return exit_code::ok;
     };
     auto [inf, inf_v] = add("info", "snapshot-info", "Show a snapshot (virsh snapshot-info)");
-    add_named(inf, ctx, info);
-    add_named(inf_v, ctx, info);
+    add_named(inf, ctx, info, true, true);
+    add_named(inf_v, ctx, info, true, true);
 
     auto dump = [](const context& c, snapshot_manager& m, const std::string&,
                    const std::string& name) {
@@ -291,8 +348,10 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
     };
     auto [dmp, dmp_v] =
         add("dump", "snapshot-dumpxml", "Print a snapshot's metadata (YAML, or JSON with --json)");
-    add_named(dmp, ctx, dump);
-    add_named(dmp_v, ctx, dump);
+    for (auto* cmd : {dmp, dmp_v})
+        add_named(cmd, ctx, dump)
+            ->add_note_flag("--security-info", "has no meaning here: the metadata holds no secrets",
+                            "accepted for virsh compatibility: the metadata holds no secrets");
 
     auto parent = [](const context&, snapshot_manager& m, const std::string&,
                      const std::string& name) {
@@ -303,8 +362,8 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
         return exit_code::ok;
     };
     auto [par, par_v] = add("parent", "snapshot-parent", "Print a snapshot's parent");
-    add_named(par, ctx, parent);
-    add_named(par_v, ctx, parent);
+    add_named(par, ctx, parent, true, true);
+    add_named(par_v, ctx, parent, true, true);
 
     auto revert_flags = std::make_shared<revert_request>();
     auto [rev, rev_v] = add("revert", "snapshot-revert", "Bring the VM back to a snapshot");
@@ -313,13 +372,15 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
         cmd->add_flag("--paused", revert_flags->paused, "leave the VM paused");
         cmd->add_flag("--force", revert_flags->force,
                       "revert even though the VM's configuration changed since");
-        add_named(cmd, ctx,
-                  [revert_flags](const context&, snapshot_manager& m, const std::string& vm,
-                                 const std::string& name) {
-                      m.revert(name, *revert_flags);
-                      std::cout << "VM " << vm << " reverted to " << name << "\n";
-                      return exit_code::ok;
-                  });
+        add_named(
+            cmd, ctx,
+            [revert_flags](const context&, snapshot_manager& m, const std::string& vm,
+                           const std::string& name) {
+                m.revert(name, *revert_flags);
+                std::cout << "VM " << vm << " reverted to " << name << "\n";
+                return exit_code::ok;
+            },
+            true, true);
     }
 
     auto delete_flags = std::make_shared<delete_request>();
@@ -330,17 +391,19 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
         cmd->add_flag("--children-only", delete_flags->children_only, "only the descendants");
         cmd->add_flag("--metadata", delete_flags->metadata_only,
                       "forget it, keep the data in the images");
-        add_named(cmd, ctx,
-                  [delete_flags](const context& c, snapshot_manager& m, const std::string&,
-                                 const std::string& name) {
-                      auto gone = m.remove(name, *delete_flags);
-                      if (c.json)
-                          print_json(json::value_from(gone));
-                      else
-                          for (const auto& g : gone)
-                              std::cout << "Snapshot " << g << " deleted\n";
-                      return exit_code::ok;
-                  });
+        add_named(
+            cmd, ctx,
+            [delete_flags](const context& c, snapshot_manager& m, const std::string&,
+                           const std::string& name) {
+                auto gone = m.remove(name, *delete_flags);
+                if (c.json)
+                    print_json(json::value_from(gone));
+                else
+                    for (const auto& g : gone)
+                        std::cout << "Snapshot " << g << " deleted\n";
+                return exit_code::ok;
+            },
+            true, true);
     }
 
     auto* check =

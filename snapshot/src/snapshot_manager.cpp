@@ -51,10 +51,10 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using launcher::vm_definition;
 
-// virsh names a snapshot after its creation time in seconds. A name of digits alone would be
-// taken for a snapshot id by qcow2's lookup (id first, then name), so it gets a prefix.
+// virsh names a snapshot after its creation time in seconds. create() falls back to
+// "snapshot-<seconds>" when that name is taken (two in one second) or is an id in an image.
 std::string default_name() {
-    return "snapshot-" + std::to_string(now_seconds());
+    return std::to_string(now_seconds());
 }
 
 // What differs between the configuration a snapshot was taken with and the current one, in the
@@ -239,6 +239,30 @@ std::string space_hint(const vm_definition& def, const std::vector<disk_plan>& d
                    std::to_string(def.memory >> 20) + " MiB of RAM: is it full?)";
     }
     return {};
+}
+
+// Why an internal snapshot named `name` cannot go into the images of `disks`: an image holds a
+// snapshot of that name already (snapshot-save would refuse it, savevm replace it: either way
+// the metadata would lie), or `name` is the id of another snapshot there, which loads would
+// pick instead (see shadowing_snapshot).
+std::optional<std::string> tag_problem(const launcher::qemu_img& img,
+                                       const std::vector<disk_plan>& disks,
+                                       const std::string& name) {
+    for (const auto& d : disks) {
+        if (d.how != disk_snapshot::mode::internal)
+            continue;
+        const auto snapshots = img.info(d.image).snapshots;
+        for (const auto& s : snapshots)
+            if (s.name == name)
+                return "image " + d.image.string() + " already holds a snapshot named '" + name +
+                       "' that qmpkit does not know (see `qmpkit snapshot check`)";
+        if (auto other = shadowing_snapshot(snapshots, name))
+            return "'" + name + "' is the id of an existing snapshot in " + d.image.string() +
+                   " (named '" + other->name +
+                   "'): qemu looks ids up before names, so loading it would load that snapshot; "
+                   "choose another name";
+    }
+    return std::nullopt;
 }
 
 void create_internal_running(vm_context& ctx, snapshot_record& record,
@@ -470,8 +494,11 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     vm_context ctx(vm_, options_, "creating a snapshot");
     detail::require_no_interrupted_operation(ctx.dir);
     snapshot_record record;
-    record.name = request.name.empty() ? default_name() : request.name;
+    const bool default_named = request.name.empty();
+    record.name = default_named ? default_name() : request.name;
     require_valid_snapshot_name(record.name);
+    if (default_named && ctx.tree.contains(record.name))
+        record.name = "snapshot-" + record.name;
     if (ctx.tree.contains(record.name))
         throw error(error_kind::name_taken,
                     "VM '" + vm_ + "' already has a snapshot named '" + record.name + "'");
@@ -507,18 +534,15 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     auto disks = plan_disks(ctx.def, request, external, live, record.name);
     const launcher::qemu_img img;
 
-    // A tag that some image already holds would be refused (snapshot-save) or silently replaced
-    // (savevm): either way the metadata would lie.
-    for (const auto& d : disks) {
-        if (d.how != disk_snapshot::mode::internal)
-            continue;
-        for (const auto& s : img.info(d.image).snapshots)
-            if (s.name == record.name)
-                throw error(error_kind::name_taken,
-                            "image " + d.image.string() + " already holds a snapshot named '" +
-                                record.name +
-                                "' that qmpkit does not know (see `qmpkit snapshot check`)");
+    auto problem = tag_problem(img, disks, record.name);
+    if (problem && default_named && !record.name.starts_with("snapshot-") &&
+        !ctx.tree.contains("snapshot-" + record.name)) {
+        record.name = "snapshot-" + record.name;
+        disks = plan_disks(ctx.def, request, external, live, record.name);
+        problem = tag_problem(img, disks, record.name);
     }
+    if (problem)
+        throw error(error_kind::name_taken, *problem);
     for (const auto& d : disks)
         if (d.how == disk_snapshot::mode::external && fs::exists(d.overlay))
             throw error(error_kind::name_taken,
@@ -795,6 +819,23 @@ vm_state wanted_state(const revert_request& r, vm_state snapshot_state) {
     return snapshot_state;
 }
 
+// Loads look the tag up as an id first: refuse, before anything changes, a name that is also
+// the id of another snapshot in one of the images (an id given after the name was chosen).
+void require_no_shadowing(const launcher::qemu_img& img, const snapshot_record& rec) {
+    // Ids are digits: any other name costs no qemu-img run.
+    if (!std::all_of(rec.name.begin(), rec.name.end(), [](char c) { return c >= '0' && c <= '9'; }))
+        return;
+    for (const auto& d : rec.disks) {
+        if (d.how != disk_snapshot::mode::internal)
+            continue;
+        if (auto other = shadowing_snapshot(img.info(d.image).snapshots, rec.name))
+            throw error(error_kind::drift, "cannot load snapshot '" + rec.name + "': in " +
+                                               d.image.string() + ", '" + rec.name +
+                                               "' is also the id of snapshot '" + other->name +
+                                               "', which qemu would load instead");
+    }
+}
+
 void load_internal(vm_context& ctx, const snapshot_record& rec) {
     auto& qmp = *ctx.qmp;
     auto live = live_disks(qmp);
@@ -858,6 +899,8 @@ void snapshot_manager::revert(const std::string& name, const revert_request& req
             disk.backing.reset();
         }
     const auto before = ctx.def;
+    if (rec.location == snapshot_location::internal && rec.memory)
+        require_no_shadowing(img, rec);
 
     auto after_tree = ctx.tree;
     after_tree.set_current(name);

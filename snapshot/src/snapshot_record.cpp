@@ -236,8 +236,6 @@ std::optional<std::string> snapshot_name_problem(std::string_view name) {
         return "is \"" + std::string(name) + "\", which names a directory";
     if (name.front() == '-')
         return "starts with '-', which would read as an option";
-    if (std::all_of(name.begin(), name.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        return "consists of digits only, which qemu would take for a snapshot id";
     std::size_t i = 0;
     while (i < name.size()) {
         const std::size_t at = i;
@@ -263,6 +261,14 @@ void require_valid_snapshot_name(std::string_view name, std::string_view what) {
     if (auto problem = snapshot_name_problem(name))
         throw error(error_kind::invalid_name,
                     "invalid " + std::string(what) + " " + shown(name) + ": it " + *problem);
+}
+
+std::optional<launcher::image_snapshot>
+shadowing_snapshot(const std::vector<launcher::image_snapshot>& snapshots, std::string_view name) {
+    for (const auto& s : snapshots)
+        if (s.id == name && s.name != name)
+            return s;
+    return std::nullopt;
 }
 
 boost::json::object to_json(const snapshot_record& record) {

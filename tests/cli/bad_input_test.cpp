@@ -64,6 +64,24 @@ std::vector<bad_input> cli_cases() {
         {"missing_vm", {"status"}, usage, {"vm is required"}},
         {"missing_qmp_command", {"qmp", "live"}, usage, {"command is required"}},
         {"missing_snapshot_name", {"snapshot", "revert", "live"}, usage, {"name is required"}},
+        {"missing_snapshot_name_named_vm",
+         {"snapshot-revert", "--domain", "live"},
+         usage,
+         {"name is required"}},
+        // virsh's named options and the positional words must agree.
+        {"vm_given_twice",
+         {"snapshot-revert", "live", "s1", "--domain", "off"},
+         usage,
+         {"vm is given twice: as 'live' and as --domain 'off'"}},
+        {"snapshot_name_given_twice",
+         {"snapshot", "info", "off", "s1", "--snapshotname", "s2"},
+         usage,
+         {"name is given twice"}},
+        {"disk_given_twice",
+         {"attach-disk", "live", "{S}/imgs/new.qcow2", "--name", "a", "--target", "b"},
+         usage,
+         {"name is given twice: as --name 'a' and as --target 'b'"}},
+        {"snapshot_create_xml", {"snapshot-create", "live", "s.xml"}, usage, {"takes no XML"}},
         {"lock_timeout_not_a_number",
          {"--lock-timeout", "abc", "status", "live"},
          usage,
@@ -190,7 +208,11 @@ std::vector<bad_input> name_cases() {
     add("snapshot_create_invalid_utf8", create("caf\xc3"), usage, "not valid UTF-8");
     add("snapshot_create_leading_dash", {"snapshot", "create", "live", "--", "-x"}, usage,
         invalid + "\"-x\"");
-    add("snapshot_create_digits", create("12345"), usage, "digits only");
+    // Digits are a good name, but "1" is the id of s1 in off's image: a load of "1" would load s1.
+    add("snapshot_create_digits_an_id", {"snapshot", "create", "off", "--name=1"}, failed,
+        "'1' is the id of an existing snapshot");
+    add("snapshot_create_as_digits_an_id", {"snapshot-create-as", "--domain", "off", "1"}, failed,
+        "(named 's1')");
     add("snapshot_create_shell_payload", create(payload), usage, invalid + "\"" + payload + "\"");
     add("snapshot_create_taken", {"snapshot", "create", "off", "s1"}, failed, "'s1'");
     add("snapshot_revert_dotdot_slash", {"snapshot", "revert", "live", "../x"}, usage,
@@ -223,7 +245,6 @@ std::vector<bad_input> name_cases() {
     add("reset_point_newline", create_point("p\n"), usage, point + "\"p\\n\"");
     add("reset_point_leading_dash", {"reset-point", "create", "live", "--", "-p"}, usage,
         point + "\"-p\"");
-    add("reset_point_digits", create_point("123"), usage, "digits only");
     add("reset_point_shell_payload", create_point(payload), usage, point + "\"" + payload + "\"");
     // remove_all of reset/<name>: a name with '/' would delete another VM's files.
     add("reset_point_delete_leaves_vm", {"reset-point", "delete", "live", "../../off"}, usage,

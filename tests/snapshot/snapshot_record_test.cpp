@@ -66,7 +66,8 @@ TEST(snapshot_name, validation_table) {
         {"-x", "starts with '-'"},
         {".", "which names a directory"},
         {"..", "which names a directory"},
-        {"42", "digits only"},
+        {"42", nullptr}, // virsh's default names are digits; see shadowing_snapshot
+        {"1462931376", nullptr},
         {"\xff", "not valid UTF-8 (at byte 0)"},
         {"ab\xc0\xaf", "not valid UTF-8 (at byte 2)"}, // overlong '/'
         {"\xed\xa0\x80", "not valid UTF-8"},           // surrogate
@@ -94,6 +95,21 @@ TEST(snapshot_name, validation_table) {
             EXPECT_FALSE(is_valid_snapshot_name(c.name));
         }
     }
+}
+
+TEST(snapshot_name, a_digits_name_is_shadowed_only_by_another_snapshots_id) {
+    using launcher::image_snapshot;
+    const std::vector<image_snapshot> image{{.id = "1", .name = "a"},
+                                            {.id = "2", .name = "b"},
+                                            {.id = "3", .name = "3"},
+                                            {.id = "4", .name = "17"}};
+    ASSERT_TRUE(shadowing_snapshot(image, "1"));
+    EXPECT_EQ(shadowing_snapshot(image, "1")->name, "a");
+    EXPECT_EQ(shadowing_snapshot(image, "2")->name, "b");
+    EXPECT_FALSE(shadowing_snapshot(image, "3")); // its own id
+    EXPECT_FALSE(shadowing_snapshot(image, "17"));
+    EXPECT_FALSE(shadowing_snapshot(image, "a"));
+    EXPECT_FALSE(shadowing_snapshot({}, "1"));
 }
 
 TEST(snapshot_name, error_quotes_the_name_escaped_and_shortened) {

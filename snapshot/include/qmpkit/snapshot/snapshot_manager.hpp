@@ -45,7 +45,8 @@ struct disk_choice {
 };
 
 struct create_request {
-    std::string name; // empty: "snapshot-" and the creation time in seconds
+    std::string name; // empty: the creation time in seconds, as virsh names it ("snapshot-" and
+                      // the seconds when that is taken)
     std::string description;
     bool disk_only = false;                           // external overlays, no memory
     std::optional<std::filesystem::path> memory_file; // external with memory (--memspec)

@@ -3,6 +3,8 @@
 // What qmpkit remembers about one snapshot: plain data. The tree (snapshot_tree) holds them, the
 // store (metadata_store) keeps them in <state dir>/snapshots.json, the views print them.
 
+#include <qmpkit/launcher/qemu_img.hpp>
+
 #include <boost/json/object.hpp>
 #include <boost/json/value.hpp>
 
@@ -75,8 +77,8 @@ std::optional<disk_snapshot::mode> disk_snapshot_mode_from_string(std::string_vi
 //   - '/' and NUL (file names), control characters (C0, DEL, C1, U+2028/U+2029) and bidi
 //     overrides/isolates (they make a name print as something else);
 //   - "." and ".." (path components), a leading '-' (reads as an option to qemu-img);
-//   - digits only: qcow2 looks a snapshot up by id before name, so `loadvm 2` or
-//     `qemu-img snapshot -a 2` would pick the snapshot whose *id* is 2;
+// Names of digits only are allowed (virsh's default names are the time in seconds), although
+// qcow2 looks a snapshot up by id before name: see shadowing_snapshot.
 //   - invalid UTF-8 (snapshots.json is JSON, which is UTF-8).
 inline constexpr std::size_t max_snapshot_name_bytes = 128;
 
@@ -86,6 +88,15 @@ bool is_valid_snapshot_name(std::string_view name);
 // Throws error(invalid_name) quoting the name (escaped, shortened) and the problem. `what` says
 // what the name is for: reset points follow the same rules.
 void require_valid_snapshot_name(std::string_view name, std::string_view what = "snapshot name");
+
+// qcow2 looks a tag up as a snapshot id first and as a name only then (snapshot-load, HMP loadvm,
+// -loadvm, qemu-img snapshot -a), so in an image whose snapshot with id 2 is named "a", loading
+// "2" loads "a". Deleting looks names up only (the snapshot-delete job, delvm,
+// blockdev-snapshot-delete-internal-sync with a name, qemu-img snapshot -d).
+// The snapshot among `snapshots` (one image's, as qemu-img info lists them) that a load of `name`
+// would reach instead of the one named `name`; nullopt when there is none.
+std::optional<launcher::image_snapshot>
+shadowing_snapshot(const std::vector<launcher::image_snapshot>& snapshots, std::string_view name);
 
 // The record as snapshots.json holds it (and `snapshot dump --json` prints it). Every field is
 // written, absent optionals as null or "".
