@@ -99,6 +99,7 @@ int main(int argc, char** argv) {
     } catch (const snapshot::error& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";
         return e.kind() == snapshot::error_kind::invalid_name ? cli::exit_code::usage
+               : e.kind() == snapshot::error_kind::timeout    ? cli::exit_code::timeout
                                                               : cli::exit_code::failed;
     } catch (const launcher::error& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";

@@ -28,6 +28,8 @@ std::string_view to_string(error_kind kind) noexcept {
         return "unsupported";
     case error_kind::drift:
         return "drift";
+    case error_kind::timeout:
+        return "timeout";
     }
     return "other";
 }

@@ -50,7 +50,7 @@ void wait_migration(qmp::client& qmp, const std::filesystem::path& file,
             }
         }
         if (std::chrono::steady_clock::now() > deadline)
-            throw error(error_kind::other,
+            throw error(error_kind::timeout,
                         "migration to " + file.string() + " did not finish in 30 minutes");
         std::this_thread::sleep_for(10ms);
     }

@@ -45,7 +45,8 @@ void run_job(qmp::client& qmp, const std::string& command, json::object argument
                 qmp.execute("job-cancel", {{"id", job_id}});
             } catch (const qmp::error&) {
             }
-            throw error(error_kind::other, command + ": job " + job_id + " did not finish in time");
+            throw error(error_kind::timeout,
+                        command + ": job " + job_id + " did not finish in time (cancelled)");
         }
         if (auto e = qmp.wait_event(changes, 200ms)) {
             if (e->data.at("id").as_string() == job_id) {

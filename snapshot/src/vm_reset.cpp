@@ -346,7 +346,7 @@ void load_device_state(qmp::client& qmp, const fs::path& file, bool armed = fals
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
         if (left.count() <= 0)
-            throw error(error_kind::other,
+            throw error(error_kind::timeout,
                         "loading the device state " + file.string() + " took over a minute");
         auto e = qmp.wait_event(migration, left);
         if (!e)

@@ -21,6 +21,7 @@ enum class error_kind {
     config_mismatch,  // the saved definition differs from the current one (revert without force)
     unsupported,      // not possible for this kind of snapshot or disk
     drift,            // metadata and images disagree (see check_drift)
+    timeout,          // a qemu job or migration did not finish in its time (exit code 4)
 };
 
 // "not_found", "metadata_too_new", ...: for logs and --json output.

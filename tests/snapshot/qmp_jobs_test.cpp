@@ -1,0 +1,98 @@
+// Running a qemu job to its end, against a scripted fake QMP server: success, a job's failure
+// text, and a job that never ends, which is cancelled and reported as a timeout (the CLI's
+// exit code 4).
+
+#include "qmp/fake_qmp_server.hpp"
+#include "qmp_jobs.hpp" // snapshot/src: the one place jobs are run
+
+#include <qmpkit/qmp/client.hpp>
+#include <qmpkit/snapshot/error.hpp>
+
+#include <gtest/gtest.h>
+
+namespace {
+
+using namespace qmpkit;
+using namespace std::chrono_literals;
+using qmp::test::fake_qmp_server;
+namespace json = boost::json;
+
+json::object job(const std::string& id, const std::string& status) {
+    return {{"id", id},
+            {"status", status},
+            {"type", "snapshot-save"},
+            {"current-progress", 1},
+            {"total-progress", 1}};
+}
+
+TEST(run_job, waits_for_the_job_to_conclude_and_dismisses_it) {
+    fake_qmp_server server;
+    server.run([](fake_qmp_server& s) {
+        s.accept_handshake();
+        auto c = s.expect_command("snapshot-save");
+        s.reply(c.at("id"), json::object{});
+        s.event("JOB_STATUS_CHANGE", {{"id", "j1"}, {"status", "running"}});
+        s.event("JOB_STATUS_CHANGE", {{"id", "j1"}, {"status", "concluded"}});
+        c = s.expect_command("query-jobs");
+        s.reply(c.at("id"), json::array{job("j1", "concluded")});
+        c = s.expect_command("job-dismiss");
+        EXPECT_EQ(c.at("arguments").at("id"), "j1");
+        s.reply(c.at("id"), json::object{});
+    });
+    qmp::client qmp;
+    qmp.adopt(server.take_client_fd());
+    snapshot::detail::run_job(qmp, "snapshot-save", {{"job-id", "j1"}}, "j1");
+    server.join();
+}
+
+TEST(run_job, a_failed_job_throws_its_error_text) {
+    fake_qmp_server server;
+    server.run([](fake_qmp_server& s) {
+        s.accept_handshake();
+        auto c = s.expect_command("snapshot-save");
+        s.reply(c.at("id"), json::object{});
+        s.event("JOB_STATUS_CHANGE", {{"id", "j2"}, {"status", "concluded"}});
+        c = s.expect_command("query-jobs");
+        auto failed = job("j2", "concluded");
+        failed["error"] = "Device 'pflash1' is writable but does not support snapshots";
+        s.reply(c.at("id"), json::array{failed});
+        c = s.expect_command("job-dismiss");
+        s.reply(c.at("id"), json::object{});
+    });
+    qmp::client qmp;
+    qmp.adopt(server.take_client_fd());
+    try {
+        snapshot::detail::run_job(qmp, "snapshot-save", {{"job-id", "j2"}}, "j2");
+        FAIL() << "no error";
+    } catch (const snapshot::error& e) {
+        EXPECT_EQ(e.kind(), snapshot::error_kind::other);
+        EXPECT_NE(std::string(e.what()).find("does not support snapshots"), std::string::npos);
+    }
+    server.join();
+}
+
+TEST(run_job, a_job_that_never_ends_is_cancelled_and_times_out) {
+    fake_qmp_server server;
+    server.run([](fake_qmp_server& s) {
+        s.accept_handshake();
+        auto c = s.expect_command("snapshot-save");
+        s.reply(c.at("id"), json::object{});
+        s.event("JOB_STATUS_CHANGE", {{"id", "j3"}, {"status", "running"}});
+        c = s.expect_command("job-cancel");
+        EXPECT_EQ(c.at("arguments").at("id"), "j3");
+        s.reply(c.at("id"), json::object{});
+    });
+    qmp::client qmp;
+    qmp.adopt(server.take_client_fd());
+    snapshot::detail::job_options o;
+    o.timeout = 300ms;
+    try {
+        snapshot::detail::run_job(qmp, "snapshot-save", {{"job-id", "j3"}}, "j3", o);
+        FAIL() << "no error";
+    } catch (const snapshot::error& e) {
+        EXPECT_EQ(e.kind(), snapshot::error_kind::timeout) << e.what();
+    }
+    server.join();
+}
+
+} // namespace
