@@ -244,6 +244,36 @@ std::vector<block_device> list_block_devices(qmp::client& qmp) {
     return devices;
 }
 
+std::vector<block_node> list_block_nodes(qmp::client& qmp) {
+    std::vector<block_node> nodes;
+    const auto reply = qmp.execute("query-named-block-nodes");
+    for (const auto& entry : reply.as_array()) {
+        const auto& o = entry.as_object();
+        block_node n;
+        n.node_name = string_at(o, "node-name");
+        n.driver = string_at(o, "drv");
+        n.file = image_file_of(string_at(o, "file"));
+        const auto* image = o.if_contains("image");
+        const auto* list =
+            image && image->is_object() ? image->as_object().if_contains("snapshots") : nullptr;
+        if (list && list->is_array())
+            for (const auto& s : list->as_array())
+                n.snapshot_names.push_back(string_at(s.as_object(), "name"));
+        nodes.push_back(std::move(n));
+    }
+    return nodes;
+}
+
+std::optional<block_node> format_node_of(qmp::client& qmp, const std::filesystem::path& file) {
+    for (auto& n : list_block_nodes(qmp)) {
+        std::error_code ec;
+        if (n.driver != "file" && std::filesystem::weakly_canonical(n.file, ec) ==
+                                      std::filesystem::weakly_canonical(file, ec))
+            return std::move(n);
+    }
+    return std::nullopt;
+}
+
 void attach_disk(vm_connection& vm, const disk_definition& disk) {
     auto def = vm.definition();
     for (const auto& d : def.disks) {

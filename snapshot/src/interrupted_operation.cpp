@@ -89,21 +89,14 @@ std::string run_status(qmp::client& qmp) {
 
 // Whether any block node of the running qemu has `file` open.
 bool in_use(qmp::client& qmp, const fs::path& file) {
-    const auto nodes = qmp.execute("query-named-block-nodes");
-    for (const auto& n : nodes.as_array())
-        if (same_file(std::string(n.as_object().at("file").as_string()), file))
-            return true;
-    return false;
+    const auto nodes = launcher::list_block_nodes(qmp);
+    return std::any_of(nodes.begin(), nodes.end(),
+                       [&](const auto& n) { return same_file(n.file, file); });
 }
 
 std::optional<std::string> node_of_image(qmp::client& qmp, const fs::path& file) {
-    const auto nodes = qmp.execute("query-named-block-nodes");
-    for (const auto& n : nodes.as_array()) {
-        const auto& o = n.as_object();
-        if (o.at("drv").as_string() != "file" &&
-            same_file(std::string(o.at("file").as_string()), file))
-            return std::string(o.at("node-name").as_string());
-    }
+    if (auto n = launcher::format_node_of(qmp, file))
+        return n->node_name;
     return std::nullopt;
 }
 

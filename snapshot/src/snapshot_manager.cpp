@@ -645,13 +645,8 @@ namespace {
 
 // The node of the running block graph whose image is `file` (a format node, not the protocol one).
 std::optional<std::string> node_of(qmp::client& qmp, const fs::path& file) {
-    const auto nodes = qmp.execute("query-named-block-nodes");
-    for (const auto& n : nodes.as_array()) {
-        const auto& o = n.as_object();
-        if (o.at("drv").as_string() != "file" &&
-            same_file(launcher::image_file_of(o.at("file").as_string()), file))
-            return std::string(o.at("node-name").as_string());
-    }
+    if (auto n = launcher::format_node_of(qmp, file))
+        return n->node_name;
     return std::nullopt;
 }
 
@@ -766,19 +761,10 @@ std::map<std::string, fs::path> internal_images_to_return_to(vm_context& ctx,
 // Whether qemu sees internal snapshot `tag` in the image of `node`: checked before a load so
 // that a missing snapshot is an error and not a half-loaded guest.
 bool node_has_snapshot(qmp::client& qmp, const std::string& node, const std::string& tag) {
-    const auto nodes = qmp.execute("query-named-block-nodes");
-    for (const auto& n : nodes.as_array()) {
-        const auto& o = n.as_object();
-        if (o.at("node-name").as_string() != node)
-            continue;
-        const auto* image = o.if_contains("image");
-        const auto* list =
-            image && image->is_object() ? image->as_object().if_contains("snapshots") : nullptr;
-        if (!list || !list->is_array())
-            return false;
-        return std::any_of(list->as_array().begin(), list->as_array().end(),
-                           [&](auto& s) { return s.as_object().at("name").as_string() == tag; });
-    }
+    for (const auto& n : launcher::list_block_nodes(qmp))
+        if (n.node_name == node)
+            return std::find(n.snapshot_names.begin(), n.snapshot_names.end(), tag) !=
+                   n.snapshot_names.end();
     return false;
 }
 

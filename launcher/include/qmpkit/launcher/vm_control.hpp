@@ -58,6 +58,19 @@ struct block_device {
 
 std::vector<block_device> list_block_devices(qmp::client& qmp);
 
+// One node of the running block graph (query-named-block-nodes): the one place it is read.
+struct block_node {
+    std::string node_name;
+    std::string driver;                      // "qcow2", "raw", "file", ...
+    std::string file;                        // the image file (image_file_of)
+    std::vector<std::string> snapshot_names; // internal snapshots qemu sees in its image
+};
+
+std::vector<block_node> list_block_nodes(qmp::client& qmp);
+
+// The format node (not the protocol one) whose image is `file`, if the running qemu has one.
+std::optional<block_node> format_node_of(qmp::client& qmp, const std::filesystem::path& file);
+
 // device_add of a new disk on a running VM (virsh attach-disk --live); the definition copy in
 // the state directory gains it, so snapshots and restarts know about it.
 void attach_disk(vm_connection& vm, const disk_definition& disk);
