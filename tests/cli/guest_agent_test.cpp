@@ -5,9 +5,7 @@
 // running; the shutdown case has a VM of its own. The library client is used without the VM's
 // lock: the cases run one at a time.
 
-#include "bare_qemu.hpp"
-#include "cli_runner.hpp"
-#include "tiny_guest.hpp"
+#include "cli_suite.hpp"
 
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
@@ -31,42 +29,24 @@ using clock_type = std::chrono::steady_clock;
 
 constexpr const char* vm = "ga";
 
-class guest_agent_test : public ::testing::Test {
+class guest_agent_test : public test::cli_suite {
 protected:
     static void SetUpTestSuite() {
-        if (!test::qemu_available())
+        if (!open_suite())
             return;
-        scratch_ = new test::scratch_dir();
-        run_ = new test::cli_runner(scratch_->path() / "state");
-        auto def = test::write_tiny_guest(vm, scratch_->path(), {{"system"}, {"data", "32M"}},
+        auto def = test::write_tiny_guest(vm, scratch(), {{"system"}, {"data", "32M"}},
                                           "guest_agent: true\n");
-        auto r = (*run_)({"start", def.string(), "--wait-ready"});
+        auto r = qmpkit({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
-        ASSERT_TRUE(run_->wait_for_mount(vm, "/data/data")) << "never mounted";
+        ASSERT_TRUE(run().wait_for_mount(vm, "/data/data")) << "never mounted";
     }
 
-    static void TearDownTestSuite() {
-        if (run_) {
-            (*run_)({"destroy", vm});
-            delete run_;
-            delete scratch_;
-            run_ = nullptr;
-            scratch_ = nullptr;
-        }
-    }
+    static void TearDownTestSuite() { close_suite(); }
 
-    void SetUp() override {
-        if (!test::qemu_available())
-            GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-    }
-
-    static test::cli_result qmpkit(std::vector<std::string> args) {
-        return (*run_)(std::move(args));
-    }
-    static std::string guest(const std::string& command) { return run_->guest(vm, command); }
+    static std::string guest(const std::string& command) { return run().guest(vm, command); }
 
     static launcher::state_directory dir(const std::string& name = vm) {
-        return {run_->state_root(), name};
+        return {run().state_root(), name};
     }
 
     // A library client on the VM's agent socket.
@@ -99,9 +79,6 @@ protected:
         }
         FAIL() << "qemu-ga did not come back";
     }
-
-    static inline test::scratch_dir* scratch_ = nullptr;
-    static inline test::cli_runner* run_ = nullptr;
 };
 
 TEST_F(guest_agent_test, guest_ping_answers_with_the_agents_version) {
@@ -215,7 +192,7 @@ TEST_F(guest_agent_test, no_agent_gives_a_clear_timeout_within_seconds) {
     EXPECT_EQ(snap.code, 1);
     EXPECT_NE(snap.err.find("does not answer"), std::string::npos) << snap.err;
     EXPECT_EQ(qmpkit({"snapshot", "info", vm, "q-noagent"}).code, 1);
-    for (const auto& f : std::filesystem::directory_iterator(scratch_->path()))
+    for (const auto& f : std::filesystem::directory_iterator(scratch()))
         EXPECT_EQ(f.path().string().find("q-noagent"), std::string::npos) << f.path();
 
     // `shutdown` does not wait for an agent that is not there: this VM keeps running here, so
@@ -352,8 +329,7 @@ TEST_F(guest_agent_test, freezing_skips_what_cannot_be_frozen) {
 // --- a case that ends its VM ------------------------------------------------------------------
 
 TEST_F(guest_agent_test, shutdown_goes_through_the_agent) {
-    auto def =
-        test::write_tiny_guest("ga-off", scratch_->path(), {{"system"}}, "guest_agent: true\n");
+    auto def = test::write_tiny_guest("ga-off", scratch(), {{"system"}}, "guest_agent: true\n");
     auto r = qmpkit({"start", def.string(), "--wait-ready"});
     ASSERT_EQ(r.code, 0) << r.out << r.err;
     const auto start = clock_type::now();

@@ -6,9 +6,7 @@
 // One VM (file-backed RAM, so reset points work) serves every case; each case takes snapshots
 // of its own names.
 
-#include "bare_qemu.hpp"
-#include "cli_runner.hpp"
-#include "tiny_guest.hpp"
+#include "cli_suite.hpp"
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -25,39 +23,20 @@ using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
-class revert_test : public ::testing::Test {
+class revert_test : public test::cli_suite {
 protected:
     static void SetUpTestSuite() {
-        if (!test::qemu_available())
+        if (!open_suite())
             return;
-        scratch_ = new test::scratch_dir();
-        run_ = new test::cli_runner(scratch_->path() / "state");
-        auto def = test::write_tiny_guest("rv", scratch_->path(), {{"system"}},
-                                          "reset: {strategy: template}\n");
-        auto r = (*run_)({"start", def.string(), "--wait-ready"});
+        auto def =
+            test::write_tiny_guest("rv", scratch(), {{"system"}}, "reset: {strategy: template}\n");
+        auto r = qmpkit({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
     }
 
-    static void TearDownTestSuite() {
-        if (run_) {
-            (*run_)({"destroy", "rv"});
-            (*run_)({"destroy", "off"});
-            delete run_;
-            delete scratch_;
-            run_ = nullptr;
-            scratch_ = nullptr;
-        }
-    }
+    static void TearDownTestSuite() { close_suite(); }
 
-    void SetUp() override {
-        if (!test::qemu_available())
-            GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-    }
-
-    static test::cli_result qmpkit(std::vector<std::string> args) {
-        return (*run_)(std::move(args));
-    }
-    static std::string guest(const std::string& command) { return run_->guest("rv", command); }
+    static std::string guest(const std::string& command) { return run().guest("rv", command); }
 
     // qemu's own run state, as query-status names it, and whether the guest runs.
     static std::pair<std::string, bool> run_state() {
@@ -87,7 +66,7 @@ protected:
     static std::vector<std::string> overlays() {
         std::vector<std::string> names;
         std::error_code ec;
-        for (const auto& e : fs::directory_iterator(scratch_->path() / "state/rv/overlays", ec))
+        for (const auto& e : fs::directory_iterator(scratch() / "state/rv/overlays", ec))
             names.push_back(e.path().filename().string());
         std::sort(names.begin(), names.end());
         return names;
@@ -128,9 +107,6 @@ protected:
             qmpkit({"qmp", "rv", "pmemsave", "val=0", "size=268435456", "filename=" + to.string()});
         ASSERT_EQ(r.code, 0) << r.err;
     }
-
-    static inline test::scratch_dir* scratch_ = nullptr;
-    static inline test::cli_runner* run_ = nullptr;
 };
 
 // The first defect: snapshot, reset point, revert. The revert is refused with what to do
@@ -138,8 +114,8 @@ protected:
 // is gone the revert brings the VM back onto the image that holds the snapshot.
 TEST_F(revert_test, internal_snapshot_under_a_reset_point) {
     guest("echo one > /mnt/f; sync");
-    const auto at_snapshot = run_->counter("rv");
-    const auto boot = run_->boot_id("rv");
+    const auto at_snapshot = run().counter("rv");
+    const auto boot = run().boot_id("rv");
     const auto base = active_file();
     ASSERT_EQ(qmpkit({"snapshot", "create", "rv", "s1"}).code, 0);
     guest("echo two > /mnt/f; sync");
@@ -163,8 +139,8 @@ TEST_F(revert_test, internal_snapshot_under_a_reset_point) {
     EXPECT_EQ(run_state(), std::make_pair(std::string("running"), true));
     EXPECT_EQ(active_file(), base) << "back on the image that holds the snapshot";
     EXPECT_EQ(guest("cat /mnt/f"), "one\n");
-    EXPECT_EQ(run_->boot_id("rv"), boot) << "the guest's RAM is the snapshot's";
-    EXPECT_GE(run_->counter("rv"), at_snapshot);
+    EXPECT_EQ(run().boot_id("rv"), boot) << "the guest's RAM is the snapshot's";
+    EXPECT_GE(run().counter("rv"), at_snapshot);
     EXPECT_EQ(overlays(), std::vector<std::string>{}) << "the overlays the VM left are removed";
 }
 
@@ -190,7 +166,7 @@ TEST_F(revert_test, internal_snapshot_under_an_external_one) {
 TEST_F(revert_test, paused_revert_leaves_ram_exactly_at_the_snapshot) {
     guest("echo seven > /mnt/f; sync");
     ASSERT_EQ(qmpkit({"qmp", "rv", "stop"}).code, 0);
-    pmemsave(scratch_->path() / "at-snapshot.ram");
+    pmemsave(scratch() / "at-snapshot.ram");
     auto r = qmpkit({"snapshot", "create", "rv", "p1"});
     ASSERT_EQ(r.code, 0) << r.err;
     ASSERT_EQ(qmpkit({"qmp", "rv", "cont"}).code, 0);
@@ -200,12 +176,11 @@ TEST_F(revert_test, paused_revert_leaves_ram_exactly_at_the_snapshot) {
     r = qmpkit({"snapshot", "revert", "rv", "p1", "--paused"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(run_state(), std::make_pair(std::string("paused"), false));
-    pmemsave(scratch_->path() / "after-revert.ram");
-    EXPECT_TRUE(
-        same_bytes(scratch_->path() / "at-snapshot.ram", scratch_->path() / "after-revert.ram"))
+    pmemsave(scratch() / "after-revert.ram");
+    EXPECT_TRUE(same_bytes(scratch() / "at-snapshot.ram", scratch() / "after-revert.ram"))
         << "the guest ran between the load and the pause";
-    fs::remove(scratch_->path() / "at-snapshot.ram");
-    fs::remove(scratch_->path() / "after-revert.ram");
+    fs::remove(scratch() / "at-snapshot.ram");
+    fs::remove(scratch() / "after-revert.ram");
 
     // The same from a running snapshot: the guest stays paused after the revert.
     r = qmpkit({"snapshot", "create", "rv", "p2"});
@@ -237,22 +212,22 @@ TEST_F(revert_test, external_reverts_leave_no_abandoned_overlay) {
 // running VM's delete does with block-commit: the data written after the snapshot stays, and the
 // VM starts on the merged image.
 TEST_F(revert_test, external_snapshot_of_a_shut_off_vm_is_merged_offline) {
-    auto def = test::write_tiny_guest("off", scratch_->path(), {{"system"}});
+    auto def = test::write_tiny_guest("off", scratch(), {{"system"}});
     auto r = qmpkit({"start", def.string(), "--wait-ready"});
     ASSERT_EQ(r.code, 0) << r.err;
-    run_->guest("off", "echo before > /mnt/f; sync");
+    run().guest("off", "echo before > /mnt/f; sync");
     r = qmpkit({"snapshot", "create", "off", "x1", "--disk-only"});
     ASSERT_EQ(r.code, 0) << r.err;
-    run_->guest("off", "echo after > /mnt/f; sync");
+    run().guest("off", "echo after > /mnt/f; sync");
     ASSERT_EQ(qmpkit({"shutdown", "off", "--timeout", "60"}).code, 0);
 
     r = qmpkit({"snapshot", "delete", "off", "x1"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(qmpkit({"snapshot", "list", "off"}).out.find("x1"), std::string::npos);
-    EXPECT_FALSE(fs::exists(scratch_->path() / "off-system.x1.qcow2"));
+    EXPECT_FALSE(fs::exists(scratch() / "off-system.x1.qcow2"));
     r = qmpkit({"start", def.string(), "--wait-ready"});
     ASSERT_EQ(r.code, 0) << r.err;
-    EXPECT_EQ(run_->guest("off", "cat /mnt/f"), "after\n");
+    EXPECT_EQ(run().guest("off", "cat /mnt/f"), "after\n");
     auto disks = json::parse(qmpkit({"--json", "disks", "off"}).out).as_array();
     ASSERT_FALSE(disks.empty());
     EXPECT_TRUE(disks.front().at("backing_chain").as_array().empty())
@@ -264,8 +239,8 @@ TEST_F(revert_test, external_snapshot_of_a_shut_off_vm_is_merged_offline) {
 TEST_F(revert_test, bandwidth_left_by_a_killed_memory_save_is_put_back) {
     ASSERT_EQ(qmpkit({"qmp", "rv", "migrate-set-parameters", "max-bandwidth=12345678"}).code, 0);
     ::setenv("QMPKIT_FAULT_AT", "snapshot.memory.migration-running", 1);
-    auto r = qmpkit(
-        {"snapshot", "create", "rv", "m1", "--memspec", (scratch_->path() / "m1.state").string()});
+    auto r =
+        qmpkit({"snapshot", "create", "rv", "m1", "--memspec", (scratch() / "m1.state").string()});
     ::unsetenv("QMPKIT_FAULT_AT");
     ASSERT_EQ(r.code, 128 + SIGKILL) << r.out << r.err;
     r = qmpkit({"snapshot", "check", "rv", "--repair"});
@@ -273,7 +248,7 @@ TEST_F(revert_test, bandwidth_left_by_a_killed_memory_save_is_put_back) {
     r = qmpkit({"qmp", "rv", "query-migrate-parameters", "--compact"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(json::parse(r.out).at("max-bandwidth").as_int64(), 12345678) << r.out;
-    EXPECT_FALSE(fs::exists(scratch_->path() / "state/rv/migration-bandwidth.json"));
+    EXPECT_FALSE(fs::exists(scratch() / "state/rv/migration-bandwidth.json"));
     // The guest runs again (the save had paused it).
     EXPECT_EQ(run_state(), std::make_pair(std::string("running"), true));
 }

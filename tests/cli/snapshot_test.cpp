@@ -5,9 +5,7 @@
 // One VM (system + data disk) serves the cases that keep it running; reverts that restart qemu
 // reuse it too. Offline and raw-disk cases use VMs of their own.
 
-#include "bare_qemu.hpp"
-#include "cli_runner.hpp"
-#include "tiny_guest.hpp"
+#include "cli_suite.hpp"
 
 #include <qmpkit/launcher/qemu_img.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
@@ -23,38 +21,20 @@ using namespace qmpkit;
 using namespace std::chrono_literals;
 namespace json = boost::json;
 
-class snapshot_test : public ::testing::Test {
+class snapshot_test : public test::cli_suite {
 protected:
     static void SetUpTestSuite() {
-        if (!test::qemu_available())
+        if (!open_suite())
             return;
-        scratch_ = new test::scratch_dir();
-        run_ = new test::cli_runner(scratch_->path() / "state");
-        auto def = test::write_tiny_guest("snap", scratch_->path(), {{"system"}, {"data", "32M"}});
-        auto r = (*run_)({"start", def.string(), "--wait-ready"});
+        auto def = test::write_tiny_guest("snap", scratch(), {{"system"}, {"data", "32M"}});
+        auto r = qmpkit({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
-        ASSERT_TRUE(run_->wait_for_mount("snap", "/data/data")) << "never mounted";
+        ASSERT_TRUE(run().wait_for_mount("snap", "/data/data")) << "never mounted";
     }
 
-    static void TearDownTestSuite() {
-        if (run_) {
-            (*run_)({"destroy", "snap"});
-            delete run_;
-            delete scratch_;
-            run_ = nullptr;
-            scratch_ = nullptr;
-        }
-    }
+    static void TearDownTestSuite() { close_suite(); }
 
-    void SetUp() override {
-        if (!test::qemu_available())
-            GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-    }
-
-    static test::cli_result qmpkit(std::vector<std::string> args) {
-        return (*run_)(std::move(args));
-    }
-    static std::string guest(const std::string& command) { return run_->guest("snap", command); }
+    static std::string guest(const std::string& command) { return run().guest("snap", command); }
 
     static json::object snapshot_json(const std::string& vm, const std::string& name) {
         auto r = qmpkit({"--json", "snapshot", "info", vm, name});
@@ -66,33 +46,30 @@ protected:
         auto r = qmpkit({"snapshot", "parent", vm, name});
         return r.code == 0 ? r.out.substr(0, r.out.find('\n')) : std::string();
     }
-
-    static inline test::scratch_dir* scratch_ = nullptr;
-    static inline test::cli_runner* run_ = nullptr;
 };
 
 // Walkthrough 1: write, snapshot, change, revert.
 TEST_F(snapshot_test, internal_revert_brings_back_the_file_and_the_ram_counter) {
     guest("echo 123 > /mnt/abc; sync");
-    const auto boot = run_->boot_id("snap");
-    const auto at_snapshot = run_->counter("snap");
+    const auto boot = run().boot_id("snap");
+    const auto at_snapshot = run().counter("snap");
     auto r = qmpkit({"snapshot", "create", "snap", "first", "--description", "the file says 123"});
     ASSERT_EQ(r.code, 0) << r.err;
 
     guest("echo 456 >> /mnt/abc; sync");
     EXPECT_EQ(guest("cat /mnt/abc"), "123\n456\n");
     std::this_thread::sleep_for(1s);
-    const auto before_revert = run_->counter("snap");
+    const auto before_revert = run().counter("snap");
     ASSERT_GT(before_revert, at_snapshot + 5);
 
     r = qmpkit({"snapshot", "revert", "snap", "first"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(guest("cat /mnt/abc"), "123\n");
-    const auto after_revert = run_->counter("snap");
+    const auto after_revert = run().counter("snap");
     EXPECT_LT(after_revert, before_revert)
         << "the RAM counter must come back to its snapshot value";
     EXPECT_GE(after_revert, at_snapshot);
-    EXPECT_EQ(run_->boot_id("snap"), boot) << "a memory snapshot is not a reboot";
+    EXPECT_EQ(run().boot_id("snap"), boot) << "a memory snapshot is not a reboot";
 
     auto status = json::parse(qmpkit({"--json", "status", "snap"}).out).as_object();
     EXPECT_EQ(status.at("state").as_string(), "running");
@@ -101,7 +78,7 @@ TEST_F(snapshot_test, internal_revert_brings_back_the_file_and_the_ram_counter) 
     EXPECT_EQ(info.at("description").as_string(), "the file says 123");
 
     // Visible to qemu-img as well, in both images.
-    auto images = launcher::qemu_img().info(scratch_->path() / "snap-system.qcow2");
+    auto images = launcher::qemu_img().info(scratch() / "snap-system.qcow2");
     EXPECT_TRUE(std::any_of(images.snapshots.begin(), images.snapshots.end(),
                             [](auto& s) { return s.name == "first"; }));
 
@@ -148,7 +125,7 @@ TEST_F(snapshot_test, snapshots_form_a_tree_and_deleting_a_middle_one_reparents_
     EXPECT_EQ(guest("cat /mnt/tree"), "a\n");
     ASSERT_EQ(qmpkit({"snapshot", "revert", "snap", "t-d"}).code, 0);
     EXPECT_EQ(guest("cat /mnt/tree"), "d\n");
-    auto images = launcher::qemu_img().info(scratch_->path() / "snap-system.qcow2");
+    auto images = launcher::qemu_img().info(scratch() / "snap-system.qcow2");
     EXPECT_TRUE(std::none_of(images.snapshots.begin(), images.snapshots.end(),
                              [](auto& s) { return s.name == "t-b"; }));
 
@@ -172,14 +149,14 @@ TEST_F(snapshot_test, revert_after_detaching_a_disk_needs_force_and_brings_the_d
     ASSERT_EQ(forced.code, 0) << forced.err;
     auto disks = qmpkit({"--json", "disks", "snap"}).out;
     EXPECT_NE(disks.find("snap-data.qcow2"), std::string::npos) << disks;
-    ASSERT_TRUE(run_->wait_for_mount("snap", "/data/data")) << "never mounted";
+    ASSERT_TRUE(run().wait_for_mount("snap", "/data/data")) << "never mounted";
     EXPECT_EQ(guest("cat /data/data/f"), "on-data\n");
 }
 
 // Walkthrough 5: external disk-only snapshots across both disks, a failed transaction, revert,
 // delete by commit.
 TEST_F(snapshot_test, external_disk_only_snapshot_is_atomic_reverts_and_merges_back) {
-    const auto system_overlay = scratch_->path() / "snap-system.ext.qcow2";
+    const auto system_overlay = scratch() / "snap-system.ext.qcow2";
     auto failed = qmpkit({"snapshot", "create", "snap", "ext", "--disk-only", "--diskspec",
                           "data,file=/nonexistent-dir/data.qcow2"});
     EXPECT_EQ(failed.code, 1);
@@ -202,7 +179,7 @@ TEST_F(snapshot_test, external_disk_only_snapshot_is_atomic_reverts_and_merges_b
     r = qmpkit({"snapshot", "revert", "snap", "ext", "--running"});
     ASSERT_EQ(r.code, 0) << r.err;
     ASSERT_EQ(qmpkit({"wait-ready", "snap"}).code, 0);
-    ASSERT_TRUE(run_->wait_for_mount("snap", "/data/data")) << "never mounted";
+    ASSERT_TRUE(run().wait_for_mount("snap", "/data/data")) << "never mounted";
     EXPECT_EQ(guest("cat /mnt/ext"), "before\n");
     EXPECT_EQ(guest("cat /data/data/ext"), "before\n");
 
@@ -217,10 +194,10 @@ TEST_F(snapshot_test, external_disk_only_snapshot_is_atomic_reverts_and_merges_b
 
 // Walkthrough 6: external snapshot with memory.
 TEST_F(snapshot_test, external_snapshot_with_memory_reverts_ram_too) {
-    const auto memory = scratch_->path() / "mem1.state";
+    const auto memory = scratch() / "mem1.state";
     guest("echo kept > /mnt/mem; sync");
-    const auto boot = run_->boot_id("snap");
-    const auto at_snapshot = run_->counter("snap");
+    const auto boot = run().boot_id("snap");
+    const auto at_snapshot = run().counter("snap");
     auto r = qmpkit({"snapshot", "create", "snap", "mem1", "--memspec", memory.string()});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_GT(std::filesystem::file_size(memory), 1000000u);
@@ -228,13 +205,13 @@ TEST_F(snapshot_test, external_snapshot_with_memory_reverts_ram_too) {
 
     guest("echo lost > /mnt/mem; sync");
     std::this_thread::sleep_for(1s);
-    const auto before_revert = run_->counter("snap");
+    const auto before_revert = run().counter("snap");
     r = qmpkit({"snapshot", "revert", "snap", "mem1"});
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(guest("cat /mnt/mem"), "kept\n");
-    EXPECT_LT(run_->counter("snap"), before_revert);
-    EXPECT_GE(run_->counter("snap"), at_snapshot);
-    EXPECT_EQ(run_->boot_id("snap"), boot);
+    EXPECT_LT(run().counter("snap"), before_revert);
+    EXPECT_GE(run().counter("snap"), at_snapshot);
+    EXPECT_EQ(run().boot_id("snap"), boot);
     auto info = snapshot_json("snap", "mem1");
     EXPECT_TRUE(info.at("memory").as_bool());
 }
@@ -294,14 +271,14 @@ TEST_F(snapshot_test, print_plan_shows_the_qmp_commands_and_sends_nothing) {
 
 // Walkthrough 4: a shut-off VM, the way libvirt does it (qemu-img snapshot).
 TEST_F(snapshot_test, offline_internal_snapshots_of_a_shut_off_vm) {
-    auto def = test::write_tiny_guest("offline", scratch_->path());
+    auto def = test::write_tiny_guest("offline", scratch());
     ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
-    run_->guest("offline", "echo original > /mnt/o; sync");
+    run().guest("offline", "echo original > /mnt/o; sync");
     ASSERT_EQ(qmpkit({"shutdown", "offline", "--timeout", "30"}).code, 0);
 
     auto r = qmpkit({"snapshot", "create", "offline", "cold"});
     ASSERT_EQ(r.code, 0) << r.err;
-    const auto image = scratch_->path() / "offline-system.qcow2";
+    const auto image = scratch() / "offline-system.qcow2";
     auto listed = launcher::qemu_img().snapshot_list(image);
     ASSERT_EQ(listed.size(), 1u);
     EXPECT_EQ(listed[0].name, "cold");
@@ -309,12 +286,12 @@ TEST_F(snapshot_test, offline_internal_snapshots_of_a_shut_off_vm) {
     EXPECT_EQ(snapshot_json("offline", "cold").at("state").as_string(), "shutoff");
 
     ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
-    run_->guest("offline", "echo changed > /mnt/o; sync");
+    run().guest("offline", "echo changed > /mnt/o; sync");
     ASSERT_EQ(qmpkit({"shutdown", "offline", "--timeout", "30"}).code, 0);
     r = qmpkit({"snapshot", "revert", "offline", "cold", "--running"});
     ASSERT_EQ(r.code, 0) << r.err;
     ASSERT_EQ(qmpkit({"wait-ready", "offline"}).code, 0);
-    EXPECT_EQ(run_->guest("offline", "cat /mnt/o"), "original\n");
+    EXPECT_EQ(run().guest("offline", "cat /mnt/o"), "original\n");
     ASSERT_EQ(qmpkit({"destroy", "offline"}).code, 0);
 
     r = qmpkit({"snapshot", "delete", "offline", "cold"});
@@ -324,8 +301,8 @@ TEST_F(snapshot_test, offline_internal_snapshots_of_a_shut_off_vm) {
 
 // Walkthrough 7: a raw disk gets a clear error and the command that fixes it.
 TEST_F(snapshot_test, raw_disk_is_refused_with_the_convert_command_and_works_after_converting) {
-    auto raw = scratch_->path() / "rawvm-system.raw";
-    auto def = test::write_tiny_guest("rawvm", scratch_->path(), {{"system", "64M", "raw"}});
+    auto raw = scratch() / "rawvm-system.raw";
+    auto def = test::write_tiny_guest("rawvm", scratch(), {{"system", "64M", "raw"}});
     ASSERT_EQ(qmpkit({"disk", "create", raw.string(), "64M", "--format", "raw"}).code, 0);
     const auto size_before = std::filesystem::file_size(raw);
 
@@ -335,14 +312,14 @@ TEST_F(snapshot_test, raw_disk_is_refused_with_the_convert_command_and_works_aft
     EXPECT_NE(r.err.find("qmpkit disk convert " + raw.string()), std::string::npos) << r.err;
     EXPECT_EQ(std::filesystem::file_size(raw), size_before);
 
-    auto qcow = scratch_->path() / "rawvm-system.qcow2";
+    auto qcow = scratch() / "rawvm-system.qcow2";
     ASSERT_EQ(qmpkit({"disk", "convert", raw.string(), qcow.string()}).code, 0);
     EXPECT_TRUE(std::filesystem::exists(raw)) << "convert keeps the original";
-    auto fixed = scratch_->path() / "rawvm-fixed.yaml";
-    test::write_text(
-        fixed, test::tiny_guest_yaml("rawvm", scratch_->path(), {{"system", "64M", "qcow2"}}));
+    auto fixed = scratch() / "rawvm-fixed.yaml";
+    test::write_text(fixed,
+                     test::tiny_guest_yaml("rawvm", scratch(), {{"system", "64M", "qcow2"}}));
     // The new definition replaces the recorded one only while the VM is shut off.
-    std::filesystem::remove(scratch_->path() / "state" / "rawvm" / "definition.yaml");
+    std::filesystem::remove(scratch() / "state" / "rawvm" / "definition.yaml");
     r = qmpkit({"snapshot", "create", fixed.string(), "s"});
     EXPECT_EQ(r.code, 0) << r.err;
 }

@@ -5,9 +5,7 @@
 //
 // One tiny guest ("vt") serves every case; "voff" is defined but never started.
 
-#include "bare_qemu.hpp"
-#include "cli_runner.hpp"
-#include "tiny_guest.hpp"
+#include "cli_suite.hpp"
 
 #include <qmpkit/launcher/qemu_img.hpp>
 
@@ -22,39 +20,20 @@ namespace {
 using namespace qmpkit;
 namespace json = boost::json;
 
-class virsh_spelling_test : public ::testing::Test {
+class virsh_spelling_test : public test::cli_suite {
 protected:
     static void SetUpTestSuite() {
-        if (!test::qemu_available())
+        if (!open_suite())
             return;
-        scratch_ = new test::scratch_dir();
-        run_ = new test::cli_runner(scratch_->path() / "state");
-        auto def = test::write_tiny_guest("vt", scratch_->path());
-        auto r = (*run_)({"start", def.string(), "--wait-ready"});
+        auto def = test::write_tiny_guest("vt", scratch());
+        auto r = qmpkit({"start", def.string(), "--wait-ready"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
-        test::write_tiny_guest("voff", scratch_->path());
-        r = (*run_)({"disk", "create", (scratch_->path() / "voff-system.qcow2").string(), "64M"});
+        test::write_tiny_guest("voff", scratch());
+        r = qmpkit({"disk", "create", (scratch() / "voff-system.qcow2").string(), "64M"});
         ASSERT_EQ(r.code, 0) << r.err;
     }
 
-    static void TearDownTestSuite() {
-        if (run_) {
-            (*run_)({"destroy", "vt"});
-            delete run_;
-            delete scratch_;
-            run_ = nullptr;
-            scratch_ = nullptr;
-        }
-    }
-
-    void SetUp() override {
-        if (!test::qemu_available())
-            GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
-    }
-
-    static test::cli_result qmpkit(std::vector<std::string> args) {
-        return (*run_)(std::move(args));
-    }
+    static void TearDownTestSuite() { close_suite(); }
 
     // Succeeds, or the test fails showing stderr.
     static std::string ok(std::vector<std::string> args) {
@@ -80,7 +59,7 @@ protected:
     }
 
     static std::filesystem::path image(const std::string& vm) {
-        return scratch_->path() / (vm + "-system.qcow2");
+        return scratch() / (vm + "-system.qcow2");
     }
 
     static std::size_t count(const std::string& text, const std::string& what) {
@@ -89,9 +68,6 @@ protected:
             ++n;
         return n;
     }
-
-    static inline test::scratch_dir* scratch_ = nullptr;
-    static inline test::cli_runner* run_ = nullptr;
 };
 
 TEST_F(virsh_spelling_test, named_options_do_what_the_positional_forms_do) {
@@ -225,7 +201,7 @@ TEST_F(virsh_spelling_test, a_name_that_is_another_snapshots_id_is_refused_befor
     ok({"snapshot", "delete", "vt", "ida"});
 
     // Offline, through qemu-img: the same refusal, and the image untouched.
-    ok({"snapshot-create-as", (scratch_->path() / "voff.yaml").string(), "a"});
+    ok({"snapshot-create-as", (scratch() / "voff.yaml").string(), "a"});
     const auto offline = img.snapshot_list(image("voff"));
     ASSERT_EQ(offline.size(), 1u);
     r = qmpkit({"snapshot-create-as", "--domain", "voff", "--name", offline[0].id});
@@ -279,7 +255,7 @@ TEST_F(virsh_spelling_test, suspend_and_resume) {
 }
 
 TEST_F(virsh_spelling_test, attach_and_detach_disk_as_virsh_writes_them) {
-    const auto file = scratch_->path() / "extra.qcow2";
+    const auto file = scratch() / "extra.qcow2";
     ok({"disk", "create", file.string(), "16M"});
     auto r = qmpkit({"attach-disk", "vt", file.string(), "vdb", "--driver", "qemu", "--subdriver",
                      "qcow2", "--targetbus", "virtio", "--live", "--config", "--persistent"});
