@@ -98,7 +98,7 @@ void bash_completion(const CLI::App& app, std::ostream& out) {
            "    [ -n \"$1\" ] && _qmpkit_takes_value \"\" \"$2\" && return 0\n"
            "    return 1\n}\n\n";
 
-    out << R"(_qmpkit() {
+    out << R"bash(_qmpkit() {
     local cur=${COMP_WORDS[COMP_CWORD]} path="" i w
     for ((i = 1; i < COMP_CWORD; i++)); do
         w=${COMP_WORDS[i]}
@@ -120,12 +120,15 @@ void bash_completion(const CLI::App& app, std::ostream& out) {
     else
         local commands
         commands=$(_qmpkit_commands "$path")
-        if [ -n "$commands" ];
-    then COMPREPLY = ($(compgen - W "$commands" --"$cur")) else COMPREPLY =
-        ($(compgen - f-- "$cur")) fi fi
+        if [ -n "$commands" ]; then
+            COMPREPLY=($(compgen -W "$commands" -- "$cur"))
+        else
+            COMPREPLY=($(compgen -f -- "$cur"))
+        fi
+    fi
 }
 complete -F _qmpkit qmpkit
-)";
+)bash";
 }
 
 // Text for roff: '-' and '\' escaped, and no line may start a request.

@@ -119,13 +119,13 @@ else()
     set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS
         "qemu-system-x86, qemu-utils, libboost-json1.81.0, libspdlog1.10, libfmt9, libyaml-cpp0.7, libstdc++6, libgcc-s1, libc6")
 endif()
-set(CPACK_DEBIAN_RUNTIME_DESCRIPTION "${CPACK_PACKAGE_DESCRIPTION_SUMMARY}\n ${CPACK_PACKAGE_DESCRIPTION}")
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_NAME libqmpkit-dev)
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_SECTION libdevel)
 set(CPACK_DEBIAN_DEVELOPMENT_PACKAGE_DEPENDS
     "libboost1.81-dev, libboost-json1.81-dev, libspdlog-dev, libfmt-dev, libyaml-cpp-dev")
 set(CPACK_DEBIAN_DEVELOPMENT_DESCRIPTION
-    "qmpkit's C++ libraries: QMP clients, VM launcher, snapshots\n The static libraries, headers, CMake package (find_package(qmpkit)) and pkg-config file of qmpkit.")
+    "The static libraries, headers, CMake package (find_package(qmpkit)) and pkg-config file of\
+ qmpkit: QMP clients, VM definitions and launcher, snapshots and reset points.")
 set(CPACK_COMPONENT_RUNTIME_DISPLAY_NAME "qmpkit tool")
 set(CPACK_COMPONENT_DEVELOPMENT_DISPLAY_NAME "qmpkit libraries and headers")
 include(CPack)

@@ -13,10 +13,17 @@ fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 "$qmpkit" --generate bash-completion "$tmp/qmpkit"
 "$qmpkit" --generate man "$tmp/qmpkit.1"
 
-# The commands a --help lists (CLI11: an indented word under "Subcommands:").
+# The commands and aliases a --help lists (CLI11: after "Subcommands:", in groups of their own
+# too, each line the names, then two spaces or more and the description).
 commands_of() {
-  "$qmpkit" "$@" --help | awk '/^Subcommands:/ {on = 1; next} /^[^ ]/ {on = 0}
-                               on && /^  [a-z]/ {print $1}'
+  "$qmpkit" "$@" --help | awk '/^Subcommands:/ {on = 1} on && /^  [a-z]/ {
+    sub(/^  /, ""); split($0, f, /  +/); gsub(/,/, " ", f[1]); print f[1] }' | tr ' ' '\n' |
+    grep .
+}
+# The first name of each (aliases aside).
+primary_commands_of() {
+  "$qmpkit" "$@" --help | awk '/^Subcommands:/ {on = 1} on && /^  [a-z]/ {
+    sub(/^  /, ""); split($0, f, /[ ,]+/); print f[1] }'
 }
 # What the completion offers for the words after `qmpkit` (the last one being typed).
 complete_words() {
@@ -34,11 +41,13 @@ top=$(commands_of)
 offered=$(complete_words "")
 for c in $top; do
   grep -qx -- "$c" <<<"$offered" || fail "'qmpkit <TAB>' does not offer $c"
-  grep -q "^\.SS \"qmpkit $c\"" "$tmp/qmpkit.1" || fail "the man page has no section for $c"
   for sub in $(commands_of "$c"); do
     grep -qx -- "$sub" <<<"$(complete_words "$c" "")" ||
       fail "'qmpkit $c <TAB>' does not offer $sub"
   done
+done
+for c in $(primary_commands_of); do
+  grep -qF ".SS \"qmpkit ${c//-/\\-}\"" "$tmp/qmpkit.1" || fail "the man page has no section for $c"
 done
 for c in $offered; do
   grep -qx -- "$c" <<<"$top" || fail "'qmpkit <TAB>' offers $c, which --help does not list"
