@@ -33,7 +33,7 @@ install(EXPORT qmpkit-targets NAMESPACE qmpkit:: FILE qmpkit-targets.cmake
     DESTINATION ${QMPKIT_CMAKE_DIR} COMPONENT development)
 configure_package_config_file(cmake/qmpkit-config.cmake.in
     ${PROJECT_BINARY_DIR}/qmpkit-config.cmake INSTALL_DESTINATION ${QMPKIT_CMAKE_DIR})
-# 0.x releases are compatible within their minor version only.
+# A request for 1.2 accepts any 1.x from 1.2 on (for 0.x, any 0.y from the one asked for).
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/qmpkit-config-version.cmake
     COMPATIBILITY SameMajorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/qmpkit-config.cmake
