@@ -1,5 +1,6 @@
 #include "command_arguments.hpp"
 #include "context.hpp"
+#include "docs.hpp"
 #include "exit_codes.hpp"
 
 #include <qmpkit/launcher/error.hpp>
@@ -78,6 +79,10 @@ int main(int argc, char** argv) {
     cli::register_qmp_commands(app, ctx);
     cli::register_virsh_commands(app, ctx);
     cli::register_help_command(app, ctx);
+
+    // Hidden: the build prints the bash completion and the man page from this command tree.
+    if (cli::is_generate_request(argc, argv))
+        return cli::generate(app, argc, argv, std::string("qmpkit ") + QMPKIT_VERSION);
 
     try {
         app.parse(argc, argv);

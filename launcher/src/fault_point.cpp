@@ -1,4 +1,4 @@
-#include <qmpkit/launcher/fault_point.hpp>
+#include <qmpkit/launcher/internal/fault_point.hpp>
 #include <qmpkit/launcher/qemu_process.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 

@@ -11,7 +11,7 @@
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
-#include <qmpkit/launcher/fault_point.hpp>
+#include <qmpkit/launcher/internal/fault_point.hpp>
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/qemu_command.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>

@@ -4,7 +4,7 @@
 
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
-#include <qmpkit/launcher/fault_point.hpp>
+#include <qmpkit/launcher/internal/fault_point.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/snapshot/vm_reset.hpp>

@@ -1,5 +1,5 @@
 // Fault injection: qmpkit or qemu killed (SIGKILL) at each named step of the snapshot operations
-// (launcher/include/qmpkit/launcher/fault_point.hpp), and a disk filling up during a save.
+// (launcher/internal/qmpkit/launcher/internal/fault_point.hpp), and a disk filling up during a save.
 // After each fault:
 //   - snapshots.json is byte for byte what it was before the operation, or what a successful
 //     run of the same operation makes of it (creation times and random node names aside);

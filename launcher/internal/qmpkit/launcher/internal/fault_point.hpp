@@ -2,7 +2,8 @@
 
 // TEST HOOK, for fault-injection tests only: a named step of an operation where a test can make
 // qmpkit or qemu die, to prove that a crash at that exact point leaves images and metadata
-// consistent (tests/cli/fault_injection_test.cpp).
+// consistent (tests/cli/fault_injection_test.cpp). Not part of the installed API: the layers above
+// reach it through the build-only target qmpkit::launcher_internal.
 //
 // Nothing happens unless the environment variable QMPKIT_FAULT_AT names the step:
 //
@@ -15,7 +16,7 @@
 //
 // Usage (a step is "<operation>.<where>", lower case, '-' between words):
 //
-//   #include <qmpkit/launcher/fault_point.hpp>
+//   #include <qmpkit/launcher/internal/fault_point.hpp>
 //   launcher::fault_point("reset.template.after-stop", ctx.dir);   // qemu's pid from runtime.json
 //   launcher::fault_point("reset.template.after-stop", qemu_pid);  // or given directly
 //
