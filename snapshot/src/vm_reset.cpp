@@ -162,6 +162,28 @@ const reset_point& choose_point(const std::string& vm, const std::vector<reset_p
     return *it;
 }
 
+// An empty overlay over a point's frozen disk, made once per point and disk by qemu-img and
+// copied for every fresh instance after that: a copy is a few hundred KB of unchanged bytes
+// (the header names the frozen image by its absolute path), where qemu-img is a process start
+// on the reset's or the standby's path.
+fs::path overlay_template(const reset_point& point, const reset_point::disk& d) {
+    const auto file =
+        point.device_state.parent_path() / ("overlay." + d.name + "." + d.base.filename().string());
+    std::error_code ec;
+    if (fs::exists(file, ec))
+        return file;
+    const auto made = fs::path(file.string() + "." + detail::hex_id() + ".tmp");
+    try {
+        launcher::qemu_img().create(made, launcher::disk_format::qcow2, std::nullopt, d.base,
+                                    launcher::disk_format::qcow2);
+        fs::rename(made, file); // several makers: the last rename wins, and all are the same
+    } catch (...) {
+        fs::remove(made, ec);
+        throw;
+    }
+    return file;
+}
+
 // The point's definition, named `name`, with a fresh overlay over each frozen disk, made in
 // `overlay_dir`. Returns it and the overlays.
 std::pair<launcher::vm_definition, std::vector<fs::path>>
@@ -172,33 +194,26 @@ fresh_instance(const reset_point& point, const std::string& name, const fs::path
     fs::create_directories(overlay_dir);
     fs::permissions(overlay_dir, fs::perms::owner_all, fs::perm_options::replace);
     std::vector<fs::path> overlays;
-    std::vector<std::future<void>> made;
-    for (const auto& d : point.disks) {
-        overlays.push_back(overlay_dir / (d.name + "." + detail::hex_id() + ".qcow2"));
-        made.push_back(std::async(std::launch::async, [file = overlays.back(), base = d.base] {
-            launcher::qemu_img().create(file, launcher::disk_format::qcow2, std::nullopt, base,
-                                        launcher::disk_format::qcow2);
-        }));
-        for (auto& disk : def.disks)
-            if (disk.name == d.name) {
-                disk.file = overlays.back();
-                disk.format = launcher::disk_format::qcow2;
-                disk.size.reset();
-                disk.backing.reset();
-            }
-    }
-    std::exception_ptr failure;
-    for (auto& m : made)
-        try {
-            m.get();
-        } catch (...) {
-            failure = std::current_exception();
+    try {
+        for (const auto& d : point.disks) {
+            const auto overlay = overlay_dir / (d.name + "." + detail::hex_id() + ".qcow2");
+            fs::copy_file(overlay_template(point, d), overlay);
+            fs::permissions(overlay, fs::perms::owner_read | fs::perms::owner_write,
+                            fs::perm_options::replace);
+            overlays.push_back(overlay);
+            for (auto& disk : def.disks)
+                if (disk.name == d.name) {
+                    disk.file = overlay;
+                    disk.format = launcher::disk_format::qcow2;
+                    disk.size.reset();
+                    disk.backing.reset();
+                }
         }
-    if (failure) {
+    } catch (...) {
         std::error_code ignored;
         for (const auto& o : overlays)
             fs::remove(o, ignored);
-        std::rethrow_exception(failure);
+        throw;
     }
     return {std::move(def), std::move(overlays)};
 }
@@ -404,10 +419,23 @@ launcher::vm_definition reset_from_template(vm_context& ctx, const reset_point& 
 // the template strategy).
 std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const reset_point& point,
                                                           bool paused, step_timer& step) {
-    auto standby = launcher::find_standby(ctx.dir, standby_key(point), 10s);
+    const auto key = standby_key(point);
+    auto standby = launcher::find_standby(ctx.dir, key, 0s);
+    const auto& logger = ctx.options->logger;
+    if (!standby && launcher::standby_being_prepared(ctx.dir)) {
+        // Resets that follow each other faster than standbys are prepared: the one on its way
+        // is taken the moment it is ready, still sooner than starting a qemu here.
+        if (logger)
+            logger->debug("reset: no standby is ready yet; waiting for the one being prepared");
+        standby = launcher::find_standby(ctx.dir, key, 10s);
+    }
     step("finding the standby");
-    if (!standby)
+    if (!standby) {
+        if (logger)
+            logger->debug("reset: no standby for reset point '{}': resetting by template",
+                          point.name);
         return std::nullopt;
+    }
     std::optional<qmp::client> qmp;
     try {
         qmp::client_options o;
@@ -450,11 +478,17 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
     return standby->definition;
 }
 
+// How many ready standbys a VM keeps for its reset point: with two, a reset that follows the
+// last one sooner than a standby can be prepared still finds one waiting.
+constexpr int standby_pool = 2;
+
+// `garbage` runs in the background process, after the caller has returned.
 void prepare_standby(const launcher::state_directory& dir, const reset_point& point,
-                     std::vector<fs::path> garbage) {
+                     std::function<std::vector<fs::path>()> garbage = {}) {
     launcher::standby_plan plan;
     plan.key = standby_key(point);
     plan.garbage = std::move(garbage);
+    plan.pool = standby_pool;
     plan.prepare = [point, dir] {
         return fresh_instance(point, dir.vm_name(), dir.overlays(), dir.definition_copy());
     };
@@ -588,8 +622,10 @@ reset_point vm_reset::create_point(const std::string& name) {
                 fs::remove(o, ignored);
         throw;
     }
-    if (ctx.def.reset.strategy == launcher::reset_strategy::standby)
-        prepare_standby(ctx.dir, point, {});
+    // auto resets by standby once there is a point (see reset()).
+    if (ctx.def.reset.strategy == launcher::reset_strategy::standby ||
+        ctx.def.reset.strategy == launcher::reset_strategy::automatic)
+        prepare_standby(ctx.dir, point);
     return point;
 }
 
@@ -622,9 +658,10 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
     const auto def = launcher::load_definition(state.definition_copy());
     auto strategy = def.reset.strategy;
     const auto points = read_points(state);
+    // auto: the fastest the VM allows. A reset point means RAM in a file, so standby.
     if (strategy == launcher::reset_strategy::automatic)
         strategy = def.reset.file_backed_memory() && !points.empty()
-                       ? launcher::reset_strategy::template_ram
+                       ? launcher::reset_strategy::standby
                        : launcher::reset_strategy::loadvm;
 
     reset_result result;
@@ -657,20 +694,23 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         if (!now)
             now = reset_from_template(ctx, point, paused, step);
         result.target = point.name;
-        auto garbage = superseded_overlays(state, old_definition, *now);
-        if (result.strategy == "template") {
+        if (strategy == launcher::reset_strategy::standby) {
+            // The guest runs: everything else happens in the background process that prepares
+            // the next standbys, which works out and removes the replaced qemu's overlays
+            // first. The caller returns now.
+            prepare_standby(state, point, [state, old_definition, now = *now] {
+                return superseded_overlays(state, old_definition, now);
+            });
+            step("handing the clean-up to the background");
+        } else {
             // The slow path may follow a reset that died half-way: tidy up now, while this
-            // holds the VM and no standby is being prepared. The standby path leaves it to the
-            // next preparation, off the critical path.
+            // holds the VM and no standby is being prepared.
             std::error_code ignored;
-            for (const auto& file : garbage)
+            for (const auto& file : superseded_overlays(state, old_definition, *now))
                 fs::remove(file, ignored);
-            garbage.clear();
             sweep_overlays(state);
+            step("cleaning up");
         }
-        if (strategy == launcher::reset_strategy::standby)
-            prepare_standby(state, point, std::move(garbage));
-        step("cleaning up");
     }
     result.took = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started);
