@@ -178,7 +178,9 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
             for (const auto& file : plan.garbage())
                 std::filesystem::remove(file, ignored);
         }
-        while (ready_standbys(dir, plan.key) < static_cast<std::size_t>(std::max(plan.pool, 1))) {
+        // Standbys serve a running VM only: one stopped meanwhile needs no more.
+        while (is_running(dir) &&
+               ready_standbys(dir, plan.key) < static_cast<std::size_t>(std::max(plan.pool, 1))) {
             int report[2];
             if (::pipe2(report, O_CLOEXEC) != 0)
                 throw error(std::string("pipe: ") + std::strerror(errno));
@@ -288,7 +290,22 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
     try {
         lock.emplace(vm_lock::acquire(dir.standby_lock(), "preparing a standby", {}));
     } catch (const error&) {
-        return; // another preparation is under way
+        // Another preparation is under way and refills the pool; the replaced qemu's files are
+        // still this caller's to remove, off its path too. Nothing prepared uses them.
+        if (plan.garbage && fork_detached()) {
+            detach_from_caller(dir, {});
+            sync_directory(dir.path());
+            std::error_code ignored;
+            try {
+                for (const auto& file : plan.garbage())
+                    std::filesystem::remove(file, ignored);
+            } catch (const std::exception& e) {
+                std::cerr << timestamp() << " removing a replaced qemu's files: " << e.what()
+                          << std::endl;
+            }
+            ::_exit(0);
+        }
+        return;
     }
     // The child holds the lock from the start, so that whoever waits for a standby or discards
     // them cannot slip in before it has begun.
