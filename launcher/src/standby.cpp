@@ -114,10 +114,23 @@ std::vector<std::string> ready_standby_keys(const state_directory& dir) {
 
 std::optional<standby> find_standby(const state_directory& dir, const std::string& key,
                                     std::chrono::milliseconds timeout) {
+    // The first usable one: only its records are read (a definition is a YAML parse).
     auto ready = [&]() -> std::optional<standby> {
-        for (auto& s : list_standbys(dir))
-            if (s.key == key)
-                return std::move(s);
+        for (const auto& path : standby_directories(dir)) {
+            auto m = read_marker(path);
+            if (!m || m->key != key)
+                continue;
+            state_directory files(dir.path(), path.filename().string());
+            try {
+                auto runtime = read_runtime_info(files);
+                if (!runtime || !is_standby_qemu(runtime->qemu_pid, path))
+                    continue;
+                return standby{m->key, files, *runtime, load_definition(files.definition_copy()),
+                               m->owned_files};
+            } catch (const error&) {
+                // Unreadable records: not one to promote.
+            }
+        }
         return std::nullopt;
     };
     // A marker file is all it takes to see one become ready; the records are read only then.
