@@ -158,6 +158,11 @@ double raw_boot(std::vector<std::string> argv, const fs::path& from, const fs::p
         }
         for (std::size_t p; (p = a.find(from.string())) != std::string::npos;)
             a.replace(p, from.string().size(), dir.string());
+        // Sockets bound in a directory of their own (starting.<id>/): make it.
+        if (const auto at = a.find("path="); at != std::string::npos) {
+            const auto end = a.find(',', at);
+            fs::create_directories(fs::path(a.substr(at + 5, end - at - 5)).parent_path());
+        }
     }
     std::vector<char*> args;
     for (auto& a : argv)
@@ -167,9 +172,10 @@ double raw_boot(std::vector<std::string> argv, const fs::path& from, const fs::p
     const pid_t pid = ::fork();
     if (pid == 0) {
         const int null = ::open("/dev/null", O_RDWR);
+        const int log = ::open((dir / "qemu.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
         ::dup2(null, STDIN_FILENO);
-        ::dup2(null, STDOUT_FILENO);
-        ::dup2(null, STDERR_FILENO);
+        ::dup2(log, STDOUT_FILENO);
+        ::dup2(log, STDERR_FILENO);
         ::execvp(args[0], args.data());
         ::_exit(127);
     }
@@ -187,7 +193,8 @@ double raw_boot(std::vector<std::string> argv, const fs::path& from, const fs::p
     ::kill(pid, SIGKILL);
     ::waitpid(pid, nullptr, 0);
     if (ms < 0) {
-        std::fprintf(stderr, "cli_latency: raw qemu did not reach ready\n");
+        std::fprintf(stderr, "cli_latency: raw qemu did not reach ready (see %s)\n",
+                     (dir / "qemu.log").c_str());
         std::exit(1);
     }
     return ms;

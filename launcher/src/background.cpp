@@ -55,20 +55,35 @@ void detach_from_caller(const state_directory& dir, std::vector<int> keep) {
     block_termination_signals();
 }
 
+// Intermediate children of fork_detached(later) not reaped yet.
+std::vector<pid_t>& unreaped() {
+    static std::vector<pid_t> pids;
+    return pids;
+}
+
 // Forks a process that is not the caller's child: the child forks again and exits at once, so
 // the grandchild is adopted by init and a long-lived caller collects no zombies. True in the
-// grandchild.
-bool fork_detached() {
+// grandchild. The caller waits for the child to exit unless `reap_later`: then it returns at
+// once (on a busy machine the child may take tens of ms to be scheduled), and the child is
+// reaped by a later call; until then it is a zombie.
+bool fork_detached(bool reap_later = false) {
+    auto& pending = unreaped();
+    std::erase_if(pending, [](pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) != 0; });
     std::cout.flush();
     std::cerr.flush();
     const pid_t child = ::fork();
     if (child < 0)
         throw error(std::string("fork: ") + std::strerror(errno));
     if (child == 0) {
+        pending.clear();
         const pid_t grandchild = ::fork();
         if (grandchild != 0)
             ::_exit(grandchild < 0 ? 1 : 0);
         return true;
+    }
+    if (reap_later) {
+        pending.push_back(child);
+        return false;
     }
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
@@ -292,7 +307,7 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
     } catch (const error&) {
         // Another preparation is under way and refills the pool; the replaced qemu's files are
         // still this caller's to remove, off its path too. Nothing prepared uses them.
-        if (plan.garbage && fork_detached()) {
+        if (plan.garbage && fork_detached(true)) {
             detach_from_caller(dir, {});
             sync_directory(dir.path());
             std::error_code ignored;
@@ -309,7 +324,7 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
     }
     // The child holds the lock from the start, so that whoever waits for a standby or discards
     // them cannot slip in before it has begun.
-    if (fork_detached())
+    if (fork_detached(true))
         become_standby_preparer(dir, plan, lock->native_handle());
     lock->close_without_unlock();
 }

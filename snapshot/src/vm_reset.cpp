@@ -654,10 +654,12 @@ void vm_reset::remove_point(const std::string& name) {
 
 reset_result vm_reset::reset(const std::optional<std::string>& target, bool paused) {
     const auto started = std::chrono::steady_clock::now();
+    step_timer step(options_.logger);
     const auto state = state_of(vm_, options_);
     const auto def = launcher::load_definition(state.definition_copy());
     auto strategy = def.reset.strategy;
     const auto points = read_points(state);
+    step("reading the definition and the reset points");
     // auto: the fastest the VM allows. A reset point means RAM in a file, so standby.
     if (strategy == launcher::reset_strategy::automatic)
         strategy = def.reset.file_backed_memory() && !points.empty()
@@ -682,7 +684,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
     } else {
         const auto point = choose_point(vm_, points, target);
         vm_context ctx(vm_, options_, "resetting the VM");
-        step_timer step(options_.logger);
+        step("locking the VM and connecting to its qemu");
         const auto old_definition = ctx.def;
         std::optional<launcher::vm_definition> now;
         if (strategy == launcher::reset_strategy::standby) {
