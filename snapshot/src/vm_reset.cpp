@@ -259,6 +259,42 @@ std::vector<fs::path> superseded_overlays(const launcher::state_directory& dir,
     return garbage;
 }
 
+// The backing file a qcow2 image names in its header, resolved against the image's directory as
+// qemu does; nullopt for an image without one, or one that is not qcow2 (raw has no backing).
+// Reading the header is what `qemu-img info --backing-chain` does, without a process per image.
+std::optional<fs::path> qcow2_backing_file(const fs::path& image) {
+    const int fd = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw error(error_kind::other,
+                    "cannot read " + image.string() + ": " + std::strerror(errno));
+    unsigned char header[20] = {};
+    const bool whole = ::pread(fd, header, sizeof header, 0) == static_cast<ssize_t>(sizeof header);
+    auto be = [&](int at, int bytes) {
+        std::uint64_t v = 0;
+        for (int i = 0; i < bytes; ++i)
+            v = v << 8 | header[at + i];
+        return v;
+    };
+    std::optional<fs::path> backing;
+    if (whole && header[0] == 'Q' && header[1] == 'F' && header[2] == 'I' && header[3] == 0xfb) {
+        const auto offset = be(8, 8);
+        const auto size = be(16, 4);
+        if (offset != 0 && size > 0 && size <= 4096) {
+            std::string name(size, '\0');
+            const bool read = ::pread(fd, name.data(), size, static_cast<off_t>(offset)) ==
+                              static_cast<ssize_t>(size);
+            if (!read) {
+                ::close(fd);
+                throw error(error_kind::other, "cannot read the header of " + image.string());
+            }
+            const fs::path named(name);
+            backing = named.is_absolute() ? named : image.parent_path() / named;
+        }
+    }
+    ::close(fd);
+    return backing;
+}
+
 // Removes overlays in <state>/overlays that nothing uses: left by a reset or a standby
 // preparation that died half-way. Used means named by the VM's definition, a standby's, a
 // reset point (as its frozen image) or a snapshot, in `used`, or in the backing chain of any of
@@ -291,18 +327,23 @@ void sweep_overlays(const launcher::state_directory& dir, std::vector<fs::path> 
     auto unused = unused_files();
     if (unused.empty())
         return;
-    // Only now, as it costs a qemu-img run per image: what the used images are built on.
-    const launcher::qemu_img img;
+    // Only now: what the used images are built on, from their qcow2 headers.
     for (const auto& file : std::vector<fs::path>(used)) {
         std::error_code ec;
         if (!fs::exists(file, ec))
             continue;
-        try {
-            for (const auto& layer : img.info_chain(file))
-                if (layer.full_backing_file)
-                    used.emplace_back(*layer.full_backing_file);
-        } catch (const std::exception&) {
-            return; // cannot tell what it is built on: remove nothing
+        auto layer = file;
+        for (int depth = 0; depth < 256; ++depth) {
+            std::optional<fs::path> backing;
+            try {
+                backing = qcow2_backing_file(layer);
+            } catch (const std::exception&) {
+                return; // cannot tell what it is built on: remove nothing
+            }
+            if (!backing)
+                break;
+            used.push_back(*backing);
+            layer = *backing;
         }
     }
     std::error_code ec;
