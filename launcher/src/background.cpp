@@ -220,6 +220,8 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
                 break;
             }
         }
+        if (code == 0 && plan.finish)
+            plan.finish();
     } catch (const std::exception& e) {
         std::cerr << timestamp() << " preparing standbys failed: " << e.what() << std::endl;
         code = 1;

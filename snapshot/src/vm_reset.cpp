@@ -543,6 +543,16 @@ void prepare_standby(const launcher::state_directory& dir, const reset_point& po
             // Busy: a later preparation tidies up.
         }
     };
+    // Tidying up while standbys were prepared may have found the VM busy every time: once more
+    // with the pool full, waiting a moment for the VM.
+    plan.finish = [dir] {
+        try {
+            auto lock = launcher::vm_lock::acquire(dir.lock_file(), "tidying up overlays", 2s);
+            sweep_overlays(dir);
+        } catch (const launcher::error&) {
+            // Busy for long: a later preparation tidies up.
+        }
+    };
     // The device state is loaded now, off the critical path: the standby then waits paused at
     // the point, and a reset only has to promote it and continue. Nothing in a paused qemu
     // changes the guest's state until `cont`.

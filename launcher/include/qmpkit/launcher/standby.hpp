@@ -55,6 +55,9 @@ struct standby_plan {
     // lock (so no other standby is being made), with the files the standby owns: for tidying up
     // after resets that died half-way.
     std::function<void(const std::vector<std::filesystem::path>& owned)> tidy_up;
+    // Runs once the pool is full, still holding the standby lock: a last tidy-up that may wait
+    // a moment for the VM's lock (no reset waits for a standby then: one is ready).
+    std::function<void()> finish;
     // Runs on the standby's monitor before it is marked ready: settings a reset would
     // otherwise send on its critical path (migration capabilities, say).
     std::function<void(qmp::client&)> arm;
