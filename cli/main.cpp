@@ -10,9 +10,11 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <initializer_list>
 #include <iostream>
 #include <optional>
 #include <stdexcept>
+#include <string_view>
 
 namespace {
 
@@ -44,6 +46,59 @@ std::optional<std::string> unknown_command(const CLI::App& app) {
     return where + ": unknown " + (word.starts_with('-') ? "option '" : "command '") + word + "'";
 }
 
+// The command a call names, after the global options; nullopt when there is none or an option
+// this does not know comes first (then every command is registered, for CLI11 to report).
+std::optional<std::string_view> command_word(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string_view a = argv[i];
+        if (a == "--state-dir" || a == "--lock-timeout")
+            ++i;
+        else if (a == "--json" || a == "--verbose" || a.starts_with("--state-dir=") ||
+                 a.starts_with("--lock-timeout=") ||
+                 (a.size() >= 2 && a.find_first_not_of('v', 1) == std::string_view::npos &&
+                  a[0] == '-'))
+            continue;
+        else if (a.starts_with('-'))
+            return std::nullopt;
+        else
+            return a;
+    }
+    return std::nullopt;
+}
+
+// Building every command's options costs more than a short command's own work: a call
+// registers only the group its command belongs to. A word none claims (a typo, a spelling added
+// elsewhere) gets them all, so parsing and its messages stay as they were.
+bool register_group_of(std::string_view word, CLI::App& app, cli::context& ctx) {
+    using registrar = void (*)(CLI::App&, cli::context&);
+    struct group {
+        std::initializer_list<std::string_view> words;
+        registrar add;
+    };
+    static const group groups[] = {
+        {{"start", "run", "wait-ready", "shutdown", "destroy", "remove", "undefine", "status",
+          "list"},
+         cli::register_lifecycle_commands},
+        {{"disks", "attach-disk", "detach-disk"}, cli::register_device_commands},
+        {{"shell", "exec", "guest-ping", "console"}, cli::register_guest_commands},
+        {{"disk"}, cli::register_disk_commands},
+        {{"reset", "reset-point", "clone"}, cli::register_reset_commands},
+        {{"qmp", "events"}, cli::register_qmp_commands},
+        {{"domblklist", "suspend", "resume"}, cli::register_virsh_commands},
+    };
+    if (word == "snapshot" || word.starts_with("snapshot-")) {
+        cli::register_snapshot_commands(app, ctx);
+        return true;
+    }
+    for (const auto& g : groups)
+        for (const auto w : g.words)
+            if (w == word) {
+                g.add(app, ctx);
+                return true;
+            }
+    return false;
+}
+
 std::shared_ptr<spdlog::logger> make_logger(int verbosity) {
     auto logger = spdlog::stderr_color_mt("qmpkit");
     logger->set_pattern("%^%l%$: %v");
@@ -70,15 +125,21 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(cli::non_negative_number());
 
-    cli::register_lifecycle_commands(app, ctx);
-    cli::register_device_commands(app, ctx);
-    cli::register_guest_commands(app, ctx);
-    cli::register_disk_commands(app, ctx);
-    cli::register_snapshot_commands(app, ctx);
-    cli::register_reset_commands(app, ctx);
-    cli::register_qmp_commands(app, ctx);
-    cli::register_virsh_commands(app, ctx);
-    cli::register_help_command(app, ctx);
+    // `qmpkit --version` needs no command at all; any other call builds only the command group
+    // of the word typed (a word no group claims, such as help, builds them all).
+    const bool version_only = argc == 2 && std::string_view(argv[1]) == "--version";
+    const auto word = command_word(argc, argv);
+    if (!version_only && (!word || !register_group_of(*word, app, ctx))) {
+        cli::register_lifecycle_commands(app, ctx);
+        cli::register_device_commands(app, ctx);
+        cli::register_guest_commands(app, ctx);
+        cli::register_disk_commands(app, ctx);
+        cli::register_snapshot_commands(app, ctx);
+        cli::register_reset_commands(app, ctx);
+        cli::register_qmp_commands(app, ctx);
+        cli::register_virsh_commands(app, ctx);
+        cli::register_help_command(app, ctx);
+    }
 
     // Hidden: the build prints the bash completion and the man page from this command tree.
     if (cli::is_generate_request(argc, argv))

@@ -55,20 +55,35 @@ void detach_from_caller(const state_directory& dir, std::vector<int> keep) {
     block_termination_signals();
 }
 
+// Intermediate children of fork_detached(later) not reaped yet.
+std::vector<pid_t>& unreaped() {
+    static std::vector<pid_t> pids;
+    return pids;
+}
+
 // Forks a process that is not the caller's child: the child forks again and exits at once, so
 // the grandchild is adopted by init and a long-lived caller collects no zombies. True in the
-// grandchild.
-bool fork_detached() {
+// grandchild. The caller waits for the child to exit unless `reap_later`: then it returns at
+// once (on a busy machine the child may take tens of ms to be scheduled), and the child is
+// reaped by a later call; until then it is a zombie.
+bool fork_detached(bool reap_later = false) {
+    auto& pending = unreaped();
+    std::erase_if(pending, [](pid_t pid) { return ::waitpid(pid, nullptr, WNOHANG) != 0; });
     std::cout.flush();
     std::cerr.flush();
     const pid_t child = ::fork();
     if (child < 0)
         throw error(std::string("fork: ") + std::strerror(errno));
     if (child == 0) {
+        pending.clear();
         const pid_t grandchild = ::fork();
         if (grandchild != 0)
             ::_exit(grandchild < 0 ? 1 : 0);
         return true;
+    }
+    if (reap_later) {
+        pending.push_back(child);
+        return false;
     }
     int status = 0;
     while (::waitpid(child, &status, 0) < 0 && errno == EINTR) {
@@ -106,18 +121,14 @@ supervise_options logged(const supervise_options& supervision) {
     ::_exit(code);
 }
 
+// Prepares one standby and supervises it: in a process of its own (see fork_detached), which
+// reports "OK" or "ERR<why>" on `report` once the standby is ready or has failed.
 [[noreturn]] void become_standby_supervisor(const state_directory& dir, const standby_plan& plan,
-                                            int lock_fd) {
-    detach_from_caller(dir, {lock_fd});
+                                            int report) {
+    detach_from_caller(dir, {report});
     int code = 1;
+    std::error_code ignored;
     try {
-        discard_standbys_locked(dir);
-        // The promotion that made these garbage renamed the definition without a sync: make it
-        // durable before the files the old one names are gone.
-        sync_directory(dir.path());
-        std::error_code ignored;
-        for (const auto& file : plan.garbage)
-            std::filesystem::remove(file, ignored);
         auto [definition, owned] = plan.prepare();
         auto options = plan.launch;
         options.standby = true;
@@ -143,14 +154,79 @@ supervise_options logged(const supervise_options& supervision) {
                 std::filesystem::remove(file, ignored);
             throw;
         }
-        ::close(lock_fd); // ready: a reset waiting for it may go on
+        (void)!::write(report, "OK", 2);
+        ::close(report);
         std::cerr << timestamp() << " standby qemu pid " << vm.process().pid() << " ready for "
                   << plan.key << std::endl;
         supervise(vm, logged({}));
         code = 0;
     } catch (const std::exception& e) {
+        const std::string failure = std::string("ERR") + e.what();
+        (void)!::write(report, failure.data(), failure.size());
         std::cerr << timestamp() << " preparing a standby failed: " << e.what() << std::endl;
     }
+    std::cout.flush();
+    std::cerr.flush();
+    ::_exit(code);
+}
+
+// How many ready standbys the VM has for `key`.
+std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
+    const auto all = ready_standby_keys(dir);
+    return static_cast<std::size_t>(std::count(all.begin(), all.end(), key));
+}
+
+// Fills the VM's pool of standbys for the plan's key, one at a time, holding the standby lock
+// (`lock_fd`) until it is full or a preparation fails. Each standby gets a supervisor of its own;
+// this process only forks them and waits for their word, so it never has a thread.
+[[noreturn]] void become_standby_preparer(const state_directory& dir, const standby_plan& plan,
+                                          int lock_fd) {
+    detach_from_caller(dir, {lock_fd});
+    int code = 0;
+    try {
+        discard_standbys_locked(dir, plan.key);
+        if (plan.garbage) {
+            // The promotion that made these garbage renamed the definition without a sync: make
+            // it durable before the files the old one names are gone.
+            sync_directory(dir.path());
+            std::error_code ignored;
+            for (const auto& file : plan.garbage())
+                std::filesystem::remove(file, ignored);
+        }
+        // Standbys serve a running VM only: one stopped meanwhile needs no more.
+        while (is_running(dir) &&
+               ready_standbys(dir, plan.key) < static_cast<std::size_t>(std::max(plan.pool, 1))) {
+            int report[2];
+            if (::pipe2(report, O_CLOEXEC) != 0)
+                throw error(std::string("pipe: ") + std::strerror(errno));
+            if (fork_detached()) {
+                ::close(report[0]);
+                ::close(lock_fd); // the standby's supervisor must not keep the pool locked
+                become_standby_supervisor(dir, plan, report[1]);
+            }
+            ::close(report[1]);
+            std::string answer;
+            char chunk[512];
+            for (;;) {
+                const auto n = ::read(report[0], chunk, sizeof chunk);
+                if (n > 0)
+                    answer.append(chunk, static_cast<std::size_t>(n));
+                else if (n == 0 || errno != EINTR)
+                    break;
+            }
+            ::close(report[0]);
+            if (answer.rfind("OK", 0) != 0) {
+                code = 1; // the supervisor logged why; a later reset tries again
+                break;
+            }
+        }
+        if (code == 0 && plan.finish)
+            plan.finish();
+    } catch (const std::exception& e) {
+        std::cerr << timestamp() << " preparing standbys failed: " << e.what() << std::endl;
+        code = 1;
+    }
+    ::close(lock_fd);
     std::cout.flush();
     std::cerr.flush();
     ::_exit(code);
@@ -231,12 +307,27 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
     try {
         lock.emplace(vm_lock::acquire(dir.standby_lock(), "preparing a standby", {}));
     } catch (const error&) {
-        return; // another preparation is under way
+        // Another preparation is under way and refills the pool; the replaced qemu's files are
+        // still this caller's to remove, off its path too. Nothing prepared uses them.
+        if (plan.garbage && fork_detached(true)) {
+            detach_from_caller(dir, {});
+            sync_directory(dir.path());
+            std::error_code ignored;
+            try {
+                for (const auto& file : plan.garbage())
+                    std::filesystem::remove(file, ignored);
+            } catch (const std::exception& e) {
+                std::cerr << timestamp() << " removing a replaced qemu's files: " << e.what()
+                          << std::endl;
+            }
+            ::_exit(0);
+        }
+        return;
     }
     // The child holds the lock from the start, so that whoever waits for a standby or discards
     // them cannot slip in before it has begun.
-    if (fork_detached())
-        become_standby_supervisor(dir, plan, lock->native_handle());
+    if (fork_detached(true))
+        become_standby_preparer(dir, plan, lock->native_handle());
     lock->close_without_unlock();
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,8 +27,10 @@ void move_sockets(const state_directory& from, const state_directory& to);
 void write_standby_marker(const std::filesystem::path& standby_dir, const std::string& key,
                           const std::vector<std::filesystem::path>& owned_files);
 
-// discard_standbys() for a caller that holds the standby lock.
-void discard_standbys_locked(const state_directory& dir);
+// discard_standbys() for a caller that holds the standby lock; standbys prepared for `keep_key`
+// (when given) stay.
+void discard_standbys_locked(const state_directory& dir,
+                             const std::optional<std::string>& keep_key = std::nullopt);
 
 // 0 when the file does not exist.
 std::uint64_t inode_of(const std::filesystem::path& file);

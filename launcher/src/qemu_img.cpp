@@ -1,3 +1,4 @@
+#include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>
 #include <qmpkit/launcher/subprocess.hpp>
@@ -10,6 +11,7 @@
 #include <fcntl.h>
 #include <random>
 #include <string_view>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace qmpkit::launcher {
@@ -355,6 +357,49 @@ image_info qemu_img::info(const fs::path& image) const {
                              [](const boost::json::value& v) { return parse_info(v.as_object()); });
     info.filename = image;
     return info;
+}
+
+image_info qemu_img::info_cached(const fs::path& image, const fs::path& cache_file) const {
+    struct stat st {};
+    if (::stat(image.c_str(), &st) != 0)
+        return info(image); // reports what is wrong with it
+    const auto key = std::to_string(st.st_dev) + ":" + std::to_string(st.st_ino) + ":" +
+                     std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
+                     std::to_string(st.st_mtim.tv_nsec) + ":" + std::to_string(st.st_ctim.tv_sec) +
+                     "." + std::to_string(st.st_ctim.tv_nsec);
+    const std::string what = "cannot read image information of " + quoted(image);
+    boost::json::object cache;
+    try {
+        auto doc = boost::json::parse(read_file(cache_file));
+        if (doc.is_object())
+            cache = std::move(doc.as_object());
+    } catch (const std::exception&) {
+        // None yet, or unreadable: it is only a cache.
+    }
+    if (const auto* entry = cache.if_contains(image.string()))
+        if (entry->is_object() && entry->as_object().contains("key") &&
+            entry->as_object().at("key") == key.c_str() && entry->as_object().contains("info"))
+            try {
+                auto found = parse_info(entry->as_object().at("info").as_object());
+                found.filename = image;
+                return found;
+            } catch (const std::exception&) {
+                // Damaged: ask qemu-img again.
+            }
+    auto result =
+        run_img({program_, timeout_}, {"info", "--output=json", "-U", path_arg(image)}, what);
+    auto found = parse_output(
+        result.out, what, [](const boost::json::value& v) { return parse_info(v.as_object()); });
+    found.filename = image;
+    try {
+        cache[image.string()] = {{"key", key}, {"info", boost::json::parse(result.out)}};
+        write_file_atomically(cache_file, boost::json::serialize(cache) + "\n",
+                              fs::perms::owner_read | fs::perms::owner_write,
+                              durability::atomic_only);
+    } catch (const std::exception&) {
+        // Not remembered; the answer stands.
+    }
+    return found;
 }
 
 std::vector<image_info> qemu_img::info_chain(const fs::path& image) const {

@@ -95,23 +95,73 @@ std::vector<standby> list_standbys(const state_directory& dir) {
     return found;
 }
 
+std::vector<std::string> ready_standby_keys(const state_directory& dir) {
+    std::vector<std::string> keys;
+    for (const auto& path : standby_directories(dir)) {
+        auto m = read_marker(path);
+        if (!m)
+            continue;
+        try {
+            const state_directory files(dir.path(), path.filename().string());
+            if (const auto runtime = read_runtime_info(files);
+                runtime && is_standby_qemu(runtime->qemu_pid, path))
+                keys.push_back(m->key);
+        } catch (const error&) {
+        }
+    }
+    return keys;
+}
+
 std::optional<standby> find_standby(const state_directory& dir, const std::string& key,
                                     std::chrono::milliseconds timeout) {
+    // The first usable one: only its records are read (a definition is a YAML parse).
     auto ready = [&]() -> std::optional<standby> {
-        for (auto& s : list_standbys(dir))
-            if (s.key == key)
-                return std::move(s);
+        for (const auto& path : standby_directories(dir)) {
+            auto m = read_marker(path);
+            if (!m || m->key != key)
+                continue;
+            state_directory files(dir.path(), path.filename().string());
+            try {
+                auto runtime = read_runtime_info(files);
+                if (!runtime || !is_standby_qemu(runtime->qemu_pid, path))
+                    continue;
+                return standby{m->key, files, *runtime, load_definition(files.definition_copy()),
+                               m->owned_files};
+            } catch (const error&) {
+                // Unreadable records: not one to promote.
+            }
+        }
         return std::nullopt;
     };
-    if (auto s = ready())
-        return s;
-    // One may be on its way: its preparation holds the standby lock until it is ready.
-    try {
-        vm_lock::acquire(dir.standby_lock(), "waiting for a standby", timeout);
-    } catch (const error&) {
-        return std::nullopt;
+    // A marker file is all it takes to see one become ready; the records are read only then.
+    auto any_marked = [&] {
+        for (const auto& path : standby_directories(dir))
+            if (fs::exists(path / standby_marker_name))
+                return true;
+        return false;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        if (any_marked())
+            if (auto s = ready())
+                return s;
+        // Nothing ready: one may be on its way. Its preparation holds the standby lock until the
+        // pool is full, so look for markers meanwhile rather than wait for the lock.
+        if (!standby_being_prepared(dir))
+            return ready(); // the preparation may have ended since the look above
+        if (std::chrono::steady_clock::now() >= deadline)
+            return std::nullopt;
+        std::this_thread::sleep_for(2ms);
     }
-    return ready();
+}
+
+bool standby_being_prepared(const state_directory& dir) {
+    try {
+        vm_lock::acquire(dir.standby_lock(), "looking for a standby preparation", 0ms);
+        return false;
+    } catch (const error&) {
+        return true;
+    }
 }
 
 void promote_standby(const state_directory& dir, const standby& s) {
@@ -139,8 +189,12 @@ void discard_standbys(const state_directory& dir) {
     discard_standbys_locked(dir);
 }
 
-void discard_standbys_locked(const state_directory& dir) {
+void discard_standbys_locked(const state_directory& dir,
+                             const std::optional<std::string>& keep_key) {
     for (const auto& path : standby_directories(dir)) {
+        if (keep_key)
+            if (auto m = read_marker(path); m && m->key == *keep_key)
+                continue;
         state_directory files(dir.path(), path.filename().string());
         std::optional<runtime_info> runtime;
         try {

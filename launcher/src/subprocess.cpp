@@ -400,7 +400,8 @@ subprocess_result run(const std::vector<std::string>& argv, const subprocess_opt
     // A plain time point and a flag rather than std::optional: GCC 12 at -O2 falsely warns that
     // the optional's value may be used uninitialized.
     bool has_deadline = options.timeout.has_value();
-    const clock::time_point deadline = has_deadline ? clock::now() + *options.timeout : clock::time_point{};
+    const clock::time_point deadline =
+        has_deadline ? clock::now() + *options.timeout : clock::time_point{};
     bool exited = false;
 
     // Until the child has exited and its output is drained. Once it has exited, whatever it

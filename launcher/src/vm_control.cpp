@@ -122,10 +122,10 @@ vm_status query_status(const state_directory& dir, const connect_options& option
                 st.state = "paused";
                 st.reason = io_error_reason(vm.qmp());
             }
-            auto kvm = vm.qmp().execute("query-kvm").as_object();
-            st.accel = kvm.at("enabled").as_bool() ? "kvm" : "tcg";
-            for (const auto& s : list_standbys(dir))
-                st.standby = s.key.substr(0, s.key.rfind('@'));
+            // The accelerator is the runtime record's: qemu was started with it (-accel), and
+            // one that cannot have it does not start.
+            for (const auto& key : ready_standby_keys(dir))
+                st.standby = key.substr(0, key.rfind('@'));
         } catch (const std::exception& e) {
             st.state = "unresponsive";
             st.reason = e.what();

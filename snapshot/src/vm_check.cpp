@@ -21,7 +21,10 @@ namespace {
 
 namespace json = boost::json;
 
-std::vector<drift> check_with(const launcher::state_directory& dir, const snapshot_tree& tree) {
+// `cached`: image information may come from the state directory's cache (see
+// qemu_img::info_cached), as for reports; a repair, which acts on it, reads it afresh.
+std::vector<drift> check_with(const launcher::state_directory& dir, const snapshot_tree& tree,
+                              bool cached = false) {
     std::optional<vm_definition> def;
     if (fs::exists(dir.definition_copy()))
         def = launcher::load_definition(dir.definition_copy());
@@ -29,8 +32,10 @@ std::vector<drift> check_with(const launcher::state_directory& dir, const snapsh
     o.definition = def ? &*def : nullptr;
     o.state_dir = dir.path();
     const launcher::qemu_img img;
+    const auto cache = dir.path() / "image-info.cache.json";
     return check_drift(
-        tree, [&](const fs::path& p) { return img.info(p); }, o);
+        tree, [&](const fs::path& p) { return cached ? img.info_cached(p, cache) : img.info(p); },
+        o);
 }
 
 std::optional<drift> interrupted(const launcher::state_directory& dir) {
@@ -88,7 +93,7 @@ std::vector<drift> check_vm(const launcher::state_directory& dir) {
         found.push_back(*current);
     if (auto i = interrupted(dir))
         found.push_back(*i);
-    auto rest = check_with(dir, tree);
+    auto rest = check_with(dir, tree, true);
     found.insert(found.end(), rest.begin(), rest.end());
     return found;
 }

@@ -164,6 +164,28 @@ const reset_point& choose_point(const std::string& vm, const std::vector<reset_p
     return *it;
 }
 
+// An empty overlay over a point's frozen disk, made once per point and disk by qemu-img and
+// copied for every fresh instance after that: a copy is a few hundred KB of unchanged bytes
+// (the header names the frozen image by its absolute path), where qemu-img is a process start
+// on the reset's or the standby's path.
+fs::path overlay_template(const reset_point& point, const reset_point::disk& d) {
+    const auto file =
+        point.device_state.parent_path() / ("overlay." + d.name + "." + d.base.filename().string());
+    std::error_code ec;
+    if (fs::exists(file, ec))
+        return file;
+    const auto made = fs::path(file.string() + "." + detail::hex_id() + ".tmp");
+    try {
+        launcher::qemu_img().create(made, launcher::disk_format::qcow2, std::nullopt, d.base,
+                                    launcher::disk_format::qcow2);
+        fs::rename(made, file); // several makers: the last rename wins, and all are the same
+    } catch (...) {
+        fs::remove(made, ec);
+        throw;
+    }
+    return file;
+}
+
 // The point's definition, named `name`, with a fresh overlay over each frozen disk, made in
 // `overlay_dir`. Returns it and the overlays.
 std::pair<launcher::vm_definition, std::vector<fs::path>>
@@ -174,33 +196,26 @@ fresh_instance(const reset_point& point, const std::string& name, const fs::path
     fs::create_directories(overlay_dir);
     fs::permissions(overlay_dir, fs::perms::owner_all, fs::perm_options::replace);
     std::vector<fs::path> overlays;
-    std::vector<std::future<void>> made;
-    for (const auto& d : point.disks) {
-        overlays.push_back(overlay_dir / (d.name + "." + detail::hex_id() + ".qcow2"));
-        made.push_back(std::async(std::launch::async, [file = overlays.back(), base = d.base] {
-            launcher::qemu_img().create(file, launcher::disk_format::qcow2, std::nullopt, base,
-                                        launcher::disk_format::qcow2);
-        }));
-        for (auto& disk : def.disks)
-            if (disk.name == d.name) {
-                disk.file = overlays.back();
-                disk.format = launcher::disk_format::qcow2;
-                disk.size.reset();
-                disk.backing.reset();
-            }
-    }
-    std::exception_ptr failure;
-    for (auto& m : made)
-        try {
-            m.get();
-        } catch (...) {
-            failure = std::current_exception();
+    try {
+        for (const auto& d : point.disks) {
+            const auto overlay = overlay_dir / (d.name + "." + detail::hex_id() + ".qcow2");
+            fs::copy_file(overlay_template(point, d), overlay);
+            fs::permissions(overlay, fs::perms::owner_read | fs::perms::owner_write,
+                            fs::perm_options::replace);
+            overlays.push_back(overlay);
+            for (auto& disk : def.disks)
+                if (disk.name == d.name) {
+                    disk.file = overlay;
+                    disk.format = launcher::disk_format::qcow2;
+                    disk.size.reset();
+                    disk.backing.reset();
+                }
         }
-    if (failure) {
+    } catch (...) {
         std::error_code ignored;
         for (const auto& o : overlays)
             fs::remove(o, ignored);
-        std::rethrow_exception(failure);
+        throw;
     }
     return {std::move(def), std::move(overlays)};
 }
@@ -246,6 +261,42 @@ std::vector<fs::path> superseded_overlays(const launcher::state_directory& dir,
     return garbage;
 }
 
+// The backing file a qcow2 image names in its header, resolved against the image's directory as
+// qemu does; nullopt for an image without one, or one that is not qcow2 (raw has no backing).
+// Reading the header is what `qemu-img info --backing-chain` does, without a process per image.
+std::optional<fs::path> qcow2_backing_file(const fs::path& image) {
+    const int fd = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        throw error(error_kind::other,
+                    "cannot read " + image.string() + ": " + std::strerror(errno));
+    unsigned char header[20] = {};
+    const bool whole = ::pread(fd, header, sizeof header, 0) == static_cast<ssize_t>(sizeof header);
+    auto be = [&](int at, int bytes) {
+        std::uint64_t v = 0;
+        for (int i = 0; i < bytes; ++i)
+            v = v << 8 | header[at + i];
+        return v;
+    };
+    std::optional<fs::path> backing;
+    if (whole && header[0] == 'Q' && header[1] == 'F' && header[2] == 'I' && header[3] == 0xfb) {
+        const auto offset = be(8, 8);
+        const auto size = be(16, 4);
+        if (offset != 0 && size > 0 && size <= 4096) {
+            std::string name(size, '\0');
+            const bool read = ::pread(fd, name.data(), size, static_cast<off_t>(offset)) ==
+                              static_cast<ssize_t>(size);
+            if (!read) {
+                ::close(fd);
+                throw error(error_kind::other, "cannot read the header of " + image.string());
+            }
+            const fs::path named(name);
+            backing = named.is_absolute() ? named : image.parent_path() / named;
+        }
+    }
+    ::close(fd);
+    return backing;
+}
+
 // Removes overlays in <state>/overlays that nothing uses: left by a reset or a standby
 // preparation that died half-way. Used means named by the VM's definition, a standby's, a
 // reset point (as its frozen image) or a snapshot, in `used`, or in the backing chain of any of
@@ -278,18 +329,23 @@ void sweep_overlays(const launcher::state_directory& dir, std::vector<fs::path> 
     auto unused = unused_files();
     if (unused.empty())
         return;
-    // Only now, as it costs a qemu-img run per image: what the used images are built on.
-    const launcher::qemu_img img;
+    // Only now: what the used images are built on, from their qcow2 headers.
     for (const auto& file : std::vector<fs::path>(used)) {
         std::error_code ec;
         if (!fs::exists(file, ec))
             continue;
-        try {
-            for (const auto& layer : img.info_chain(file))
-                if (layer.full_backing_file)
-                    used.emplace_back(*layer.full_backing_file);
-        } catch (const std::exception&) {
-            return; // cannot tell what it is built on: remove nothing
+        auto layer = file;
+        for (int depth = 0; depth < 256; ++depth) {
+            std::optional<fs::path> backing;
+            try {
+                backing = qcow2_backing_file(layer);
+            } catch (const std::exception&) {
+                return; // cannot tell what it is built on: remove nothing
+            }
+            if (!backing)
+                break;
+            used.push_back(*backing);
+            layer = *backing;
         }
     }
     std::error_code ec;
@@ -410,10 +466,23 @@ launcher::vm_definition reset_from_template(vm_context& ctx, const reset_point& 
 // the template strategy).
 std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const reset_point& point,
                                                           bool paused, step_timer& step) {
-    auto standby = launcher::find_standby(ctx.dir, standby_key(point), 10s);
+    const auto key = standby_key(point);
+    auto standby = launcher::find_standby(ctx.dir, key, 0s);
+    const auto& logger = ctx.options->logger;
+    if (!standby && launcher::standby_being_prepared(ctx.dir)) {
+        // Resets that follow each other faster than standbys are prepared: the one on its way
+        // is taken the moment it is ready, still sooner than starting a qemu here.
+        if (logger)
+            logger->debug("reset: no standby is ready yet; waiting for the one being prepared");
+        standby = launcher::find_standby(ctx.dir, key, 10s);
+    }
     step("finding the standby");
-    if (!standby)
+    if (!standby) {
+        if (logger)
+            logger->debug("reset: no standby for reset point '{}': resetting by template",
+                          point.name);
         return std::nullopt;
+    }
     std::optional<qmp::client> qmp;
     try {
         qmp::client_options o;
@@ -456,11 +525,17 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
     return standby->definition;
 }
 
+// How many ready standbys a VM keeps for its reset point: with two, a reset that follows the
+// last one sooner than a standby can be prepared still finds one waiting.
+constexpr int standby_pool = 2;
+
+// `garbage` runs in the background process, after the caller has returned.
 void prepare_standby(const launcher::state_directory& dir, const reset_point& point,
-                     std::vector<fs::path> garbage) {
+                     std::function<std::vector<fs::path>()> garbage = {}) {
     launcher::standby_plan plan;
     plan.key = standby_key(point);
     plan.garbage = std::move(garbage);
+    plan.pool = standby_pool;
     plan.prepare = [point, dir] {
         return fresh_instance(point, dir.vm_name(), dir.overlays(), dir.definition_copy());
     };
@@ -472,6 +547,16 @@ void prepare_standby(const launcher::state_directory& dir, const reset_point& po
             sweep_overlays(dir, owned);
         } catch (const launcher::error&) {
             // Busy: a later preparation tidies up.
+        }
+    };
+    // Tidying up while standbys were prepared may have found the VM busy every time: once more
+    // with the pool full, waiting a moment for the VM.
+    plan.finish = [dir] {
+        try {
+            auto lock = launcher::vm_lock::acquire(dir.lock_file(), "tidying up overlays", 2s);
+            sweep_overlays(dir);
+        } catch (const launcher::error&) {
+            // Busy for long: a later preparation tidies up.
         }
     };
     // The device state is loaded now, off the critical path: the standby then waits paused at
@@ -602,8 +687,10 @@ reset_point vm_reset::create_point(const std::string& name) {
         }
         throw;
     }
-    if (ctx.def.reset.strategy == launcher::reset_strategy::standby)
-        prepare_standby(ctx.dir, point, {});
+    // auto resets by standby once there is a point (see reset()).
+    if (ctx.def.reset.strategy == launcher::reset_strategy::standby ||
+        ctx.def.reset.strategy == launcher::reset_strategy::automatic)
+        prepare_standby(ctx.dir, point);
     return point;
 }
 
@@ -632,13 +719,16 @@ void vm_reset::remove_point(const std::string& name) {
 
 reset_result vm_reset::reset(const std::optional<std::string>& target, bool paused) {
     const auto started = std::chrono::steady_clock::now();
+    step_timer step(options_.logger);
     const auto state = state_of(vm_, options_);
     const auto def = launcher::load_definition(state.definition_copy());
     auto strategy = def.reset.strategy;
     const auto points = read_points(state);
+    step("reading the definition and the reset points");
+    // auto: the fastest the VM allows. A reset point means RAM in a file, so standby.
     if (strategy == launcher::reset_strategy::automatic)
         strategy = def.reset.file_backed_memory() && !points.empty()
-                       ? launcher::reset_strategy::template_ram
+                       ? launcher::reset_strategy::standby
                        : launcher::reset_strategy::loadvm;
 
     reset_result result;
@@ -659,7 +749,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
     } else {
         const auto point = choose_point(vm_, points, target);
         vm_context ctx(vm_, options_, "resetting the VM");
-        step_timer step(options_.logger);
+        step("locking the VM and connecting to its qemu");
         const auto old_definition = ctx.def;
         std::optional<launcher::vm_definition> now;
         if (strategy == launcher::reset_strategy::standby) {
@@ -671,20 +761,23 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         if (!now)
             now = reset_from_template(ctx, point, paused, step);
         result.target = point.name;
-        auto garbage = superseded_overlays(state, old_definition, *now);
-        if (result.strategy == "template") {
+        if (strategy == launcher::reset_strategy::standby) {
+            // The guest runs: everything else happens in the background process that prepares
+            // the next standbys, which works out and removes the replaced qemu's overlays
+            // first. The caller returns now.
+            prepare_standby(state, point, [state, old_definition, now = *now] {
+                return superseded_overlays(state, old_definition, now);
+            });
+            step("handing the clean-up to the background");
+        } else {
             // The slow path may follow a reset that died half-way: tidy up now, while this
-            // holds the VM and no standby is being prepared. The standby path leaves it to the
-            // next preparation, off the critical path.
+            // holds the VM and no standby is being prepared.
             std::error_code ignored;
-            for (const auto& file : garbage)
+            for (const auto& file : superseded_overlays(state, old_definition, *now))
                 fs::remove(file, ignored);
-            garbage.clear();
             sweep_overlays(state);
+            step("cleaning up");
         }
-        if (strategy == launcher::reset_strategy::standby)
-            prepare_standby(state, point, std::move(garbage));
-        step("cleaning up");
     }
     result.took = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started);

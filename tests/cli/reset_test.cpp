@@ -7,6 +7,7 @@
 #include "tiny_guest.hpp"
 
 #include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 #include <qmpkit/snapshot/vm_reset.hpp>
 
@@ -149,19 +150,19 @@ protected:
             wait_for_standby();
     }
 
-    // Until the VM has a ready standby (one just promoted has left its directory).
+    // Until the VM's pool of standbys is full (two ready ones) and no preparation is under way.
     void wait_for_standby() {
+        const launcher::state_directory dir(scratch_->path() / "state", vm());
         auto ready = [&] {
-            for (const auto& e : fs::directory_iterator(state()))
-                if (e.path().filename().string().rfind("standby.", 0) == 0 &&
-                    fs::exists(e.path() / "standby.json"))
-                    return true;
-            return false;
+            return launcher::ready_standby_keys(dir).size() == standby_pool &&
+                   !launcher::standby_being_prepared(dir);
         };
-        for (int i = 0; i < 400 && !ready(); ++i)
+        for (int i = 0; i < 600 && !ready(); ++i)
             std::this_thread::sleep_for(50ms);
-        ASSERT_TRUE(ready()) << "no standby after 20 s";
+        ASSERT_TRUE(ready()) << "no full pool of standbys after 30 s";
     }
+
+    static constexpr std::size_t standby_pool = 2;
 
     // The seeds-style check: the disk and the RAM counter are the known state's, and the guest
     // was not rebooted. The counter is read first: it runs on while the checks run.
@@ -243,7 +244,8 @@ TEST_P(reset_test, a_hundred_resets_leak_nothing) {
     const auto descriptors = open_descriptors();
     const auto heap = heap_in_use();
     const int qemus = processes_mentioning(state().string(), "qemu-system");
-    EXPECT_EQ(qemus, strategy() == "standby" ? 2 : 1) << "the VM's qemu (and its standby)";
+    EXPECT_EQ(qemus, strategy() == "standby" ? 1 + static_cast<int>(standby_pool) : 1)
+        << "the VM's qemu (and its standbys)";
 
     std::map<std::string, int> used;
     for (int i = 0; i < 100; ++i)
@@ -436,6 +438,66 @@ TEST_P(reset_test, a_reset_killed_at_any_step_is_undone_by_the_next_one) {
 }
 
 // Last: it damages the point.
+// A CLI reset returns once the guest runs: the replaced qemu's clean-up and the next standby's
+// preparation come after. Two resets back to back, no pause between them, both bring the guest
+// back to the point.
+TEST_P(reset_test, back_to_back_resets_return_before_the_clean_up_and_both_reset) {
+    if (strategy() != "standby")
+        GTEST_SKIP() << "about the standby strategy";
+    ensure_vm();
+    wait_for_standby();
+    const launcher::state_directory dir(scratch_->path() / "state", vm());
+    run().guest(vm(), "echo more > /mnt/g; sync");
+    const auto before = counter_after_running(2);
+    auto first = run()({"--json", "reset", vm()});
+    ASSERT_EQ(first.code, 0) << first.err;
+    // Returned while the pool is being refilled (a preparation takes far longer than this).
+    EXPECT_TRUE(launcher::standby_being_prepared(dir)) << "the reset waited for its clean-up";
+    auto second = run()({"--json", "-v", "reset", vm()});
+    ASSERT_EQ(second.code, 0) << second.err;
+    EXPECT_EQ(json::parse(first.out).at("strategy").as_string(), "standby");
+    EXPECT_EQ(json::parse(second.out).at("strategy").as_string(), "standby") << second.err;
+    expect_known_state(before);
+    // And once more with the pool drained: the standby on its way is taken (-v says so).
+    auto third = run()({"--json", "-v", "reset", vm()});
+    ASSERT_EQ(third.code, 0) << third.err;
+    EXPECT_EQ(json::parse(third.out).at("strategy").as_string(), "standby") << third.err;
+    EXPECT_NE(third.err.find("reset: finding the standby"), std::string::npos) << third.err;
+    expect_known_state(std::numeric_limits<long>::max());
+    wait_for_standby();
+}
+
+// A VM whose definition names no strategy (auto) resets by standby once it has a reset point,
+// and destroying it right after resets, while standbys are being prepared, leaves no qemu,
+// supervisor, standby or RAM file behind.
+TEST_P(reset_test, auto_resets_by_standby_and_destroy_leaves_nothing) {
+    if (strategy() != "standby")
+        GTEST_SKIP() << "one auto VM is enough";
+    const std::string name = "rauto";
+    auto def = test::write_tiny_guest(name, scratch_->path(), {{"system"}});
+    ASSERT_EQ(run()({"start", def.string(), "--wait-ready"}).code, 0);
+    const auto state_dir = scratch_->path() / "state" / name;
+    auto r = run()({"reset-point", "create", name, "p"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    for (int i = 0; i < 2; ++i) {
+        r = run()({"--json", "reset", name});
+        ASSERT_EQ(r.code, 0) << r.err;
+        EXPECT_EQ(json::parse(r.out).at("strategy").as_string(), "standby") << r.out;
+    }
+    EXPECT_EQ(run().guest(name, "echo alive"), "alive\n");
+    r = run()({"destroy", name});
+    ASSERT_EQ(r.code, 0) << r.err;
+    for (int i = 0; i < 100 && processes_mentioning(state_dir.string()) > 0; ++i)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(processes_mentioning(state_dir.string()), 0) << "a qemu or supervisor is left";
+    for (const auto& e : fs::directory_iterator(state_dir)) {
+        const auto file = e.path().filename().string();
+        EXPECT_TRUE(file.rfind("standby.", 0) != 0 || file == "standby.lock") << file;
+        EXPECT_NE(e.path().extension(), ".sock") << file;
+    }
+    EXPECT_EQ(shm_files(name), std::set<std::string>{});
+}
+
 TEST_P(reset_test, zz_a_reset_point_missing_its_ram_fails_cleanly) {
     if (strategy() == "loadvm")
         GTEST_SKIP() << "loadvm has no reset point";

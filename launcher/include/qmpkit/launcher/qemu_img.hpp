@@ -96,6 +96,14 @@ public:
     // reads then may be a moment out of date.
     image_info info(const std::filesystem::path& image) const;
 
+    // info(), remembered in `cache_file` (a small JSON file; made, and replaced atomically, as
+    // needed) under the image's identity and change times: device, inode, size, and mtime and
+    // ctime to the nanosecond. An image that changed or was replaced is read again. The file
+    // system's clock ticks coarsely (a few ms), so two writes within one tick that keep the
+    // size may go unseen: for reports such as drift warnings, not for decisions.
+    image_info info_cached(const std::filesystem::path& image,
+                           const std::filesystem::path& cache_file) const;
+
     // The image first, then its backing file, and so on down to the base.
     std::vector<image_info> info_chain(const std::filesystem::path& image) const;
 

@@ -45,25 +45,39 @@ struct standby_plan {
     // files that are only its own.
     std::function<std::pair<vm_definition, std::vector<std::filesystem::path>>()> prepare;
     // Files of a replaced qemu to remove first (it may still be quitting: they are unlinked).
-    std::vector<std::filesystem::path> garbage;
+    // Worked out in the background process, so that a reset does not wait for it.
+    std::function<std::vector<std::filesystem::path>()> garbage;
+    // How many ready standbys with this key to keep: more than one lets resets that follow
+    // each other faster than a standby is prepared still find one ready. They are prepared one
+    // after the other, each by a process of its own that then supervises it.
+    int pool = 1;
     // Runs just before the standby is marked ready, while the preparation holds the standby
     // lock (so no other standby is being made), with the files the standby owns: for tidying up
     // after resets that died half-way.
     std::function<void(const std::vector<std::filesystem::path>& owned)> tidy_up;
+    // Runs once the pool is full, still holding the standby lock: a last tidy-up that may wait
+    // a moment for the VM's lock (no reset waits for a standby then: one is ready).
+    std::function<void()> finish;
     // Runs on the standby's monitor before it is marked ready: settings a reset would
     // otherwise send on its critical path (migration capabilities, say).
     std::function<void(qmp::client&)> arm;
     launch_options launch; // memory_template, extra_args (-incoming defer), state_root, ...
 };
 
-// Starts preparing a standby in a background process and returns at once. Any standby the VM
-// has is discarded first; if another preparation is under way this one gives up. Must be called
-// while the process has no other threads (it forks).
+// Starts preparing standbys in a background process and returns at once: as many as it takes
+// for `plan.pool` ready ones with the plan's key. Standbys prepared for another key are
+// discarded first; if another preparation is under way this one gives up. The preparation holds
+// <state>/standby.lock until the pool is full. Must be called while the process has no other
+// threads (it forks).
 void prepare_standby_in_background(const state_directory& dir, standby_plan plan);
 
-// The ready standby with this key. If one is being prepared, waits up to `timeout` for it.
+// A ready standby with this key. If none is ready but one is being prepared, waits up to
+// `timeout` for it, and takes it the moment it is ready (not when the whole pool is).
 std::optional<standby> find_standby(const state_directory& dir, const std::string& key,
                                     std::chrono::milliseconds timeout);
+
+// Whether a preparation of standbys is under way (it holds the standby lock).
+bool standby_being_prepared(const state_directory& dir);
 
 // Makes the standby the VM's qemu: sockets, runtime record and definition (see above). The
 // caller holds the VM's lock, and tells the replaced qemu to quit afterwards.
@@ -75,5 +89,8 @@ void discard_standbys(const state_directory& dir);
 
 // Whether the VM has a ready standby, and for what.
 std::vector<standby> list_standbys(const state_directory& dir);
+
+// The keys of the VM's ready standbys: list_standbys without reading their records.
+std::vector<std::string> ready_standby_keys(const state_directory& dir);
 
 } // namespace qmpkit::launcher
