@@ -307,18 +307,30 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
     try {
         lock.emplace(vm_lock::acquire(dir.standby_lock(), "preparing a standby", {}));
     } catch (const error&) {
-        // Another preparation is under way and refills the pool; the replaced qemu's files are
-        // still this caller's to remove, off its path too. Nothing prepared uses them.
-        if (plan.garbage && fork_detached(true)) {
+        // Another preparation is under way. The replaced qemu's files are still this caller's
+        // to remove, off its path too (nothing prepared uses them). And the other preparation
+        // may be past its last look at the pool, about to leave it one short: this request
+        // waits its turn in the background and fills the pool then (at once done if full).
+        if (fork_detached(true)) {
             detach_from_caller(dir, {});
-            sync_directory(dir.path());
-            std::error_code ignored;
+            if (plan.garbage) {
+                sync_directory(dir.path());
+                std::error_code ignored;
+                try {
+                    for (const auto& file : plan.garbage())
+                        std::filesystem::remove(file, ignored);
+                } catch (const std::exception& e) {
+                    std::cerr << timestamp() << " removing a replaced qemu's files: " << e.what()
+                              << std::endl;
+                }
+                plan.garbage = {};
+            }
             try {
-                for (const auto& file : plan.garbage())
-                    std::filesystem::remove(file, ignored);
-            } catch (const std::exception& e) {
-                std::cerr << timestamp() << " removing a replaced qemu's files: " << e.what()
-                          << std::endl;
+                auto queued = vm_lock::acquire(dir.standby_lock(), "preparing a standby",
+                                               std::chrono::minutes(2));
+                become_standby_preparer(dir, plan, queued.native_handle());
+            } catch (const std::exception&) {
+                // Still busy after minutes: that preparation fills the pool.
             }
             ::_exit(0);
         }
