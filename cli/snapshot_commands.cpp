@@ -176,7 +176,8 @@ void add_create(CLI::App* cmd, context& ctx, bool with_name = true) {
                         "accepted for virsh compatibility: " + std::string(reuse_note));
     form->add_note_flag("--validate", validate_note,
                         "accepted for virsh compatibility: " + std::string(validate_note));
-    cmd->callback([&ctx, o, form, cmd, with_name] {
+    // The callback owns what the options write to: CLI11 keeps only references.
+    cmd->callback([&ctx, o, form, cmd, with_name, xml] {
         if (!with_name && cmd->count("xmlfile") > 0)
             throw CLI::ValidationError(
                 "snapshot-create takes no XML file: qmpkit has no snapshot XML; name the "
