@@ -157,9 +157,11 @@ protected:
             return launcher::ready_standby_keys(dir).size() == standby_pool &&
                    !launcher::standby_being_prepared(dir);
         };
-        for (int i = 0; i < 600 && !ready(); ++i)
+        // Generous: under the sanitizers, on a loaded machine, each standby's qemu and
+        // supervisor take seconds to start, and refills queue behind one another.
+        for (int i = 0; i < 2400 && !ready(); ++i)
             std::this_thread::sleep_for(50ms);
-        ASSERT_TRUE(ready()) << "no full pool of standbys after 30 s";
+        ASSERT_TRUE(ready()) << "no full pool of standbys after 120 s";
     }
 
     static constexpr std::size_t standby_pool = 2;
