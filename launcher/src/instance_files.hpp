@@ -35,4 +35,16 @@ void discard_standbys_locked(const state_directory& dir,
 // 0 when the file does not exist.
 std::uint64_t inode_of(const std::filesystem::path& file);
 
+// Which write of a file replaced by write_file_atomically is there now. The inode alone does not
+// say: a file system may hand a freed inode number to the very next file (ext4 does), so a file
+// replaced twice between two looks could show the first inode again. The modification time,
+// to the nanosecond, tells those apart. All zero when the file does not exist.
+struct file_version {
+    std::uint64_t inode = 0;
+    std::int64_t modified_s = 0;
+    std::int64_t modified_ns = 0;
+    bool operator==(const file_version&) const = default;
+};
+file_version version_of(const std::filesystem::path& file);
+
 } // namespace qmpkit::launcher

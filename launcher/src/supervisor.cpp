@@ -84,10 +84,10 @@ private:
         const auto& instance = vm_.instance();
         if (instance.standby && std::filesystem::exists(instance.dir / standby_marker_name))
             return; // not the VM's (yet)
-        const auto inode = inode_of(vm_.state().runtime_file());
-        if (inode == runtime_inode_)
+        const auto version = version_of(vm_.state().runtime_file());
+        if (version == runtime_version_)
             return;
-        runtime_inode_ = inode;
+        runtime_version_ = version;
         try {
             const auto current = read_runtime_info(vm_.state());
             if (current && current->qemu_pid != vm_.process().pid()) {
@@ -97,7 +97,7 @@ private:
             }
         } catch (const error&) {
             // Being rewritten; look again next round.
-            runtime_inode_ = 0;
+            runtime_version_ = {};
         }
     }
 
@@ -219,7 +219,7 @@ private:
     bool replaced_ = false; // the VM's runtime record named another qemu
     bool forced_ = false;
     bool killed_ = false;
-    std::uint64_t runtime_inode_ = 0;
+    file_version runtime_version_; // of the VM's runtime record at the last look
 };
 
 } // namespace
