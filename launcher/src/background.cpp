@@ -17,6 +17,7 @@
 #include <linux/close_range.h>
 #include <optional>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 #include <utility>
 #include <vector>
@@ -302,6 +303,55 @@ void start_in_background(const vm_definition& definition, const launch_options& 
     begin_start_in_background(definition, options, supervision).wait();
 }
 
+namespace {
+
+// The purpose a queued request writes into the queue lock: others read it to see what it waits
+// to prepare.
+std::string queued_for(const std::string& key) {
+    return "queued to prepare standbys for " + key;
+}
+
+// In a process of its own, behind a preparation under way: waits for it to end and fills the
+// pool then. At most one request per key waits so: resets that come faster than standbys are
+// made would otherwise queue a process each, and those would hold the standby lock one after
+// the other long after the pool was full (each looks at the pool and tidies up), keeping
+// resets waiting for a preparation that brings nothing.
+void wait_behind_preparation(const state_directory& dir, standby_plan& plan) {
+    using namespace std::chrono_literals;
+    const auto purpose = queued_for(plan.key);
+    std::optional<vm_lock> queue;
+    for (auto deadline = std::chrono::steady_clock::now() + 2min; !queue;) {
+        try {
+            queue.emplace(vm_lock::acquire(dir.standby_queue_lock(), purpose, 0ms));
+        } catch (const error&) {
+            // The one queued already waits for this key: it looks at the pool only after the
+            // preparation under way has ended, so it covers this request. (Empty text: its
+            // holder has just taken it and not written yet; wait and look again.)
+            std::string holder;
+            try {
+                holder = read_file(dir.standby_queue_lock());
+            } catch (const std::exception&) {
+            }
+            if (holder.find("(" + purpose + ")") != std::string::npos)
+                return;
+            if (std::chrono::steady_clock::now() >= deadline)
+                return; // still busy after minutes: those preparations fill the pool
+            std::this_thread::sleep_for(20ms);
+        }
+    }
+    std::optional<vm_lock> pool;
+    try {
+        pool.emplace(vm_lock::acquire(dir.standby_lock(), "preparing a standby", 2min));
+    } catch (const error&) {
+        return; // still busy after minutes: that preparation fills the pool
+    }
+    // From here on this request has not looked at the pool yet: a later one may queue.
+    queue->release();
+    become_standby_preparer(dir, plan, pool->native_handle());
+}
+
+} // namespace
+
 void prepare_standby_in_background(const state_directory& dir, standby_plan plan) {
     std::optional<vm_lock> lock;
     try {
@@ -326,11 +376,10 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
                 plan.garbage = {};
             }
             try {
-                auto queued = vm_lock::acquire(dir.standby_lock(), "preparing a standby",
-                                               std::chrono::minutes(2));
-                become_standby_preparer(dir, plan, queued.native_handle());
-            } catch (const std::exception&) {
-                // Still busy after minutes: that preparation fills the pool.
+                wait_behind_preparation(dir, plan);
+            } catch (const std::exception& e) {
+                std::cerr << timestamp() << " queuing a standby preparation: " << e.what()
+                          << std::endl;
             }
             ::_exit(0);
         }

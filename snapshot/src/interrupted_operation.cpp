@@ -159,6 +159,8 @@ public:
             delete_external();
         else if (j_.operation == "revert")
             revert();
+        else if (j_.operation == "create-reset-point")
+            create_reset_point();
         else
             throw error(error_kind::metadata_corrupt, "the interrupted operation '" + j_.operation +
                                                           "' is unknown to this qmpkit");
@@ -271,6 +273,56 @@ private:
         resume_if_we_paused();
     }
 
+    // A reset point: its RAM and device state in its directory (the first of `creates`), the
+    // disks switched to new overlays over the images it freezes. Without its point.json it is
+    // not a reset point anyone can use: the directory goes. The overlays stay when qemu runs on
+    // them (the guest's writes are there), and the definition then names them.
+    void create_reset_point() {
+        if (qemu_up()) {
+            settle_migration(*ctx_.qmp);
+            // Left on, a later memory snapshot would save no RAM (it lives in a shared file).
+            ctx_.qmp->execute("migrate-set-capabilities",
+                              {{"capabilities", json::array{{{"capability", "x-ignore-shared"},
+                                                             {"state", false}}}}});
+        }
+        bool switched = !j_.overlays.empty();
+        if (qemu_up()) {
+            const auto live = live_disks(*ctx_.qmp);
+            for (const auto& o : j_.overlays) {
+                auto it = live.find(o.disk);
+                switched = switched && it != live.end() && same_file(it->second.file, o.overlay);
+            }
+        } else {
+            for (const auto& o : j_.overlays)
+                switched = switched && backed_by(o.overlay, o.image);
+        }
+        if (switched) {
+            const auto before = launcher::read_file(ctx_.dir.definition_copy());
+            if (j_.after_definition && before != *j_.after_definition) {
+                roll_forward_definition();
+                done_.push_back("the VM runs on the overlays of the interrupted reset point '" +
+                                j_.snapshot + "': its definition names them now");
+            }
+        } else {
+            for (const auto& o : j_.overlays)
+                remove_file(o.overlay);
+        }
+        std::error_code ec;
+        if (!j_.creates.empty() && fs::exists(j_.creates.front(), ec) &&
+            !fs::exists(j_.creates.front() / "point.json", ec)) {
+            fs::remove_all(j_.creates.front(), ec);
+            done_.push_back("removed the incomplete reset point '" + j_.snapshot + "' (" +
+                            quoted(j_.creates.front()) + ")");
+        }
+        if (qemu_up() && j_.was_running) {
+            const auto status = run_status(*ctx_.qmp);
+            if (status == "postmigrate" || status == "paused") {
+                ctx_.qmp->execute("cont");
+                done_.push_back("resumed the VM, paused by the interrupted reset point");
+            }
+        }
+    }
+
     void delete_external() {
         std::optional<std::string> job;
         if (qemu_up())
@@ -357,6 +409,14 @@ void resolve_after_failure(vm_context& ctx, const operation_journal& journal) no
     } catch (const std::exception&) {
         // The journal stays for `snapshot check --repair`.
     }
+}
+
+std::vector<std::string> resolve_left_operation(vm_context& ctx) {
+    std::error_code ec;
+    if (!fs::exists(journal_file(ctx.dir), ec))
+        return {};
+    const auto journal = read_journal(ctx.dir);
+    return journal ? resolve_interrupted(ctx, *journal) : std::vector<std::string>{};
 }
 
 void require_no_interrupted_operation(const launcher::state_directory& dir) {

@@ -23,6 +23,10 @@ namespace qmpkit::snapshot::detail {
 //                    snapshot's frozen image can hold later data, so the snapshot is forgotten
 //                    (its children move up) and the overlays, still in use, stay
 //   revert           the load job concluded without error: the snapshot becomes current
+//   create-reset-point  qemu runs on the new overlays (or, qemu gone, they exist over the
+//                    frozen images): the definition names them; else they are removed. A point
+//                    without its point.json is removed; x-ignore-shared is switched off and a
+//                    VM the save paused is resumed
 // A job qemu still runs for the operation is waited for (a ready commit is completed) and
 // dismissed. Metadata is rolled forward only when it is still what the operation found.
 // Removes the journal and returns what was done, one line each. ctx.tree and ctx.def follow.
@@ -31,6 +35,11 @@ std::vector<std::string> resolve_interrupted(vm_context& ctx, const operation_jo
 // The same on an operation's failure path: best effort, never throws; the journal stays when
 // the outcome could not be decided (the next `snapshot check --repair` tries again).
 void resolve_after_failure(vm_context& ctx, const operation_journal& journal) noexcept;
+
+// For operations that put the VM in a state of their own (a reset, a new reset point): an
+// operation interrupted earlier is resolved first, as `snapshot check --repair` would, rather
+// than refused. Returns what was done (nothing when no journal was left).
+std::vector<std::string> resolve_left_operation(vm_context& ctx);
 
 // Throws error(drift) when an earlier operation left its journal: operations refuse to start
 // on top of an interrupted one.

@@ -1,4 +1,5 @@
 #include "free_space.hpp"
+#include "interrupted_operation.hpp"
 #include "memory_state.hpp"
 #include "vm_context.hpp"
 
@@ -132,6 +133,18 @@ std::vector<reset_point> read_points(const launcher::state_directory& dir) {
         return a.created_at != b.created_at ? a.created_at < b.created_at : a.name < b.name;
     });
     return points;
+}
+
+// An operation killed half-way (a reset point's creation) is finished or taken back before
+// this one: a reset must find the VM whole, not refuse.
+void settle_left_operation(vm_context& ctx) {
+    const auto done = detail::resolve_left_operation(ctx);
+    for (const auto& line : done)
+        if (ctx.options->logger)
+            ctx.options->logger->warn("{}", line);
+    // It may have resumed the guest: what this operation found is no longer so.
+    if (!done.empty() && ctx.qmp)
+        ctx.refresh_state();
 }
 
 // What a standby is prepared for: the point, and which incarnation of its name.
@@ -304,6 +317,9 @@ std::optional<fs::path> qcow2_backing_file(const fs::path& image) {
 // caller holds the VM's lock and no standby is being prepared (but the caller's own), so no
 // other overlay is on its way into a definition.
 void sweep_overlays(const launcher::state_directory& dir, std::vector<fs::path> used = {}) {
+    // An interrupted operation's overlays are for its resolution to keep or remove.
+    if (std::error_code ec; fs::exists(detail::journal_file(dir), ec))
+        return;
     auto add_disks = [&](const fs::path& definition) {
         for (const auto& d : launcher::load_definition(definition).disks)
             used.push_back(d.file);
@@ -588,6 +604,7 @@ std::vector<reset_point> vm_reset::points() const {
 reset_point vm_reset::create_point(const std::string& name) {
     require_valid_snapshot_name(name, "reset point name");
     vm_context ctx(vm_, options_, "creating a reset point");
+    settle_left_operation(ctx);
     if (!ctx.running())
         throw error(error_kind::not_running, "a reset point needs VM '" + vm_ + "' running");
     ctx.require_whole_guest("create a reset point");
@@ -628,18 +645,20 @@ reset_point vm_reset::create_point(const std::string& name) {
     point.definition = launcher::dump_definition(ctx.def);
     auto& qmp = *ctx.qmp;
     const bool was_running = ctx.state == vm_state::running;
-    std::vector<fs::path> running_overlays;
-    bool switched = false;
-    try {
-        ignore_shared_ram(qmp, true);
-        // Ends with the VM paused: RAM file, device state and disks are taken at this one point.
-        detail::save_memory(qmp, point.device_state, {}, {}, ctx.dir.path());
-        ignore_shared_ram(qmp, false);
-        copy_sparse(ram, point.ram);
 
-        json::array actions;
-        auto live = detail::live_disks(qmp);
-        for (auto& disk : ctx.def.disks) {
+    // The disks switch to overlays at the point; the images below them freeze. Worked out
+    // before anything changes, so that the journal can say what this operation makes.
+    json::array actions;
+    auto after = ctx.def;
+    detail::operation_journal journal;
+    journal.operation = "create-reset-point";
+    journal.snapshot = name;
+    journal.pid = ::getpid();
+    journal.started_at = point.created_at;
+    journal.was_running = was_running;
+    {
+        const auto live = detail::live_disks(qmp);
+        for (auto& disk : after.disks) {
             if (disk.read_only)
                 continue;
             const auto& top = live.at(disk.name);
@@ -652,31 +671,44 @@ reset_point vm_reset::create_point(const std::string& name) {
                                  {"snapshot-node-name", "rp" + detail::hex_id()},
                                  {"format", "qcow2"}}}});
             point.disks.push_back({disk.name, top.file});
-            running_overlays.push_back(running_overlay);
+            journal.overlays.push_back({disk.name, top.file, running_overlay});
             disk.file = running_overlay;
             disk.format = launcher::disk_format::qcow2;
             disk.size.reset();
             disk.backing.reset();
         }
+    }
+    journal.after_definition = launcher::dump_definition(after);
+    journal.creates = {dir};
+    // A killed qmpkit leaves the journal: the next reset (or `snapshot check --repair`) then
+    // resumes the guest, switches the capability off, and keeps or takes back the overlays
+    // from what qemu runs on (interrupted_operation.hpp).
+    detail::write_journal(ctx.dir, journal);
+    try {
+        ignore_shared_ram(qmp, true);
+        // Ends with the VM paused: RAM file, device state and disks are taken at this one point.
+        detail::save_memory(
+            qmp, point.device_state, {},
+            [&](std::string_view step) {
+                launcher::fault_point("reset-point.create." + std::string(step), ctx.dir);
+            },
+            ctx.dir.path());
+        launcher::fault_point("reset-point.create.after-migration", ctx.dir);
+        ignore_shared_ram(qmp, false);
+        copy_sparse(ram, point.ram);
+
         if (!actions.empty())
             qmp.execute("transaction", {{"actions", std::move(actions)}});
-        switched = true;
+        launcher::fault_point("reset-point.create.after-transaction", ctx.dir);
+        ctx.def = after;
         ctx.save_definition();
         write_point(dir, point);
+        launcher::fault_point("reset-point.create.after-point", ctx.dir);
         if (was_running)
             qmp.execute("cont");
+        detail::remove_journal(ctx.dir);
     } catch (...) {
-        try {
-            ignore_shared_ram(qmp, false);
-            if (was_running)
-                qmp.execute("cont");
-        } catch (const std::exception&) {
-        }
-        std::error_code ignored;
-        fs::remove_all(dir, ignored);
-        if (!switched)
-            for (const auto& o : running_overlays)
-                fs::remove(o, ignored);
+        detail::resolve_after_failure(ctx, journal);
         if (const auto hint = detail::full_file_system_hint({dir, ctx.dir.overlays()});
             !hint.empty()) {
             try {
@@ -749,6 +781,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
     } else {
         const auto point = choose_point(vm_, points, target);
         vm_context ctx(vm_, options_, "resetting the VM");
+        settle_left_operation(ctx);
         step("locking the VM and connecting to its qemu");
         const auto old_definition = ctx.def;
         std::optional<launcher::vm_definition> now;

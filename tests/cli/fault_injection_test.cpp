@@ -1,6 +1,6 @@
 // Fault injection: qmpkit or qemu killed (SIGKILL) at each named step of the snapshot operations
-// (launcher/internal/qmpkit/launcher/internal/fault_point.hpp), and a disk filling up during a save.
-// After each fault:
+// (launcher/internal/qmpkit/launcher/internal/fault_point.hpp), and a disk filling up during a
+// save. After each fault:
 //   - snapshots.json is byte for byte what it was before the operation, or what a successful
 //     run of the same operation makes of it (creation times and random node names aside);
 //   - `snapshot check --repair` leaves no problem, no journal, no temporary file and no overlay
@@ -21,6 +21,7 @@
 
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>
+#include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/subprocess.hpp>
 
 #include <boost/json.hpp>
@@ -192,6 +193,9 @@ protected:
                       fs::copy_options::overwrite_existing);
         fs::copy_file(pristine_ / "definition.yaml.state", state() / "definition.yaml",
                       fs::copy_options::overwrite_existing);
+        // Reset points and the overlays they made live in the state directory.
+        fs::remove_all(state() / "reset");
+        fs::remove_all(state() / "overlays");
         auto r = qmpkit({"snapshot", "revert", vm, "base"});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
     }
@@ -408,6 +412,120 @@ INSTANTIATE_TEST_SUITE_P(snapshot_steps, fault_point_test, ::testing::ValuesIn(a
                                         ? n + "_with_memory"
                                         : n;
                          });
+
+// qmpkit or qemu killed while a reset point is made: the VM is paused for the save, its disks
+// switch to new overlays, the point's files are written. The next command that needs the VM
+// whole settles it (here: the same `reset-point create` again, or `snapshot check --repair`
+// when qemu died): the guest runs again, the definition names what qemu runs on, no overlay or
+// half point is left, and migration is left as it was (x-ignore-shared off, or a later memory
+// snapshot would save no RAM).
+struct reset_point_case {
+    std::string step;
+    bool kill_qemu = false;
+};
+
+class reset_point_fault_test : public fault_injection,
+                               public ::testing::WithParamInterface<reset_point_case> {
+protected:
+    // Every file in the state directory's overlays/ is in the chain of a disk that the
+    // definition, or a standby's, names.
+    static void expect_overlays_in_use() {
+        // Standbys being prepared make overlays before their definitions, and remove the
+        // replaced qemu's: wait until that is over.
+        const launcher::state_directory dir(run_->state_root(), vm);
+        for (int i = 0; i < 1200 && launcher::standby_being_prepared(dir); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::set<fs::path> chain;
+        std::vector<fs::path> definitions{state() / "definition.yaml"};
+        for (const auto& e : fs::directory_iterator(state()))
+            if (e.path().filename().string().starts_with("standby.") && e.is_directory() &&
+                fs::exists(e.path() / "definition.yaml"))
+                definitions.push_back(e.path() / "definition.yaml");
+        for (const auto& definition : definitions)
+            for (const auto& d : launcher::load_definition(definition).disks)
+                for (const auto& info : launcher::qemu_img().info_chain(d.file))
+                    chain.insert(fs::weakly_canonical(info.filename));
+        std::error_code ec;
+        for (const auto& e : fs::directory_iterator(state() / "overlays", ec))
+            EXPECT_TRUE(chain.contains(fs::weakly_canonical(e.path())))
+                << "an overlay nothing uses: " << e.path();
+    }
+};
+
+TEST_P(reset_point_fault_test, is_settled_by_the_next_command) {
+    const auto& c = GetParam();
+    reset_vm();
+    run_->guest(vm, "echo point > /mnt/f; sync");
+    const auto spec = c.step + (c.kill_qemu ? ":qemu" : "");
+    ::setenv("QMPKIT_FAULT_AT", spec.c_str(), 1);
+    auto r = qmpkit({"reset-point", "create", vm, "rp"});
+    ::unsetenv("QMPKIT_FAULT_AT");
+    ASSERT_NE(r.err.find("fault injection: " + c.step), std::string::npos)
+        << "the fault point was never reached: " << r.out << r.err;
+
+    if (c.kill_qemu) {
+        EXPECT_FALSE(qemu_running()) << "qemu survived";
+        auto repair = qmpkit({"snapshot", "check", vm, "--repair"});
+        EXPECT_EQ(repair.code, 0) << repair.out << repair.err;
+        EXPECT_FALSE(fs::exists(state() / "snapshot-op.json")) << "the journal is still there";
+        EXPECT_FALSE(fs::exists(state() / "reset" / "rp") &&
+                     !fs::exists(state() / "reset" / "rp" / "point.json"))
+            << "a half reset point is left";
+        expect_overlays_in_use();
+        expect_clean_images();
+        // The definition names images that hold the guest's disk: it starts and has the file.
+        r = qmpkit({"start", (state() / "definition.yaml").string(), "--wait-ready"});
+        ASSERT_EQ(r.code, 0) << r.out << r.err;
+        EXPECT_EQ(run_->guest(vm, "cat /mnt/f"), "point\n");
+        return;
+    }
+    EXPECT_EQ(r.code, 128 + SIGKILL) << r.out << r.err;
+    // The same command again settles what the killed one left, then makes the point.
+    r = qmpkit({"reset-point", "create", vm, "rp"});
+    if (r.code != 0) {
+        // The killed one had finished the point: the name is taken, and that is all.
+        EXPECT_NE(r.err.find("already has a reset point named 'rp'"), std::string::npos) << r.err;
+    }
+    EXPECT_FALSE(fs::exists(state() / "snapshot-op.json")) << "the journal is still there";
+    auto status = qmpkit({"--json", "status", vm});
+    ASSERT_EQ(status.code, 0) << status.err;
+    EXPECT_EQ(json::parse(status.out).at("state").as_string(), "running") << status.out;
+    const auto caps = qmpkit({"qmp", vm, "query-migrate-capabilities"});
+    EXPECT_NE(caps.out.find("x-ignore-shared"), std::string::npos) << caps.out;
+    const auto capabilities = json::parse(caps.out);
+    for (const auto& v : capabilities.as_array())
+        if (v.at("capability").as_string() == "x-ignore-shared") {
+            EXPECT_FALSE(v.at("state").as_bool()) << "x-ignore-shared left on";
+        }
+    expect_overlays_in_use();
+    auto check = qmpkit({"snapshot", "check", vm});
+    EXPECT_EQ(check.code, 0) << check.out << check.err;
+
+    // The point works: the guest's later write is undone, the point's file is back.
+    run_->guest(vm, "echo later > /mnt/f; sync");
+    r = qmpkit({"reset", vm, "rp"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(run_->guest(vm, "cat /mnt/f"), "point\n");
+    EXPECT_EQ(run_->boot_id(vm), boot_) << "a reset is not a reboot";
+    expect_overlays_in_use();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    reset_point_steps, reset_point_fault_test,
+    ::testing::Values(reset_point_case{"reset-point.create.migration-running", false},
+                      reset_point_case{"reset-point.create.migration-running", true},
+                      reset_point_case{"reset-point.create.after-migration", false},
+                      reset_point_case{"reset-point.create.after-transaction", false},
+                      reset_point_case{"reset-point.create.after-transaction", true},
+                      reset_point_case{"reset-point.create.after-point", false}),
+    [](const auto& info) {
+        std::string n =
+            info.param.step + (info.param.kill_qemu ? "_qemu_killed" : "_qmpkit_killed");
+        for (auto& ch : n)
+            if (!std::isalnum(static_cast<unsigned char>(ch)))
+                ch = '_';
+        return n;
+    });
 
 // The disk holding the images fills up during an internal snapshot: the save fails with
 // qemu's reason, nothing is recorded or left half-made, and the VM and its snapshots go on.

@@ -80,6 +80,9 @@ std::multiset<std::string> files_under(const fs::path& dir) {
     for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
          ++it) {
         auto rel = fs::relative(it->path(), dir).string();
+        // Made the first time a request queues behind a standby preparation; not a leak.
+        if (rel == "standby-queue.lock")
+            continue;
         if (rel.rfind("standby.", 0) == 0 && rel != "standby.lock")
             rel = "standby.*" + rel.substr(std::min(rel.size(), rel.find('/')));
         // A reset's fresh overlays: overlays/<disk>.<random id>.qcow2

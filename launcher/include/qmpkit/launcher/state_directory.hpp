@@ -42,6 +42,8 @@ public:
     std::filesystem::path overlays() const { return dir_ / "overlays"; }
     // Held while a standby qemu is being prepared (see standby.hpp).
     std::filesystem::path standby_lock() const { return dir_ / "standby.lock"; }
+    // Held by the one request queued behind that preparation (see prepare_standby_in_background).
+    std::filesystem::path standby_queue_lock() const { return dir_ / "standby-queue.lock"; }
     // Every socket a VM may have, by the names above.
     std::vector<std::filesystem::path> sockets() const {
         return {qmp_socket(), events_socket(), console_socket(), shell_socket(), agent_socket()};
