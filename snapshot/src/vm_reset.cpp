@@ -147,6 +147,55 @@ void settle_left_operation(vm_context& ctx) {
         ctx.refresh_state();
 }
 
+// A clone in the making carries a marker naming the process that makes it. A clone left with
+// a marker by a process that is gone (killed half-way through `clone`) never got the whole
+// guest, or its siblings did not: it is not a VM anyone asked for, and the next clone removes
+// it (clones are all or nothing).
+fs::path clone_marker(const launcher::state_directory& dir) {
+    return dir.path() / "clone-in-progress.json";
+}
+
+void write_clone_marker(const launcher::state_directory& dir, const std::string& origin) {
+    launcher::write_file_atomically(
+        clone_marker(dir),
+        json::serialize(json::object{{"origin", origin}, {"pid", ::getpid()}}) + "\n");
+}
+
+void sweep_interrupted_clones(const fs::path& root, const manager_options& options) {
+    // Not state_directory::list: a clone killed early has no definition yet.
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(root, ec)) {
+        const auto name = entry.path().filename().string();
+        if (!entry.is_directory(ec) || !launcher::is_valid_vm_name(name))
+            continue;
+        const launcher::state_directory dir(root, name);
+        if (!fs::exists(clone_marker(dir), ec))
+            continue;
+        pid_t maker = 0;
+        try {
+            maker = static_cast<pid_t>(json::parse(launcher::read_file(clone_marker(dir)))
+                                           .at("pid")
+                                           .to_number<std::int64_t>());
+        } catch (const std::exception&) {
+            continue; // being written, or not ours to judge
+        }
+        if (maker > 0 && launcher::process_alive(maker))
+            continue; // still in the making
+        try {
+            if (launcher::is_running(dir))
+                launcher::destroy_vm(dir, {});
+            fs::remove_all(dir.path());
+            if (options.logger)
+                options.logger->warn("removed clone '{}': the clone that made it was interrupted",
+                                     name);
+        } catch (const std::exception& e) {
+            if (options.logger)
+                options.logger->warn("could not remove the interrupted clone '{}': {}", name,
+                                     e.what());
+        }
+    }
+}
+
 // What a standby is prepared for: the point, and which incarnation of its name.
 std::string standby_key(const reset_point& p) {
     return p.name + "@" + std::to_string(p.created_at);
@@ -831,6 +880,8 @@ clone_result vm_reset::clone(const clone_request& request) {
     const auto root = state.path().parent_path();
     const auto prefix = request.prefix.empty() ? vm_ + "-clone-" : request.prefix;
 
+    sweep_interrupted_clones(root, options_);
+
     clone_result result;
     for (int n = 1; static_cast<int>(result.names.size()) < request.count; ++n) {
         auto name = prefix + std::to_string(n);
@@ -850,6 +901,7 @@ clone_result vm_reset::clone(const clone_request& request) {
             const launcher::state_directory dir(root, name);
             dir.create();
             made.push_back(dir);
+            write_clone_marker(dir, vm_);
             fs::create_directories(dir.reset_points());
             // The clone resets to its origin's point: same RAM, same frozen disks.
             fs::create_directory_symlink(point.ram.parent_path(), dir.reset_points() / point.name);
@@ -865,6 +917,7 @@ clone_result vm_reset::clone(const clone_request& request) {
         }
         for (auto& s : starting)
             s.wait();
+        launcher::fault_point("clone.after-start", -1);
         for (const auto& dir : made) {
             qmp::client_options o;
             o.logger = options_.logger;
@@ -873,7 +926,11 @@ clone_result vm_reset::clone(const clone_request& request) {
             load_device_state(qmp, point.device_state);
             if (!request.paused)
                 qmp.execute("cont");
+            launcher::fault_point("clone.after-load", dir);
         }
+        // Whole: from here on they are VMs like any other.
+        for (const auto& dir : made)
+            fs::remove(clone_marker(dir));
     } catch (...) {
         for (const auto& dir : made) {
             try {

@@ -323,6 +323,34 @@ TEST_P(reset_test, clones_are_independent_vms_from_one_reset_point) {
     EXPECT_TRUE(fs::exists(state() / "reset" / "known" / "ram")) << "the origin's point stays";
 }
 
+// qmpkit killed while it makes clones: the half-made ones (qemus waiting for the guest's
+// state, or some with it and some without) are not VMs anyone asked for. The next clone removes
+// them, qemus and files, and makes its own.
+TEST_P(reset_test, clones_left_by_a_killed_clone_are_removed_by_the_next_one) {
+    if (strategy() != "template")
+        GTEST_SKIP() << "one strategy with reset points shows it";
+    ensure_vm();
+    const auto root = scratch_->path() / "state";
+    for (const std::string step : {"clone.after-start", "clone.after-load"}) {
+        ::setenv("QMPKIT_FAULT_AT", step.c_str(), 1);
+        auto r = run()({"clone", vm(), "--count", "2", "--prefix", "half-"});
+        ::unsetenv("QMPKIT_FAULT_AT");
+        ASSERT_NE(r.err.find("fault injection: " + step), std::string::npos) << r.out << r.err;
+        EXPECT_TRUE(fs::exists(root / "half-1")) << "the killed clone left nothing to clean up";
+
+        r = run()({"--json", "clone", vm(), "--count", "1", "--prefix", "half-"});
+        ASSERT_EQ(r.code, 0) << r.err;
+        EXPECT_EQ(json::parse(r.out).at("clones").as_array().at(0).as_string(), "half-1");
+        EXPECT_FALSE(fs::exists(root / "half-2")) << step << ": a half-made clone is left";
+        EXPECT_EQ(processes_mentioning((root / "half-2").string()), 0)
+            << step << ": a half-made clone's qemu is left";
+        EXPECT_FALSE(fs::exists(root / "half-1" / "clone-in-progress.json"));
+        EXPECT_EQ(run().guest("half-1", "cat /mnt/f"), "seed\n");
+        ASSERT_EQ(run()({"destroy", "half-1"}).code, 0);
+        ASSERT_EQ(run()({"remove", "half-1"}).code, 0);
+    }
+}
+
 // qmpkit killed (or the qemu it is bringing in) at each step of a reset: the next reset works
 // and leaves the same processes and files as any other.
 // Snapshots taken while the VM runs on a reset point's overlays live in (or are built on) those
