@@ -245,20 +245,26 @@ private:
         }
     }
 
-    void create_external() {
-        bool switched = !j_.overlays.empty();
-        if (qemu_up() && !j_.creates.empty())
-            settle_migration(*ctx_.qmp);
+    // Whether every disk switched to the overlay the operation made: qemu runs on it, or (qemu
+    // gone) it exists over the image it froze.
+    bool on_new_overlays() {
+        if (j_.overlays.empty())
+            return false;
         if (qemu_up()) {
             const auto live = live_disks(*ctx_.qmp);
-            for (const auto& o : j_.overlays) {
+            return std::all_of(j_.overlays.begin(), j_.overlays.end(), [&](const auto& o) {
                 auto it = live.find(o.disk);
-                switched = switched && it != live.end() && same_file(it->second.file, o.overlay);
-            }
-        } else {
-            for (const auto& o : j_.overlays)
-                switched = switched && backed_by(o.overlay, o.image);
+                return it != live.end() && same_file(it->second.file, o.overlay);
+            });
         }
+        return std::all_of(j_.overlays.begin(), j_.overlays.end(),
+                           [&](const auto& o) { return backed_by(o.overlay, o.image); });
+    }
+
+    void create_external() {
+        if (qemu_up() && !j_.creates.empty())
+            settle_migration(*ctx_.qmp);
+        const bool switched = on_new_overlays();
         if (switched) {
             roll_forward_definition();
             if (roll_forward_metadata())
@@ -285,17 +291,7 @@ private:
                               {{"capabilities", json::array{{{"capability", "x-ignore-shared"},
                                                              {"state", false}}}}});
         }
-        bool switched = !j_.overlays.empty();
-        if (qemu_up()) {
-            const auto live = live_disks(*ctx_.qmp);
-            for (const auto& o : j_.overlays) {
-                auto it = live.find(o.disk);
-                switched = switched && it != live.end() && same_file(it->second.file, o.overlay);
-            }
-        } else {
-            for (const auto& o : j_.overlays)
-                switched = switched && backed_by(o.overlay, o.image);
-        }
+        const bool switched = on_new_overlays();
         if (switched) {
             const auto before = launcher::read_file(ctx_.dir.definition_copy());
             if (j_.after_definition && before != *j_.after_definition) {
