@@ -264,14 +264,18 @@ std::vector<block_node> list_block_nodes(qmp::client& qmp) {
     return nodes;
 }
 
-std::optional<block_node> format_node_of(qmp::client& qmp, const std::filesystem::path& file) {
-    for (auto& n : list_block_nodes(qmp)) {
-        std::error_code ec;
-        if (n.driver != "file" && std::filesystem::weakly_canonical(n.file, ec) ==
-                                      std::filesystem::weakly_canonical(file, ec))
-            return std::move(n);
-    }
+std::optional<block_node> format_node_of(const std::vector<block_node>& nodes,
+                                         const std::filesystem::path& file) {
+    std::error_code ec;
+    const auto wanted = std::filesystem::weakly_canonical(file, ec);
+    for (const auto& n : nodes)
+        if (n.driver != "file" && std::filesystem::weakly_canonical(n.file, ec) == wanted)
+            return n;
     return std::nullopt;
+}
+
+std::optional<block_node> format_node_of(qmp::client& qmp, const std::filesystem::path& file) {
+    return format_node_of(list_block_nodes(qmp), file);
 }
 
 void attach_disk(vm_connection& vm, const disk_definition& disk) {

@@ -61,10 +61,13 @@ std::optional<std::string> settle_jobs(qmp::client& qmp, const std::string& pref
     }
 }
 
-// A memory save the interrupted operation left running is cancelled and waited for: until it
-// ends qemu keeps the disks inactive, and `cont` would not give them back.
+// A memory save the interrupted operation left running is let finish, and cancelled only if
+// it does not within a minute: until it ends qemu keeps the disks inactive, and `cont` would not
+// give them back. Cancelling one in its last phase can leave qemu 7.2's disks inactive while
+// the guest runs; the next save then aborts qemu (bdrv_inactivate_recurse). One that finished
+// leaves the VM in postmigrate, which `cont` resumes with its disks active again.
 void settle_migration(qmp::client& qmp) {
-    const auto deadline = std::chrono::steady_clock::now() + 1min;
+    const auto started = std::chrono::steady_clock::now();
     bool cancelled = false;
     for (;;) {
         const auto info = qmp.execute("query-migrate");
@@ -72,11 +75,12 @@ void settle_migration(qmp::client& qmp) {
         const std::string state = status ? std::string(status->as_string()) : "none";
         if (state == "none" || state == "completed" || state == "failed" || state == "cancelled")
             return;
-        if (!cancelled) {
+        const auto waited = std::chrono::steady_clock::now() - started;
+        if (!cancelled && waited > 1min) {
             qmp.execute("migrate_cancel");
             cancelled = true;
         }
-        if (std::chrono::steady_clock::now() > deadline)
+        if (waited > 2min)
             throw error(error_kind::other,
                         "the interrupted memory save does not end (" + state + ")");
         std::this_thread::sleep_for(20ms);

@@ -22,6 +22,14 @@ std::optional<json::object> find_job(qmp::client& qmp, const std::string& id) {
 
 } // namespace
 
+bool has_snapshot_jobs(qmp::client& qmp) {
+    const auto& version = qmp.server_greeting().version;
+    if (const auto* q = version.if_contains("qemu"); q && q->is_object())
+        if (const auto* major = q->as_object().if_contains("major"); major && major->is_int64())
+            return major->as_int64() >= 6;
+    return qmp.has_command("snapshot-save");
+}
+
 std::string make_job_id(const std::string& what) {
     static std::atomic<int> counter{0};
     const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -39,6 +47,10 @@ void run_job(qmp::client& qmp, const std::string& command, json::object argument
     const auto deadline = std::chrono::steady_clock::now() + options.timeout;
     std::string status = "created";
     bool completed = false;
+    // A job that succeeds passes through `pending`; one that fails, through `aborting`. qemu
+    // sends an event for every change, so a job seen pending and never aborting succeeded,
+    // and its error need not be asked for.
+    bool pending = false, aborting = false;
     while (status != "concluded" && status != "null") {
         if (std::chrono::steady_clock::now() > deadline) {
             try {
@@ -51,6 +63,8 @@ void run_job(qmp::client& qmp, const std::string& command, json::object argument
         if (auto e = qmp.wait_event(changes, 200ms)) {
             if (e->data.at("id").as_string() == job_id) {
                 status = e->data.at("status").as_string();
+                pending = pending || status == "pending";
+                aborting = aborting || status == "aborting";
                 if (options.on_status)
                     options.on_status(status);
             }
@@ -67,12 +81,16 @@ void run_job(qmp::client& qmp, const std::string& command, json::object argument
             qmp.execute("job-complete", {{"id", job_id}});
         }
     }
-    auto job = find_job(qmp, job_id);
     std::string failure;
-    if (job && job->contains("error"))
-        failure = job->at("error").as_string();
-    if (job)
+    if (status == "concluded" && pending && !aborting) {
         qmp.execute("job-dismiss", {{"id", job_id}});
+    } else {
+        auto job = find_job(qmp, job_id);
+        if (job && job->contains("error"))
+            failure = job->at("error").as_string();
+        if (job)
+            qmp.execute("job-dismiss", {{"id", job_id}});
+    }
     if (!failure.empty())
         throw error(error_kind::other, command + " failed: " + failure);
     if (options.progress)

@@ -30,6 +30,11 @@ struct job_options {
 void run_job(qmp::client& qmp, const std::string& command, boost::json::object arguments,
              const std::string& job_id, const job_options& options = {});
 
+// Whether qemu has the snapshot-save/load/delete jobs (QAPI: since 6.0; older qemus get HMP
+// savevm/loadvm/delvm). The greeting names the version, which spares a query-commands round
+// trip and its 20 KB answer on every snapshot command; a greeting without one is asked.
+bool has_snapshot_jobs(qmp::client& qmp);
+
 // A job id unique enough for one VM: "qmpkit-<what>-<time>".
 std::string make_job_id(const std::string& what);
 

@@ -275,7 +275,7 @@ void create_internal_running(vm_context& ctx, snapshot_record& record,
     if (nodes.empty())
         throw error(error_kind::unsupported, "no writable disk to hold the snapshot");
     auto progress = [&](double f) { ctx.report("saving " + record.name, f); };
-    if (qmp.has_command("snapshot-save")) {
+    if (detail::has_snapshot_jobs(qmp)) {
         const auto job = detail::make_job_id("save");
         detail::job_options o;
         o.progress = progress;
@@ -835,7 +835,7 @@ void load_internal(vm_context& ctx, const snapshot_record& rec) {
                                                "': qemu does not find it in the image of node " +
                                                nodes[i] + " (run qmpkit snapshot check " +
                                                ctx.dir.vm_name() + "). Nothing was changed.");
-    if (qmp.has_command("snapshot-load")) {
+    if (detail::has_snapshot_jobs(qmp)) {
         const auto job = detail::make_job_id("load");
         detail::job_options o;
         o.progress = [&](double f) { ctx.report("loading " + rec.name, f); };
@@ -979,11 +979,12 @@ void delete_internal(vm_context& ctx, const snapshot_record& rec) {
     auto& qmp = *ctx.qmp;
     std::vector<std::string> nodes;
     std::vector<const disk_snapshot*> offline;
+    const auto live = launcher::list_block_nodes(qmp);
     for (const auto& d : rec.disks) {
         if (d.how != disk_snapshot::mode::internal)
             continue;
-        if (auto node = node_of(qmp, d.image))
-            nodes.push_back(*node);
+        if (auto node = launcher::format_node_of(live, d.image))
+            nodes.push_back(node->node_name);
         else
             offline.push_back(&d);
     }
@@ -997,7 +998,7 @@ void delete_internal(vm_context& ctx, const snapshot_record& rec) {
     }
     if (nodes.empty())
         return;
-    if (qmp.has_command("snapshot-delete")) {
+    if (detail::has_snapshot_jobs(qmp)) {
         const auto job = detail::make_job_id("delete");
         detail::run_job(qmp, "snapshot-delete",
                         {{"job-id", job}, {"tag", rec.name}, {"devices", json::value_from(nodes)}},

@@ -70,6 +70,9 @@ std::vector<block_node> list_block_nodes(qmp::client& qmp);
 
 // The format node (not the protocol one) whose image is `file`, if the running qemu has one.
 std::optional<block_node> format_node_of(qmp::client& qmp, const std::filesystem::path& file);
+// The same among nodes listed once (an operation on several disks asks qemu once).
+std::optional<block_node> format_node_of(const std::vector<block_node>& nodes,
+                                         const std::filesystem::path& file);
 
 // device_add of a new disk on a running VM (virsh attach-disk --live); the definition copy in
 // the state directory gains it, so snapshots and restarts know about it.
