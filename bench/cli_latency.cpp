@@ -64,9 +64,9 @@ options opts;
 fs::path scratch, state;
 
 // One call as a harness makes it: fork, exec, waitpid; output to /dev/null. Milliseconds.
-double call(const std::vector<std::string>& args, bool check = true) {
+double spawn(const fs::path& program, const std::vector<std::string>& args, bool check = true) {
     std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(opts.qmpkit.c_str()));
+    argv.push_back(const_cast<char*>(program.c_str()));
     for (const auto& a : args)
         argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -86,10 +86,15 @@ double call(const std::vector<std::string>& args, bool check = true) {
         std::string line;
         for (const auto& a : args)
             line += " " + a;
-        std::fprintf(stderr, "cli_latency: qmpkit%s failed (status %d)\n", line.c_str(), status);
+        std::fprintf(stderr, "cli_latency: %s%s failed (status %d)\n", program.c_str(),
+                     line.c_str(), status);
         std::exit(1);
     }
     return ms;
+}
+
+double call(const std::vector<std::string>& args, bool check = true) {
+    return spawn(opts.qmpkit, args, check);
 }
 
 struct row {
@@ -251,6 +256,10 @@ int main(int argc, char** argv) {
     add("raw qemu, same argv, to the same ready line", raws);
     call({"start", yaml, "--wait-ready"});
 
+    // What any call costs on this machine before the program runs at all: the floor under
+    // --version.
+    add("fork + exec of /bin/true (the floor of any call)",
+        repeat(opts.calls, [] { return spawn("/bin/true", {}); }));
     add("--version", repeat(opts.calls, [] { return call({"--version"}); }));
     add("status", repeat(opts.calls, [] { return call({"status", "bench"}); }));
     call({"snapshot", "create", "bench", "s0"});
@@ -318,6 +327,9 @@ int main(int argc, char** argv) {
                     "+ 5 ms) = %.2f (target <= 1)\n",
                     spacing, revert / reset, reset / (1.5 * lib + 5));
     }
+    std::printf("  --version: %.1f ms above the floor of any call (target: under 3 ms in all)\n",
+                median_of("--version") -
+                    median_of("fork + exec of /bin/true (the floor of any call)"));
     std::printf("  boot: qmpkit / raw qemu = %.2f (target <= 1.1)\n",
                 median_of("start --wait-ready (boot to ready)") /
                     median_of("raw qemu, same argv, to the same ready line"));
