@@ -85,6 +85,13 @@ void save_memory(qmp::client& qmp, const std::filesystem::path& file,
     // anyway. The others mean another save or load is under way.
     const auto status = qmp.execute("query-status");
     const std::string run_state(status.as_object().at("status").as_string());
+    // postmigrate: an earlier save ended (a killed one is let finish) and qemu keeps the disks
+    // inactive; it refuses another migration until the guest is resumed.
+    if (run_state == "postmigrate")
+        throw error(error_kind::unsupported,
+                    "the VM is paused where an earlier memory save left it (qemu run state "
+                    "'postmigrate'), and qemu saves no more memory from there: resume it first "
+                    "(qmpkit resume VM, then qmpkit suspend VM if it should stay paused)");
     if (run_state == "restore-vm" || run_state == "save-vm" || run_state == "finish-migrate" ||
         run_state == "inmigrate")
         throw error(error_kind::unsupported,

@@ -537,6 +537,33 @@ INSTANTIATE_TEST_SUITE_P(
         return n;
     });
 
+// A memory save killed while the user had the VM paused is let finish: qemu then sits in
+// postmigrate, and saves no memory from there. qmpkit says so, and what to do, instead of
+// passing on qemu's refusal; after a resume the save works.
+TEST_F(fault_injection, a_save_after_a_killed_save_of_a_paused_vm_asks_for_a_resume) {
+    reset_vm();
+    ASSERT_EQ(qmpkit({"suspend", vm}).code, 0);
+    ::setenv("QMPKIT_FAULT_AT", "snapshot.memory.migration-running", 1);
+    auto r = qmpkit(command_for("memory"));
+    ::unsetenv("QMPKIT_FAULT_AT");
+    ASSERT_EQ(r.code, 128 + SIGKILL) << r.out << r.err;
+    r = qmpkit({"snapshot", "check", vm, "--repair"});
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_FALSE(fs::exists(images_ / "mem.state")) << "the killed save's memory file is left";
+
+    r = qmpkit(command_for("memory"));
+    EXPECT_EQ(r.code, 1) << r.out << r.err;
+    EXPECT_FALSE(fs::exists(images_ / "mem.state")) << "the refused save made its memory file";
+    EXPECT_NE(r.err.find("resume it first"), std::string::npos) << r.err;
+    EXPECT_EQ(qmpkit({"resume", vm}).code, 0);
+    r = qmpkit(command_for("memory"));
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    r = qmpkit({"snapshot", "delete", vm, "mem"});
+    EXPECT_EQ(r.code, 0) << r.out << r.err;
+    // Like virsh, a deleted snapshot's memory file stays: it is the user's (--memspec).
+    fs::remove(images_ / "mem.state");
+}
+
 // The disk holding the images fills up during an internal snapshot: the save fails with
 // qemu's reason, nothing is recorded or left half-made, and the VM and its snapshots go on.
 TEST_F(fault_injection, disk_full_while_saving_a_snapshot) {
