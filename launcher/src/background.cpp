@@ -316,7 +316,7 @@ std::string queued_for(const std::string& key) {
 // made would otherwise queue a process each, and those would hold the standby lock one after
 // the other long after the pool was full (each looks at the pool and tidies up), keeping
 // resets waiting for a preparation that brings nothing.
-void wait_behind_preparation(const state_directory& dir, standby_plan& plan) {
+void wait_behind_preparation(const state_directory& dir, const standby_plan& plan) {
     using namespace std::chrono_literals;
     const auto purpose = queued_for(plan.key);
     std::optional<vm_lock> queue;

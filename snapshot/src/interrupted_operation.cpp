@@ -291,9 +291,7 @@ private:
         if (qemu_up()) {
             settle_migration(*ctx_.qmp);
             // Left on, a later memory snapshot would save no RAM (it lives in a shared file).
-            ctx_.qmp->execute("migrate-set-capabilities",
-                              {{"capabilities", json::array{{{"capability", "x-ignore-shared"},
-                                                             {"state", false}}}}});
+            ignore_shared_ram(*ctx_.qmp, false);
         }
         const bool switched = on_new_overlays();
         if (switched) {
@@ -314,13 +312,7 @@ private:
             done_.push_back("removed the incomplete reset point '" + j_.snapshot + "' (" +
                             quoted(j_.creates.front()) + ")");
         }
-        if (qemu_up() && j_.was_running) {
-            const auto status = run_status(*ctx_.qmp);
-            if (status == "postmigrate" || status == "paused") {
-                ctx_.qmp->execute("cont");
-                done_.push_back("resumed the VM, paused by the interrupted reset point");
-            }
-        }
+        resume_if_we_paused();
     }
 
     void delete_external() {

@@ -76,6 +76,12 @@ void restore_left_bandwidth(qmp::client& qmp, const std::filesystem::path& state
     }
 }
 
+void ignore_shared_ram(qmp::client& qmp, bool on) {
+    qmp.execute(
+        "migrate-set-capabilities",
+        {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", on}}}}});
+}
+
 void save_memory(qmp::client& qmp, const std::filesystem::path& file,
                  const std::function<void(double)>& progress,
                  const std::function<void(std::string_view)>& on_step,
@@ -87,11 +93,14 @@ void save_memory(qmp::client& qmp, const std::filesystem::path& file,
     const std::string run_state(status.as_object().at("status").as_string());
     // postmigrate: an earlier save ended (a killed one is let finish) and qemu keeps the disks
     // inactive; it refuses another migration until the guest is resumed.
-    if (run_state == "postmigrate")
+    if (run_state == "postmigrate") {
+        const auto vm = state_dir.empty() ? std::string("VM") : state_dir.filename().string();
         throw error(error_kind::unsupported,
                     "the VM is paused where an earlier memory save left it (qemu run state "
                     "'postmigrate'), and qemu saves no more memory from there: resume it first "
-                    "(qmpkit resume VM, then qmpkit suspend VM if it should stay paused)");
+                    "(qmpkit resume " +
+                        vm + ", then qmpkit suspend " + vm + " if it should stay paused)");
+    }
     if (run_state == "restore-vm" || run_state == "save-vm" || run_state == "finish-migrate" ||
         run_state == "inmigrate")
         throw error(error_kind::unsupported,

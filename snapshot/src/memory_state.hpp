@@ -27,6 +27,10 @@ void save_memory(qmp::client& qmp, const std::filesystem::path& file,
 // Every operation that connects to the VM calls this: it puts that value back, once.
 void restore_left_bandwidth(qmp::client& qmp, const std::filesystem::path& state_dir) noexcept;
 
+// x-ignore-shared: migration skips RAM that lives in a shared file. Only for reset points: a
+// memory snapshot taken later must save the RAM, so it is switched off again.
+void ignore_shared_ram(qmp::client& qmp, bool on);
+
 // Loads into a qemu started with `-incoming defer`; the VM is paused afterwards.
 void load_memory(qmp::client& qmp, const std::filesystem::path& file);
 

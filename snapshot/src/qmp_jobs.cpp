@@ -81,16 +81,15 @@ void run_job(qmp::client& qmp, const std::string& command, json::object argument
             qmp.execute("job-complete", {{"id", job_id}});
         }
     }
+    const bool succeeded = status == "concluded" && pending && !aborting;
+    std::optional<json::object> job;
+    if (!succeeded)
+        job = find_job(qmp, job_id);
     std::string failure;
-    if (status == "concluded" && pending && !aborting) {
+    if (job && job->contains("error"))
+        failure = job->at("error").as_string();
+    if (succeeded || job)
         qmp.execute("job-dismiss", {{"id", job_id}});
-    } else {
-        auto job = find_job(qmp, job_id);
-        if (job && job->contains("error"))
-            failure = job->at("error").as_string();
-        if (job)
-            qmp.execute("job-dismiss", {{"id", job_id}});
-    }
     if (!failure.empty())
         throw error(error_kind::other, command + " failed: " + failure);
     if (options.progress)

@@ -115,14 +115,6 @@ void copy_sparse(const fs::path& from, const fs::path& to) {
     }
 }
 
-// x-ignore-shared: migration skips RAM that lives in a shared file. Only for reset points: a
-// memory snapshot taken later must save the RAM, so it is switched off again.
-void ignore_shared_ram(qmp::client& qmp, bool on) {
-    qmp.execute(
-        "migrate-set-capabilities",
-        {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", on}}}}});
-}
-
 std::vector<reset_point> read_points(const launcher::state_directory& dir) {
     std::vector<reset_point> points;
     std::error_code ec;
@@ -161,6 +153,13 @@ void write_clone_marker(const launcher::state_directory& dir, const std::string&
         json::serialize(json::object{{"origin", origin}, {"pid", ::getpid()}}) + "\n");
 }
 
+// Stops a clone that is not whole and removes its state directory.
+void remove_clone(const launcher::state_directory& dir) {
+    if (launcher::is_running(dir))
+        launcher::destroy_vm(dir, {});
+    fs::remove_all(dir.path());
+}
+
 void sweep_interrupted_clones(const fs::path& root, const manager_options& options) {
     // Not state_directory::list: a clone killed early has no definition yet.
     std::error_code ec;
@@ -182,9 +181,7 @@ void sweep_interrupted_clones(const fs::path& root, const manager_options& optio
         if (maker > 0 && launcher::process_alive(maker))
             continue; // still in the making
         try {
-            if (launcher::is_running(dir))
-                launcher::destroy_vm(dir, {});
-            fs::remove_all(dir.path());
+            remove_clone(dir);
             if (options.logger)
                 options.logger->warn("removed clone '{}': the clone that made it was interrupted",
                                      name);
@@ -476,7 +473,7 @@ void load_device_state(qmp::client& qmp, const fs::path& file, bool armed = fals
         if (status == "completed") {
             // The capability is recorded in every later migration stream, internal snapshots
             // included: one taken with it on loads only into a qemu that has it on too.
-            ignore_shared_ram(qmp, false);
+            detail::ignore_shared_ram(qmp, false);
             return;
         }
         if (status == "failed" || status == "cancelled") {
@@ -734,7 +731,7 @@ reset_point vm_reset::create_point(const std::string& name) {
     // from what qemu runs on (interrupted_operation.hpp).
     detail::write_journal(ctx.dir, journal);
     try {
-        ignore_shared_ram(qmp, true);
+        detail::ignore_shared_ram(qmp, true);
         // Ends with the VM paused: RAM file, device state and disks are taken at this one point.
         detail::save_memory(
             qmp, point.device_state, {},
@@ -743,7 +740,7 @@ reset_point vm_reset::create_point(const std::string& name) {
             },
             ctx.dir.path());
         launcher::fault_point("reset-point.create.after-migration", ctx.dir);
-        ignore_shared_ram(qmp, false);
+        detail::ignore_shared_ram(qmp, false);
         copy_sparse(ram, point.ram);
 
         if (!actions.empty())
@@ -934,12 +931,11 @@ clone_result vm_reset::clone(const clone_request& request) {
     } catch (...) {
         for (const auto& dir : made) {
             try {
-                if (launcher::is_running(dir))
-                    launcher::destroy_vm(dir, {});
+                remove_clone(dir);
             } catch (const std::exception&) {
+                std::error_code ignored;
+                fs::remove_all(dir.path(), ignored);
             }
-            std::error_code ignored;
-            fs::remove_all(dir.path(), ignored);
         }
         throw;
     }

@@ -435,14 +435,13 @@ protected:
         const launcher::state_directory dir(run_->state_root(), vm);
         for (int i = 0; i < 1200 && launcher::standby_being_prepared(dir); ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        std::vector<launcher::vm_definition> definitions{
+            launcher::load_definition(state() / "definition.yaml")};
+        for (const auto& s : launcher::list_standbys(dir))
+            definitions.push_back(s.definition);
         std::set<fs::path> chain;
-        std::vector<fs::path> definitions{state() / "definition.yaml"};
-        for (const auto& e : fs::directory_iterator(state()))
-            if (e.path().filename().string().starts_with("standby.") && e.is_directory() &&
-                fs::exists(e.path() / "definition.yaml"))
-                definitions.push_back(e.path() / "definition.yaml");
         for (const auto& definition : definitions)
-            for (const auto& d : launcher::load_definition(definition).disks)
+            for (const auto& d : definition.disks)
                 for (const auto& info : launcher::qemu_img().info_chain(d.file))
                     chain.insert(fs::weakly_canonical(info.filename));
         std::error_code ec;

@@ -1,6 +1,6 @@
-// Running a qemu job to its end, against a scripted fake QMP server: success, a job's failure
-// text, and a job that never ends, which is cancelled and reported as a timeout (the CLI's
-// exit code 4).
+// Running a qemu job to its end, against a scripted fake QMP server: success (with and
+// without asking for the job's error), a job's failure text, and a job that never ends, which is
+// cancelled and reported as a timeout (the CLI's exit code 4).
 
 #include "qmp/fake_qmp_server.hpp"
 #include "qmp_jobs.hpp" // snapshot/src: the one place jobs are run
@@ -42,6 +42,53 @@ TEST(run_job, waits_for_the_job_to_conclude_and_dismisses_it) {
     qmp::client qmp;
     qmp.adopt(server.take_client_fd());
     snapshot::detail::run_job(qmp, "snapshot-save", {{"job-id", "j1"}}, "j1");
+    server.join();
+}
+
+// qemu reports every change of a job's status: one seen pending and never aborting succeeded,
+// and is dismissed without asking for an error (the script answers no query-jobs).
+TEST(run_job, a_job_seen_pending_is_dismissed_without_asking_for_its_error) {
+    fake_qmp_server server;
+    server.run([](fake_qmp_server& s) {
+        s.accept_handshake();
+        auto c = s.expect_command("snapshot-delete");
+        s.reply(c.at("id"), json::object{});
+        for (const char* status : {"running", "waiting", "pending", "concluded"})
+            s.event("JOB_STATUS_CHANGE", {{"id", "j4"}, {"status", status}});
+        c = s.expect_command("job-dismiss");
+        EXPECT_EQ(c.at("arguments").at("id"), "j4");
+        s.reply(c.at("id"), json::object{});
+    });
+    qmp::client qmp;
+    qmp.adopt(server.take_client_fd());
+    snapshot::detail::run_job(qmp, "snapshot-delete", {{"job-id", "j4"}}, "j4");
+    server.join();
+}
+
+// A job that fails while pending (its finalisation) goes on to aborting: its error is asked for.
+TEST(run_job, a_job_aborting_after_pending_throws_its_error_text) {
+    fake_qmp_server server;
+    server.run([](fake_qmp_server& s) {
+        s.accept_handshake();
+        auto c = s.expect_command("snapshot-delete");
+        s.reply(c.at("id"), json::object{});
+        for (const char* status : {"running", "pending", "aborting", "concluded"})
+            s.event("JOB_STATUS_CHANGE", {{"id", "j5"}, {"status", status}});
+        c = s.expect_command("query-jobs");
+        auto failed = job("j5", "concluded");
+        failed["error"] = "Could not delete snapshot";
+        s.reply(c.at("id"), json::array{failed});
+        c = s.expect_command("job-dismiss");
+        s.reply(c.at("id"), json::object{});
+    });
+    qmp::client qmp;
+    qmp.adopt(server.take_client_fd());
+    try {
+        snapshot::detail::run_job(qmp, "snapshot-delete", {{"job-id", "j5"}}, "j5");
+        FAIL() << "no error";
+    } catch (const snapshot::error& e) {
+        EXPECT_NE(std::string(e.what()).find("Could not delete snapshot"), std::string::npos);
+    }
     server.join();
 }
 
