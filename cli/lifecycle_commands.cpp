@@ -124,6 +124,8 @@ int run_foreground(const context& ctx, const start_options& o) {
         std::cerr << "qmpkit: " << text << std::endl;
     };
     auto record = launcher::supervise(vm, supervise);
+    // A reset may have replaced this qemu: the VM goes on under another, and so does `run`.
+    record = launcher::follow_vm(vm.state(), supervise);
     if (ctx.json)
         print_json(json::object{{"name", def.name},
                                 {"state", record.state},

@@ -189,33 +189,57 @@ void discard_standbys(const state_directory& dir) {
     discard_standbys_locked(dir);
 }
 
+namespace {
+
+// Stops a standby's qemu; its supervisor removes the directory and the files it owns (or this,
+// should it be gone).
+void discard_standby(const state_directory& dir, const fs::path& path) {
+    state_directory files(dir.path(), path.filename().string());
+    std::optional<runtime_info> runtime;
+    try {
+        runtime = read_runtime_info(files);
+    } catch (const error&) {
+    }
+    if (runtime && is_standby_qemu(runtime->qemu_pid, path)) {
+        ::kill(runtime->qemu_pid, SIGKILL);
+        wait_for_exit(runtime->qemu_pid, 10s);
+        // Its supervisor removes the directory and the files it owns.
+        for (int i = 0; i < 100 && fs::exists(path); ++i)
+            std::this_thread::sleep_for(20ms);
+    }
+    if (fs::exists(path)) {
+        std::error_code ignored;
+        if (auto m = read_marker(path))
+            for (const auto& f : m->owned_files)
+                fs::remove(f, ignored);
+        fs::remove_all(path, ignored);
+    }
+}
+
+} // namespace
+
 void discard_standbys_locked(const state_directory& dir,
                              const std::optional<std::string>& keep_key) {
     for (const auto& path : standby_directories(dir)) {
         if (keep_key)
             if (auto m = read_marker(path); m && m->key == *keep_key)
                 continue;
-        state_directory files(dir.path(), path.filename().string());
-        std::optional<runtime_info> runtime;
-        try {
-            runtime = read_runtime_info(files);
-        } catch (const error&) {
-        }
-        if (runtime && is_standby_qemu(runtime->qemu_pid, path)) {
-            ::kill(runtime->qemu_pid, SIGKILL);
-            wait_for_exit(runtime->qemu_pid, 10s);
-            // Its supervisor removes the directory and the files it owns.
-            for (int i = 0; i < 100 && fs::exists(path); ++i)
-                std::this_thread::sleep_for(20ms);
-        }
-        if (fs::exists(path)) {
-            std::error_code ignored;
-            if (auto m = read_marker(path))
-                for (const auto& f : m->owned_files)
-                    fs::remove(f, ignored);
-            fs::remove_all(path, ignored);
-        }
+        discard_standby(dir, path);
     }
+}
+
+std::size_t trim_standbys(const state_directory& dir, const std::string& key, std::size_t pool) {
+    std::vector<fs::path> ready;
+    for (const auto& path : standby_directories(dir))
+        if (auto m = read_marker(path); m && m->key == key)
+            ready.push_back(path);
+    std::size_t removed = 0;
+    while (ready.size() > pool) {
+        discard_standby(dir, ready.back());
+        ready.pop_back();
+        ++removed;
+    }
+    return removed;
 }
 
 } // namespace qmpkit::launcher

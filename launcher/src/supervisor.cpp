@@ -1,8 +1,13 @@
 #include "instance_files.hpp"
+#include "pidfd.hpp"
 
 #include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/supervisor.hpp>
+#include <qmpkit/launcher/vm_control.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
 
 #include <csignal>
 #include <cstring>
@@ -10,6 +15,7 @@
 #include <poll.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
+#include <vector>
 
 namespace qmpkit::launcher {
 namespace {
@@ -223,6 +229,88 @@ private:
 };
 
 } // namespace
+
+exit_record follow_vm(const state_directory& dir, const supervise_options& options) {
+    auto say = [&](const std::string& text) {
+        if (options.report)
+            options.report(text);
+    };
+    auto set = termination_signals();
+    const int signal_fd = ::signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (signal_fd < 0)
+        throw error(std::string("signalfd: ") + std::strerror(errno));
+    struct closer {
+        int fd;
+        ~closer() { ::close(fd); }
+    } close_signal_fd{signal_fd};
+
+    bool shutdown_asked = false;
+    pid_t followed = -1;
+    for (;;) {
+        signalfd_siginfo info;
+        while (::read(signal_fd, &info, sizeof info) == static_cast<ssize_t>(sizeof info)) {
+            if (shutdown_asked)
+                continue; // shutdown_vm escalates by itself after the timeout
+            shutdown_asked = true;
+            say(std::string("received ") + ::strsignal(static_cast<int>(info.ssi_signo)) +
+                ": shutting the VM down");
+            try {
+                connect_options o;
+                o.lock_timeout = options.shutdown_timeout;
+                say("VM " + shutdown_vm(dir, options.shutdown_timeout, o));
+            } catch (const error& e) {
+                say(e.what());
+            }
+        }
+
+        std::optional<runtime_info> runtime;
+        try {
+            runtime = read_runtime_info(dir);
+        } catch (const error&) {
+            // Being rewritten: look again.
+        }
+        // The qemu, and until it has recorded the end its supervisor (not this process: after
+        // supervise() returns, its qemu is gone).
+        std::vector<pollfd> waits;
+        if (runtime) {
+            for (const pid_t pid : {runtime->qemu_pid, runtime->supervisor_pid})
+                if (pid > 0 && pid != ::getpid() && process_alive(pid))
+                    if (const int fd = detail::open_pidfd(pid); fd >= 0)
+                        waits.push_back({fd, POLLIN, 0});
+            if (!waits.empty() && runtime->qemu_pid != followed &&
+                process_alive(runtime->qemu_pid)) {
+                if (followed != -1 || runtime->supervisor_pid != ::getpid())
+                    say("qemu replaced by a reset: following the VM's qemu pid " +
+                        std::to_string(runtime->qemu_pid));
+                followed = runtime->qemu_pid;
+            }
+        }
+        if (!waits.empty()) {
+            waits.push_back({signal_fd, POLLIN, 0});
+            ::poll(waits.data(), waits.size(), 1000);
+            for (std::size_t i = 0; i + 1 < waits.size(); ++i)
+                ::close(waits[i].fd);
+            continue;
+        }
+        // No qemu: the VM has ended, or an operation holds it between two qemus.
+        try {
+            auto lock = vm_lock::acquire(dir.lock_file(), "following the VM", {});
+            if (is_running(dir))
+                continue;
+            if (auto record = read_exit_record(dir))
+                return *record;
+            exit_record lost;
+            lost.state = "crashed";
+            lost.reason = "the VM's qemu and its supervisor are gone, and nothing recorded how it "
+                          "ended";
+            lost.exit = "unknown";
+            return lost;
+        } catch (const error&) {
+            pollfd wait{signal_fd, POLLIN, 0};
+            ::poll(&wait, 1, 50);
+        }
+    }
+}
 
 void block_termination_signals() {
     auto set = termination_signals();

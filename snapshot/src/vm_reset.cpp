@@ -18,6 +18,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <future>
+#include <iostream>
 #include <unistd.h>
 
 namespace qmpkit::snapshot {
@@ -613,9 +614,14 @@ void prepare_standby(const launcher::state_directory& dir, const reset_point& po
     };
     // Tidying up while standbys were prepared may have found the VM busy every time: once more
     // with the pool full, waiting a moment for the VM.
-    plan.finish = [dir] {
+    plan.finish = [dir, key = plan.key] {
         try {
             auto lock = launcher::vm_lock::acquire(dir.lock_file(), "tidying up overlays", 2s);
+            // A pool holds no more than its size, whatever overlapping preparations made.
+            if (const auto surplus =
+                    launcher::trim_standbys(dir, key, static_cast<std::size_t>(standby_pool)))
+                std::cerr << "removed " << surplus << " standby qemu(s) beyond the pool of "
+                          << standby_pool << "\n";
             sweep_overlays(dir);
         } catch (const launcher::error&) {
             // Busy for long: a later preparation tidies up.

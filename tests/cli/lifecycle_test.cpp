@@ -6,7 +6,9 @@
 #include "tiny_guest.hpp"
 
 #include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 
 #include <boost/json.hpp>
@@ -225,6 +227,54 @@ TEST_F(lifecycle_test, run_in_the_foreground_shuts_down_gracefully_on_sigterm) {
     EXPECT_EQ(record->state, "shutoff");
     EXPECT_EQ(record->reason, "guest-shutdown");
     EXPECT_FALSE(record->forced);
+}
+
+// A CI task's entry point: resets replace the qemu `run` started (each standby has a supervisor
+// of its own), and `run` must last as long as the VM, then end with the VM's real ending.
+TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_sigterm) {
+    auto def = test::write_tiny_guest("fgreset", scratch_->path());
+    const auto bin = test::qmpkit_binary().string();
+    const auto root = state_root().string();
+    const char* argv[] = {bin.c_str(), "--state-dir",        root.c_str(), "run",
+                          def.c_str(), "--shutdown-timeout", "30",         nullptr};
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+    struct reaper {
+        pid_t pid;
+        bool reaped = false;
+        ~reaper() {
+            if (!reaped) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+                qmpkit({"destroy", "fgreset"});
+            }
+        }
+    } guard{pid};
+    ASSERT_EQ(qmpkit({"wait-ready", "fgreset", "--timeout", "120"}).code, 0);
+    ASSERT_EQ(qmpkit({"reset-point", "create", "fgreset", "clean"}).code, 0);
+    const launcher::state_directory dir(state_root(), "fgreset");
+    for (int i = 0; i < 5; ++i) {
+        for (int wait = 0; wait < 300 && launcher::ready_standby_keys(dir).empty(); ++wait)
+            std::this_thread::sleep_for(100ms);
+        auto reset = qmpkit({"reset", "fgreset"});
+        ASSERT_EQ(reset.code, 0) << reset.err;
+        EXPECT_NE(reset.out.find("(standby"), std::string::npos) << reset.out;
+        ASSERT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "run ended with reset " << i + 1;
+    }
+    EXPECT_EQ(guest("fgreset", "echo alive"), "alive\n");
+
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    guard.reaped = true;
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0) << "0: the guest powered off; 6: it had to be stopped";
+    auto record = launcher::read_exit_record(dir);
+    ASSERT_TRUE(record);
+    EXPECT_EQ(record->state, "shutoff");
+    EXPECT_FALSE(record->forced);
+    EXPECT_FALSE(launcher::is_running(dir));
+    EXPECT_TRUE(launcher::list_standbys(dir).empty()) << "standbys outlived the VM";
 }
 
 TEST_F(lifecycle_test, qemu_killed_with_sigkill_is_reported_as_crashed) {

@@ -87,6 +87,10 @@ void promote_standby(const state_directory& dir, const standby& s);
 // until they have cleaned up. Also removes leftovers of standbys whose supervisor died.
 void discard_standbys(const state_directory& dir);
 
+// Stops the ready standbys for `key` beyond the first `pool`, and returns how many. The caller
+// holds the standby lock and the VM's lock (a reset holds the latter while it promotes one).
+std::size_t trim_standbys(const state_directory& dir, const std::string& key, std::size_t pool);
+
 // Whether the VM has a ready standby, and for what.
 std::vector<standby> list_standbys(const state_directory& dir);
 

@@ -24,6 +24,14 @@ struct supervise_options {
 // thread (block_termination_signals) so that they are taken here.
 exit_record supervise(launched_vm& vm, const supervise_options& options);
 
+// A reset replaces the VM's qemu (a template reset starts another, a standby reset promotes
+// one), each new one supervised by a process of its own; supervise() then returns. This follows
+// whichever qemu is the VM's until the VM ends, and returns how it ended (exit.json), so that a
+// foreground `run` lasts as long as the VM does. SIGTERM, SIGINT or SIGHUP shut the VM down as
+// shutdown_vm does. An operation between two qemus holds the VM's lock: the VM has ended when
+// no qemu runs while the lock is free. Returns at once, with the record, if the VM has ended.
+exit_record follow_vm(const state_directory& dir, const supervise_options& options);
+
 // Blocks the signals supervise() handles; call before starting threads.
 void block_termination_signals();
 
