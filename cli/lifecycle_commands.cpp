@@ -10,6 +10,7 @@
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/leftovers.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/size.hpp>
 #include <qmpkit/launcher/supervisor.hpp>
@@ -213,6 +214,31 @@ int run_list(const context& ctx) {
     return exit_code::ok;
 }
 
+int run_gc(const context& ctx, bool dry_run) {
+    const auto found = launcher::collect_leftovers(state_root(ctx), dry_run);
+    if (ctx.json) {
+        json::array all;
+        for (const auto& l : found)
+            all.push_back(json::object{{"what", l.what},
+                                       {"path", l.path.string()},
+                                       {"vm", l.vm},
+                                       {"bytes", l.bytes},
+                                       {"removed", !dry_run}});
+        print_json(all);
+        return exit_code::ok;
+    }
+    if (found.empty()) {
+        std::cout << "nothing left behind\n";
+        return exit_code::ok;
+    }
+    table t({dry_run ? "WOULD REMOVE" : "REMOVED", "VM", "SIZE", "PATH"});
+    for (const auto& l : found)
+        t.add({l.what, l.vm.empty() ? "-" : l.vm, l.bytes ? launcher::format_size(l.bytes) : "-",
+               l.path.string()});
+    std::cout << t.str();
+    return exit_code::ok;
+}
+
 } // namespace
 
 void register_lifecycle_commands(CLI::App& app, context& ctx) {
@@ -311,6 +337,15 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
 
     auto* list = app.add_subcommand("list", "List the VMs with their state");
     list->callback([&ctx] { ctx.action = [&ctx] { return run_list(ctx); }; });
+
+    auto gc_dry_run = std::make_shared<bool>(false);
+    auto* gc = app.add_subcommand(
+        "gc", "Remove what killed VMs left behind: RAM files in /dev/shm no qemu uses, standbys "
+              "of VMs that no longer run, directories of starts that died");
+    gc->add_flag("--dry-run,-n", *gc_dry_run, "only list what would be removed");
+    gc->callback([&ctx, gc_dry_run] {
+        ctx.action = [&ctx, gc_dry_run] { return run_gc(ctx, *gc_dry_run); };
+    });
 }
 
 } // namespace qmpkit::cli

@@ -78,7 +78,7 @@ bool register_group_of(std::string_view word, CLI::App& app, cli::context& ctx) 
     };
     static const group groups[] = {
         {{"start", "run", "wait-ready", "shutdown", "destroy", "remove", "undefine", "status",
-          "list"},
+          "list", "gc"},
          cli::register_lifecycle_commands},
         {{"disks", "attach-disk", "detach-disk"}, cli::register_device_commands},
         {{"shell", "exec", "guest-ping", "console"}, cli::register_guest_commands},

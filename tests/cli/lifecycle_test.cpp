@@ -7,6 +7,7 @@
 
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
@@ -15,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
 #include <set>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -275,6 +277,76 @@ TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_
     EXPECT_FALSE(record->forced);
     EXPECT_FALSE(launcher::is_running(dir));
     EXPECT_TRUE(launcher::list_standbys(dir).empty()) << "standbys outlived the VM";
+}
+
+// Killing a VM's supervisor and qemu (as an OOM killer or `kill -9` would) leaves its RAM file
+// in /dev/shm and its warm standbys waiting; `gc` finds and removes exactly those.
+TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_one_uses) {
+    auto def = test::write_tiny_guest("litter", scratch_->path());
+    ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
+    ASSERT_EQ(qmpkit({"reset-point", "create", "litter", "p"}).code, 0);
+    const launcher::state_directory dir(state_root(), "litter");
+    for (int wait = 0; wait < 300 && launcher::ready_standby_keys(dir).empty(); ++wait)
+        std::this_thread::sleep_for(100ms);
+    ASSERT_FALSE(launcher::ready_standby_keys(dir).empty());
+    const auto ram = dir.ram_file();
+    ASSERT_TRUE(std::filesystem::exists(ram));
+    const auto runtime = launcher::read_runtime_info(dir);
+    ASSERT_TRUE(runtime);
+    ::kill(runtime->supervisor_pid, SIGKILL);
+    ::kill(runtime->qemu_pid, SIGKILL);
+    launcher::wait_for_exit(runtime->qemu_pid, 10s);
+
+    auto processes_of = [](const std::filesystem::path& under) {
+        int n = 0;
+        for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+            std::ifstream in(e.path() / "cmdline");
+            std::string args((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+            n += args.find("qemu-system") == 0 && args.find(under.string()) != std::string::npos;
+        }
+        return n;
+    };
+    ASSERT_GT(processes_of(dir.path()), 0) << "the standbys should still wait";
+
+    auto dry = qmpkit({"gc", "--dry-run"});
+    ASSERT_EQ(dry.code, 0) << dry.err;
+    EXPECT_NE(dry.out.find(ram.string()), std::string::npos) << dry.out;
+    EXPECT_NE(dry.out.find("standby"), std::string::npos) << dry.out;
+    EXPECT_TRUE(std::filesystem::exists(ram)) << "--dry-run removed something";
+
+    auto r = qmpkit({"--json", "gc"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    bool ram_reported = false;
+    const auto removed = json::parse(r.out);
+    // Tests running beside this one may have left RAM files of their own: only ours count.
+    for (const auto& item : removed.as_array()) {
+        const auto& o = item.as_object();
+        if (o.at("vm").as_string().empty())
+            continue;
+        EXPECT_EQ(o.at("vm").as_string(), "litter") << r.out;
+        ram_reported = ram_reported || (o.at("what").as_string() == "RAM file" &&
+                                        o.at("bytes").to_number<std::uint64_t>() > 0);
+    }
+    EXPECT_TRUE(ram_reported) << r.out;
+    EXPECT_FALSE(std::filesystem::exists(ram));
+    for (int i = 0; i < 50 && processes_of(dir.path()) > 0; ++i)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(processes_of(dir.path()), 0);
+    EXPECT_TRUE(launcher::list_standbys(dir).empty());
+
+    // The fixture's VM runs on: its RAM file and its qemu were left alone.
+    const launcher::state_directory shared(state_root(), "shared");
+    EXPECT_TRUE(std::filesystem::exists(shared.ram_file()));
+    EXPECT_EQ(guest("shared", "echo alive"), "alive\n");
+    const auto again_gc = qmpkit({"gc"});
+    EXPECT_EQ(again_gc.out.find(state_root().string()), std::string::npos) << again_gc.out;
+    EXPECT_EQ(again_gc.out.find(shared.ram_file().string()), std::string::npos) << again_gc.out;
+
+    // And the killed VM starts again.
+    auto again = qmpkit({"start", def.string(), "--wait-ready"});
+    EXPECT_EQ(again.code, 0) << again.err;
+    qmpkit({"destroy", "litter"});
 }
 
 TEST_F(lifecycle_test, qemu_killed_with_sigkill_is_reported_as_crashed) {

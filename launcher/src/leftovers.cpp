@@ -1,0 +1,122 @@
+#include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/launch.hpp>
+#include <qmpkit/launcher/leftovers.hpp>
+#include <qmpkit/launcher/standby.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <optional>
+#include <fstream>
+#include <iterator>
+
+namespace qmpkit::launcher {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+bool starts_with(const std::string& s, std::string_view prefix) {
+    return s.rfind(prefix, 0) == 0;
+}
+
+bool ends_with(const std::string& s, std::string_view suffix) {
+    return s.size() >= suffix.size() &&
+           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// Every process's command line (world-readable, unlike its descriptors when qemu runs as
+// another user).
+std::vector<std::string> command_lines() {
+    std::vector<std::string> lines;
+    std::error_code ec;
+    for (fs::directory_iterator it("/proc", ec), end; !ec && it != end; it.increment(ec)) {
+        const auto name = it->path().filename().string();
+        if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        std::ifstream in(it->path() / "cmdline");
+        lines.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    }
+    return lines;
+}
+
+// The VM's own leftovers; it is not running and this holds its lock.
+void collect_of_stopped_vm(const state_directory& dir, bool dry_run, std::vector<leftover>& found) {
+    const auto vm = dir.vm_name();
+    std::error_code ec;
+    std::vector<fs::path> standbys, starts;
+    for (const auto& entry : fs::directory_iterator(dir.path(), ec)) {
+        const auto name = entry.path().filename().string();
+        if (starts_with(name, "standby.") && entry.is_directory(ec))
+            standbys.push_back(entry.path());
+        else if (starts_with(name, "starting.") && entry.is_directory(ec))
+            starts.push_back(entry.path());
+    }
+    for (const auto& s : standbys)
+        found.push_back({"standby", s, vm, 0});
+    for (const auto& s : starts)
+        found.push_back({"start directory", s, vm, 0});
+    const auto ram = dir.ram_file();
+    if (fs::exists(ram, ec))
+        found.push_back({"RAM file", ram, vm, fs::file_size(ram, ec)});
+    if (dry_run)
+        return;
+    if (!standbys.empty())
+        discard_standbys(dir); // stops their qemus; their supervisors remove what they own
+    for (const auto& s : starts)
+        fs::remove_all(s, ec);
+    fs::remove(ram, ec);
+}
+
+} // namespace
+
+std::vector<leftover> collect_leftovers(const fs::path& state_root, bool dry_run) {
+    std::vector<leftover> found;
+    std::vector<fs::path> running_ram;
+    for (const auto& name : state_directory::list(state_root)) {
+        const state_directory dir(state_root, name);
+        std::optional<vm_lock> lock;
+        try {
+            lock.emplace(vm_lock::acquire(dir.lock_file(), "collecting leftovers", 0ms));
+        } catch (const error&) {
+            continue; // an operation holds it: whatever it has made is its own
+        }
+        if (is_running(dir)) {
+            running_ram.push_back(dir.ram_file());
+            continue;
+        }
+        collect_of_stopped_vm(dir, dry_run, found);
+    }
+
+    // RAM files of any root: qemu names its RAM file on its command line (mem-path).
+    const fs::path shm = "/dev/shm";
+    std::error_code ec;
+    if (!fs::is_directory(shm, ec))
+        return found;
+    const auto lines = command_lines();
+    const auto now = fs::file_time_type::clock::now();
+    for (const auto& entry : fs::directory_iterator(shm, ec)) {
+        const auto name = entry.path().filename().string();
+        if (!starts_with(name, "qmpkit-") || !ends_with(name, ".ram") || !entry.is_regular_file(ec))
+            continue;
+        const auto path = entry.path().string();
+        bool seen = false;
+        for (const auto& f : found)
+            seen = seen || f.path == entry.path();
+        for (const auto& r : running_ram)
+            seen = seen || r == entry.path();
+        if (seen)
+            continue;
+        if (std::any_of(lines.begin(), lines.end(),
+                        [&](const std::string& l) { return l.find(path) != std::string::npos; }))
+            continue;
+        if (now - entry.last_write_time(ec) < 1min)
+            continue; // a start may be about to hand it to qemu
+        found.push_back({"RAM file", entry.path(), "", entry.file_size(ec)});
+        if (!dry_run)
+            fs::remove(entry.path(), ec);
+    }
+    return found;
+}
+
+} // namespace qmpkit::launcher
