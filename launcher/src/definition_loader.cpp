@@ -26,9 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view root_keys[] = {
-    "name",       "machine", "accel",           "cpus",        "memory", "kernel", "initrd",
-    "append",     "boot",    "command_channel", "guest_agent", "disks",  "serial", "network",
-    "extra_args", "reset",   "security"};
+    "name",    "machine",    "accel",           "cpus",        "memory",  "kernel", "initrd",
+    "append",  "boot",       "command_channel", "guest_agent", "vmgenid", "disks",  "serial",
+    "network", "extra_args", "reset",           "security"};
 constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",      "backing",
                                           "bus",  "read_only", "cache",  "node_name", "encryption"};
 constexpr std::string_view encryption_keys[] = {"format", "key_file"};
@@ -450,6 +450,9 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
     if (auto n = f->get("guest_agent"); present(n))
         if (auto v = read_bool(n, "guest_agent"))
             def.guest_agent = *v;
+    if (auto n = f->get("vmgenid"); present(n))
+        if (auto v = read_bool(n, "vmgenid"))
+            def.vmgenid = *v;
 
     if (auto n = f->get("disks"); present(n) && expect_list(n, "disks", "disks")) {
         std::size_t i = 0;
@@ -781,6 +784,7 @@ std::string dump_definition(const vm_definition& def) {
     emit_enum(out, "boot", def.boot);
     emit_plain(out, "command_channel", def.command_channel);
     emit_plain(out, "guest_agent", def.guest_agent);
+    emit_plain(out, "vmgenid", def.vmgenid);
 
     out << YAML::Key << "disks" << YAML::Value << YAML::BeginSeq;
     for (const auto& disk : def.disks) {

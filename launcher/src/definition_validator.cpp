@@ -129,6 +129,8 @@ private:
     }
 
     void check_boot() {
+        if (def_.vmgenid && def_.machine == machine_type::microvm)
+            fail("vmgenid", "needs ACPI, which microvm does not have here; use pc or q35");
         if (def_.boot == boot_mode::kernel) {
             if (!def_.kernel)
                 fail("boot", "kernel boot needs a kernel");

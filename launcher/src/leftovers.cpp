@@ -6,9 +6,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <optional>
 #include <fstream>
 #include <iterator>
+#include <optional>
 
 namespace qmpkit::launcher {
 namespace {

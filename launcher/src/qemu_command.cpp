@@ -153,6 +153,8 @@ public:
         add_serial();
         add_command_channel();
         add_guest_agent();
+        if (def_.vmgenid)
+            add_device({{"driver", "vmgenid"}, {"id", "vmgenid0"}, {"guid", "auto"}});
         add_disks();
         add_network();
         add_kernel();

@@ -349,6 +349,39 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
     qmpkit({"destroy", "litter"});
 }
 
+// A guest copied by a clone or put back by a reset learns it through its VM generation ID: every
+// qemu gets a new one, and loading a state hands it to the guest (ACPI).
+TEST_F(lifecycle_test, vmgenid_differs_in_every_clone_and_changes_on_a_reset) {
+    auto def = test::write_tiny_guest("genid", scratch_->path(), {{"system"}}, "vmgenid: true\n");
+    ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
+    auto generation_of = [](const std::string& vm) {
+        auto r = qmpkit({"qmp", vm, "query-vm-generation-id"});
+        EXPECT_EQ(r.code, 0) << r.err;
+        const auto reply = json::parse(r.out);
+        return std::string(reply.at("guid").as_string());
+    };
+    const auto origin = generation_of("genid");
+    EXPECT_EQ(origin.size(), 36u) << origin;
+    ASSERT_EQ(qmpkit({"reset-point", "create", "genid", "p"}).code, 0);
+    auto cloned = qmpkit({"--json", "clone", "genid", "--count", "2"});
+    ASSERT_EQ(cloned.code, 0) << cloned.err;
+    std::set<std::string> ids{origin};
+    const auto clones = json::parse(cloned.out);
+    for (const auto& c : clones.at("clones").as_array()) {
+        const std::string name(c.as_string());
+        ids.insert(generation_of(name));
+        EXPECT_EQ(guest(name, "echo alive"), "alive\n");
+        qmpkit({"destroy", name});
+        qmpkit({"remove", name});
+    }
+    EXPECT_EQ(ids.size(), 3u) << "clones share a generation id";
+    auto reset = qmpkit({"reset", "genid"});
+    ASSERT_EQ(reset.code, 0) << reset.err;
+    EXPECT_TRUE(ids.insert(generation_of("genid")).second) << "a reset kept the generation id";
+    EXPECT_EQ(guest("genid", "echo alive"), "alive\n");
+    qmpkit({"destroy", "genid"});
+}
+
 TEST_F(lifecycle_test, qemu_killed_with_sigkill_is_reported_as_crashed) {
     auto def = test::write_tiny_guest("victim", scratch_->path());
     ASSERT_EQ(qmpkit({"start", def.string()}).code, 0);

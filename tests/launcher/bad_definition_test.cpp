@@ -145,6 +145,7 @@ const bad_case bad_cases[] = {
     {"microvm_scsi",
      head + "machine: microvm\ndisks:\n  - {name: a, file: system.qcow2, bus: scsi}\n",
      "disks[0].bus", 5, 40, "microvm supports only virtio disks"},
+    {"microvm_vmgenid", head + "machine: microvm\nvmgenid: true\n", "vmgenid", 4, 10, "needs ACPI"},
     {"too_many_ide",
      "name: vm\nmachine: pc\nboot: disk\ndisks:\n"
      "  - {name: d1, file: d1.qcow2, size: 1M, bus: ide}\n"
@@ -293,7 +294,7 @@ turbo: true
                   "scsi or ide)\n"
                   "/defs/vm.yaml:6:1: turbo: unknown key 'turbo' (expected one of: name, "
                   "machine, accel, cpus, memory, kernel, initrd, append, boot, command_channel, "
-                  "guest_agent, disks, serial, network, extra_args, reset, security)");
+                  "guest_agent, vmgenid, disks, serial, network, extra_args, reset, security)");
     }
 }
 

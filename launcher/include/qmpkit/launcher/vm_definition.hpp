@@ -138,6 +138,10 @@ struct vm_definition {
     boot_mode boot = boot_mode::disk; // the loader picks kernel when a kernel is set
     bool command_channel = false;
     bool guest_agent = false; // qemu-ga's virtio-serial port (org.qemu.guest_agent.0)
+    // A VM generation ID device (ACPI): every qemu gets a new id (guid=auto), and loading a
+    // state writes the loading qemu's id into the guest, so a clone, or a guest reset to a point
+    // by a new qemu, learns it was copied.
+    bool vmgenid = false;
     reset_definition reset{};
     std::vector<disk_definition> disks{};
     serial_definition serial{};
