@@ -141,12 +141,16 @@ struct vm_context {
         } catch (const qmp::error&) {
         }
         qmp.reset();
-        // Its supervisor records the end and tidies up after qemu: a qemu started before it is
-        // done could have its fresh records taken for the old one's.
+        // Its supervisor tidies up after qemu and records the end, last: a qemu started before
+        // it is done could have its fresh records taken for the old one's. The record is what to
+        // wait for, not the supervisor's exit: a foreground `run` goes on to follow the VM.
         if (runtime) {
             launcher::wait_for_exit(runtime->qemu_pid, 10s);
-            if (runtime->supervisor_pid != ::getpid())
-                launcher::wait_for_exit(runtime->supervisor_pid, 30s);
+            for (int i = 0; i < 1500 && !fs::exists(dir.exit_record()) &&
+                            runtime->supervisor_pid != ::getpid() &&
+                            launcher::process_alive(runtime->supervisor_pid);
+                 ++i)
+                std::this_thread::sleep_for(20ms);
         }
         for (int i = 0; i < 100 && !fs::exists(dir.exit_record()); ++i)
             std::this_thread::sleep_for(20ms);

@@ -281,6 +281,49 @@ TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_
 
 // Killing a VM's supervisor and qemu (as an OOM killer or `kill -9` would) leaves its RAM file
 // in /dev/shm and its warm standbys waiting; `gc` finds and removes exactly those.
+// The template strategy stops `run`'s qemu itself and starts another: `run` records the first
+// qemu's end and follows the next, and the reset does not wait for `run` to exit.
+TEST_F(lifecycle_test, run_lasts_through_template_resets) {
+    auto def = test::write_tiny_guest("fgtemplate", scratch_->path(), {{"system"}},
+                                      "reset: {strategy: template}\n");
+    const auto bin = test::qmpkit_binary().string();
+    const auto root = state_root().string();
+    const char* argv[] = {bin.c_str(), "--state-dir",        root.c_str(), "run",
+                          def.c_str(), "--shutdown-timeout", "30",         nullptr};
+    pid_t pid;
+    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+    struct reaper {
+        pid_t pid;
+        bool reaped = false;
+        ~reaper() {
+            if (!reaped) {
+                ::kill(pid, SIGKILL);
+                ::waitpid(pid, nullptr, 0);
+                qmpkit({"destroy", "fgtemplate"});
+            }
+        }
+    } guard{pid};
+    ASSERT_EQ(qmpkit({"wait-ready", "fgtemplate", "--timeout", "120"}).code, 0);
+    ASSERT_EQ(qmpkit({"reset-point", "create", "fgtemplate", "clean"}).code, 0);
+    for (int i = 0; i < 2; ++i) {
+        const auto t0 = std::chrono::steady_clock::now();
+        auto reset = qmpkit({"reset", "fgtemplate"});
+        ASSERT_EQ(reset.code, 0) << reset.err;
+        EXPECT_NE(reset.out.find("(template"), std::string::npos) << reset.out;
+        EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "the reset waited for run";
+        ASSERT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "run ended with reset " << i + 1;
+    }
+    EXPECT_EQ(guest("fgtemplate", "echo alive"), "alive\n");
+    ::kill(pid, SIGTERM);
+    int status = 0;
+    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+    guard.reaped = true;
+    ASSERT_TRUE(WIFEXITED(status));
+    EXPECT_EQ(WEXITSTATUS(status), 0);
+    const launcher::state_directory dir(state_root(), "fgtemplate");
+    EXPECT_FALSE(launcher::is_running(dir));
+}
+
 TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_one_uses) {
     auto def = test::write_tiny_guest("litter", scratch_->path());
     ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
