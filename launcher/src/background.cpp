@@ -352,6 +352,24 @@ void wait_behind_preparation(const state_directory& dir, const standby_plan& pla
 
 } // namespace
 
+void finish_in_background_holding(const state_directory& dir, vm_lock lock,
+                                  std::function<void()> work) {
+    if (fork_detached(true)) {
+        detach_from_caller(dir, {lock.native_handle()});
+        try {
+            work();
+        } catch (const std::exception& e) {
+            std::cerr << timestamp() << " " << e.what() << std::endl;
+        }
+        lock.release();
+        std::cout.flush();
+        std::cerr.flush();
+        ::_exit(0);
+    }
+    // The child holds the flock through the open file they share.
+    lock.close_without_unlock();
+}
+
 void prepare_standby_in_background(const state_directory& dir, standby_plan plan) {
     std::optional<vm_lock> lock;
     try {

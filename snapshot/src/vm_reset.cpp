@@ -8,6 +8,7 @@
 #include <qmpkit/launcher/internal/fault_point.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>
 #include <qmpkit/launcher/standby.hpp>
+#include <qmpkit/launcher/vm_agent.hpp>
 #include <qmpkit/snapshot/vm_reset.hpp>
 
 #include <boost/json.hpp>
@@ -588,6 +589,33 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
     return standby->definition;
 }
 
+// A guest put back to a point, or cloned from one, runs on the point's clock: seconds to days in
+// the past, which breaks TLS, make and timeouts. Where the VM has a guest agent, its clock is set
+// to the host's (guest-set-time; qemu-ga also writes the RTC). Best effort: a guest whose agent
+// does not answer keeps its clock, and the caller is warned. The caller holds the VM (the agent's
+// port serves one client at a time).
+void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_definition& def,
+                     const std::shared_ptr<spdlog::logger>& logger) {
+    if (!def.guest_agent)
+        return;
+    try {
+        qmp::guest_agent_options o;
+        o.sync_timeout = 2s;
+        o.command_timeout = 2s;
+        o.logger = logger;
+        auto agent = launcher::open_guest_agent(dir, def, o);
+        const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+        agent.execute("guest-set-time", {{"time", now}});
+    } catch (const std::exception& e) {
+        if (logger)
+            logger->warn("VM '{}': the guest's clock was not set to the host's ({}); it runs "
+                         "from the reset point's time",
+                         dir.vm_name(), e.what());
+    }
+}
+
 // How many ready standbys a VM keeps for its reset point: with two, a reset that follows the
 // last one sooner than a standby can be prepared still finds one waiting.
 constexpr int standby_pool = 2;
@@ -846,6 +874,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         if (!now)
             now = reset_from_template(ctx, point, paused, step);
         result.target = point.name;
+        const bool set_clock = !paused && now->guest_agent;
         if (strategy == launcher::reset_strategy::standby) {
             // The guest runs: everything else happens in the background process that prepares
             // the next standbys, which works out and removes the replaced qemu's overlays
@@ -854,6 +883,13 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
                 return superseded_overlays(state, old_definition, now);
             });
             step("handing the clean-up to the background");
+            // Off the caller's path, and under the VM's lock: the agent and hwclock in a guest
+            // just resumed take a quarter of a second on TCG; the VM's next operation waits.
+            if (set_clock)
+                launcher::finish_in_background_holding(
+                    state, std::move(ctx.lock), [state, def = *now, logger = ctx.options->logger] {
+                        set_guest_clock(state, def, logger);
+                    });
         } else {
             // The slow path may follow a reset that died half-way: tidy up now, while this
             // holds the VM and no standby is being prepared.
@@ -862,6 +898,8 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
                 fs::remove(file, ignored);
             sweep_overlays(state);
             step("cleaning up");
+            if (set_clock)
+                set_guest_clock(state, *now, ctx.options->logger);
         }
     }
     result.took = std::chrono::duration_cast<std::chrono::microseconds>(
@@ -931,6 +969,10 @@ clone_result vm_reset::clone(const clone_request& request) {
                 qmp.execute("cont");
             launcher::fault_point("clone.after-load", dir);
         }
+        if (!request.paused)
+            for (const auto& dir : made)
+                set_guest_clock(dir, launcher::load_definition(dir.definition_copy()),
+                                options_.logger);
         // Whole: from here on they are VMs like any other.
         for (const auto& dir : made)
             fs::remove(clone_marker(dir));

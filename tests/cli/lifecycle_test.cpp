@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <spawn.h>
@@ -423,6 +424,34 @@ TEST_F(lifecycle_test, vmgenid_differs_in_every_clone_and_changes_on_a_reset) {
     EXPECT_TRUE(ids.insert(generation_of("genid")).second) << "a reset kept the generation id";
     EXPECT_EQ(guest("genid", "echo alive"), "alive\n");
     qmpkit({"destroy", "genid"});
+}
+
+// A guest reset to a point, or cloned from one, would run on the point's clock; with a guest
+// agent its clock is the host's again.
+TEST_F(lifecycle_test, a_reset_or_clone_sets_the_guest_clock_to_the_hosts) {
+    auto def =
+        test::write_tiny_guest("clock", scratch_->path(), {{"system"}}, "guest_agent: true\n");
+    ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
+    ASSERT_EQ(qmpkit({"reset-point", "create", "clock", "p"}).code, 0);
+    std::this_thread::sleep_for(4s); // the point's clock falls behind
+    auto seconds_behind = [](const std::string& vm) {
+        const auto guest_now = std::stoll(guest(vm, "date +%s"));
+        const auto host_now = std::chrono::duration_cast<std::chrono::seconds>(
+                                  std::chrono::system_clock::now().time_since_epoch())
+                                  .count();
+        return host_now - guest_now;
+    };
+    auto reset = qmpkit({"reset", "clock"});
+    ASSERT_EQ(reset.code, 0) << reset.err;
+    EXPECT_LE(std::llabs(seconds_behind("clock")), 1) << reset.err;
+    auto cloned = qmpkit({"--json", "clone", "clock", "--count", "1"});
+    ASSERT_EQ(cloned.code, 0) << cloned.err;
+    const auto clones = json::parse(cloned.out);
+    const std::string clone(clones.at("clones").as_array().at(0).as_string());
+    EXPECT_LE(std::llabs(seconds_behind(clone)), 1) << cloned.err;
+    qmpkit({"destroy", clone});
+    qmpkit({"remove", clone});
+    qmpkit({"destroy", "clock"});
 }
 
 TEST_F(lifecycle_test, qemu_killed_with_sigkill_is_reported_as_crashed) {

@@ -6,11 +6,13 @@
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 #include <qmpkit/launcher/vm_definition.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
 #include <qmpkit/qmp/client.hpp>
 
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -121,5 +123,11 @@ private:
 background_start begin_start_in_background(const vm_definition& definition,
                                            const launch_options& options,
                                            const supervise_options& supervision);
+
+// Runs `work` in a process of its own (detached, its output in <state>/supervisor.log) that
+// takes over the VM's lock from the caller and releases it when `work` is done: the caller
+// returns at once, and the VM's next operation waits for `work`. `lock` is the caller's no more.
+void finish_in_background_holding(const state_directory& dir, vm_lock lock,
+                                  std::function<void()> work);
 
 } // namespace qmpkit::launcher
