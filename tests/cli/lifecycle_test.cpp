@@ -66,6 +66,47 @@ protected:
         return test::cli_runner(state_root()).guest(vm, command);
     }
 
+    // `qmpkit run DEFINITION` in the foreground, as a service manager starts it. Whatever fails,
+    // it does not outlive the test: the destructor kills it and destroys its VM.
+    class foreground_run {
+    public:
+        foreground_run(const std::filesystem::path& definition, std::string vm)
+            : vm_(std::move(vm)) {
+            const auto bin = test::qmpkit_binary().string();
+            const auto root = state_root().string();
+            const char* argv[] = {bin.c_str(),        "--state-dir",        root.c_str(), "run",
+                                  definition.c_str(), "--shutdown-timeout", "30",         nullptr};
+            if (posix_spawn(&pid_, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ) !=
+                0)
+                pid_ = -1;
+        }
+        foreground_run(const foreground_run&) = delete;
+        foreground_run& operator=(const foreground_run&) = delete;
+        ~foreground_run() {
+            if (pid_ > 0 && !ended_) {
+                ::kill(pid_, SIGKILL);
+                ::waitpid(pid_, nullptr, 0);
+                qmpkit({"destroy", vm_});
+            }
+        }
+        bool started() const { return pid_ > 0; }
+        bool still_running() const { return ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+        // SIGTERM, then its exit code (-1: it did not exit normally).
+        int terminate() {
+            ::kill(pid_, SIGTERM);
+            int status = 0;
+            if (::waitpid(pid_, &status, 0) != pid_)
+                return -1;
+            ended_ = true;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        }
+
+    private:
+        std::string vm_;
+        pid_t pid_ = -1;
+        bool ended_ = false;
+    };
+
     static inline test::scratch_dir* scratch_ = nullptr;
     static inline std::filesystem::path definition_;
 };
@@ -198,33 +239,12 @@ TEST_F(lifecycle_test, files_in_the_state_directory_are_private) {
 
 TEST_F(lifecycle_test, run_in_the_foreground_shuts_down_gracefully_on_sigterm) {
     auto def = test::write_tiny_guest("fg", scratch_->path());
-    const auto bin = test::qmpkit_binary().string();
-    const auto root = state_root().string();
-    const char* argv[] = {bin.c_str(), "--state-dir",        root.c_str(), "run",
-                          def.c_str(), "--shutdown-timeout", "30",         nullptr};
-    pid_t pid;
-    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ), 0);
-    // Whatever fails below, the foreground VM must not outlive the test.
-    struct reaper {
-        pid_t pid;
-        bool reaped = false;
-        ~reaper() {
-            if (!reaped) {
-                ::kill(pid, SIGKILL);
-                ::waitpid(pid, nullptr, 0);
-            }
-        }
-    } guard{pid};
+    foreground_run run(def, "fg");
+    ASSERT_TRUE(run.started());
     auto ready = qmpkit({"wait-ready", "fg", "--timeout", "120"});
     ASSERT_EQ(ready.code, 0) << ready.err;
     EXPECT_EQ(guest("fg", "echo alive"), "alive\n");
-
-    ::kill(pid, SIGTERM);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    guard.reaped = true;
-    ASSERT_TRUE(WIFEXITED(status));
-    EXPECT_EQ(WEXITSTATUS(status), 0) << "0: the guest powered off; 6: it had to be stopped";
+    EXPECT_EQ(run.terminate(), 0) << "0: the guest powered off; 6: it had to be stopped";
     auto record = launcher::read_exit_record(launcher::state_directory(state_root(), "fg"));
     ASSERT_TRUE(record);
     EXPECT_EQ(record->state, "shutoff");
@@ -236,23 +256,8 @@ TEST_F(lifecycle_test, run_in_the_foreground_shuts_down_gracefully_on_sigterm) {
 // of its own), and `run` must last as long as the VM, then end with the VM's real ending.
 TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_sigterm) {
     auto def = test::write_tiny_guest("fgreset", scratch_->path());
-    const auto bin = test::qmpkit_binary().string();
-    const auto root = state_root().string();
-    const char* argv[] = {bin.c_str(), "--state-dir",        root.c_str(), "run",
-                          def.c_str(), "--shutdown-timeout", "30",         nullptr};
-    pid_t pid;
-    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ), 0);
-    struct reaper {
-        pid_t pid;
-        bool reaped = false;
-        ~reaper() {
-            if (!reaped) {
-                ::kill(pid, SIGKILL);
-                ::waitpid(pid, nullptr, 0);
-                qmpkit({"destroy", "fgreset"});
-            }
-        }
-    } guard{pid};
+    foreground_run run(def, "fgreset");
+    ASSERT_TRUE(run.started());
     ASSERT_EQ(qmpkit({"wait-ready", "fgreset", "--timeout", "120"}).code, 0);
     ASSERT_EQ(qmpkit({"reset-point", "create", "fgreset", "clean"}).code, 0);
     const launcher::state_directory dir(state_root(), "fgreset");
@@ -262,16 +267,10 @@ TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_
         auto reset = qmpkit({"reset", "fgreset"});
         ASSERT_EQ(reset.code, 0) << reset.err;
         EXPECT_NE(reset.out.find("(standby"), std::string::npos) << reset.out;
-        ASSERT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "run ended with reset " << i + 1;
+        ASSERT_TRUE(run.still_running()) << "run ended with reset " << i + 1;
     }
     EXPECT_EQ(guest("fgreset", "echo alive"), "alive\n");
-
-    ::kill(pid, SIGTERM);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    guard.reaped = true;
-    ASSERT_TRUE(WIFEXITED(status));
-    EXPECT_EQ(WEXITSTATUS(status), 0) << "0: the guest powered off; 6: it had to be stopped";
+    EXPECT_EQ(run.terminate(), 0) << "0: the guest powered off; 6: it had to be stopped";
     auto record = launcher::read_exit_record(dir);
     ASSERT_TRUE(record);
     EXPECT_EQ(record->state, "shutoff");
@@ -287,23 +286,8 @@ TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_
 TEST_F(lifecycle_test, run_lasts_through_template_resets) {
     auto def = test::write_tiny_guest("fgtemplate", scratch_->path(), {{"system"}},
                                       "reset: {strategy: template}\n");
-    const auto bin = test::qmpkit_binary().string();
-    const auto root = state_root().string();
-    const char* argv[] = {bin.c_str(), "--state-dir",        root.c_str(), "run",
-                          def.c_str(), "--shutdown-timeout", "30",         nullptr};
-    pid_t pid;
-    ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, const_cast<char**>(argv), environ), 0);
-    struct reaper {
-        pid_t pid;
-        bool reaped = false;
-        ~reaper() {
-            if (!reaped) {
-                ::kill(pid, SIGKILL);
-                ::waitpid(pid, nullptr, 0);
-                qmpkit({"destroy", "fgtemplate"});
-            }
-        }
-    } guard{pid};
+    foreground_run run(def, "fgtemplate");
+    ASSERT_TRUE(run.started());
     ASSERT_EQ(qmpkit({"wait-ready", "fgtemplate", "--timeout", "120"}).code, 0);
     ASSERT_EQ(qmpkit({"reset-point", "create", "fgtemplate", "clean"}).code, 0);
     for (int i = 0; i < 2; ++i) {
@@ -312,15 +296,10 @@ TEST_F(lifecycle_test, run_lasts_through_template_resets) {
         ASSERT_EQ(reset.code, 0) << reset.err;
         EXPECT_NE(reset.out.find("(template"), std::string::npos) << reset.out;
         EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s) << "the reset waited for run";
-        ASSERT_EQ(::waitpid(pid, nullptr, WNOHANG), 0) << "run ended with reset " << i + 1;
+        ASSERT_TRUE(run.still_running()) << "run ended with reset " << i + 1;
     }
     EXPECT_EQ(guest("fgtemplate", "echo alive"), "alive\n");
-    ::kill(pid, SIGTERM);
-    int status = 0;
-    ASSERT_EQ(::waitpid(pid, &status, 0), pid);
-    guard.reaped = true;
-    ASSERT_TRUE(WIFEXITED(status));
-    EXPECT_EQ(WEXITSTATUS(status), 0);
+    EXPECT_EQ(run.terminate(), 0);
     const launcher::state_directory dir(state_root(), "fgtemplate");
     EXPECT_FALSE(launcher::is_running(dir));
 }
