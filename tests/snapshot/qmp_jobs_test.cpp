@@ -17,6 +17,13 @@ using namespace std::chrono_literals;
 using qmp::test::fake_qmp_server;
 namespace json = boost::json;
 
+// The script's end of every run_job: the job is dismissed.
+void expect_dismissed(fake_qmp_server& s, const char* job_id) {
+    auto c = s.expect_command("job-dismiss");
+    EXPECT_EQ(c.at("arguments").at("id"), job_id);
+    s.reply(c.at("id"), json::object{});
+}
+
 json::object job(const std::string& id, const std::string& status) {
     return {{"id", id},
             {"status", status},
@@ -35,9 +42,7 @@ TEST(run_job, waits_for_the_job_to_conclude_and_dismisses_it) {
         s.event("JOB_STATUS_CHANGE", {{"id", "j1"}, {"status", "concluded"}});
         c = s.expect_command("query-jobs");
         s.reply(c.at("id"), json::array{job("j1", "concluded")});
-        c = s.expect_command("job-dismiss");
-        EXPECT_EQ(c.at("arguments").at("id"), "j1");
-        s.reply(c.at("id"), json::object{});
+        expect_dismissed(s, "j1");
     });
     qmp::client qmp;
     qmp.adopt(server.take_client_fd());
@@ -55,9 +60,7 @@ TEST(run_job, a_job_seen_pending_is_dismissed_without_asking_for_its_error) {
         s.reply(c.at("id"), json::object{});
         for (const char* status : {"running", "waiting", "pending", "concluded"})
             s.event("JOB_STATUS_CHANGE", {{"id", "j4"}, {"status", status}});
-        c = s.expect_command("job-dismiss");
-        EXPECT_EQ(c.at("arguments").at("id"), "j4");
-        s.reply(c.at("id"), json::object{});
+        expect_dismissed(s, "j4");
     });
     qmp::client qmp;
     qmp.adopt(server.take_client_fd());
@@ -78,8 +81,7 @@ TEST(run_job, a_job_aborting_after_pending_throws_its_error_text) {
         auto failed = job("j5", "concluded");
         failed["error"] = "Could not delete snapshot";
         s.reply(c.at("id"), json::array{failed});
-        c = s.expect_command("job-dismiss");
-        s.reply(c.at("id"), json::object{});
+        expect_dismissed(s, "j5");
     });
     qmp::client qmp;
     qmp.adopt(server.take_client_fd());
@@ -103,8 +105,7 @@ TEST(run_job, a_failed_job_throws_its_error_text) {
         auto failed = job("j2", "concluded");
         failed["error"] = "Device 'pflash1' is writable but does not support snapshots";
         s.reply(c.at("id"), json::array{failed});
-        c = s.expect_command("job-dismiss");
-        s.reply(c.at("id"), json::object{});
+        expect_dismissed(s, "j2");
     });
     qmp::client qmp;
     qmp.adopt(server.take_client_fd());
