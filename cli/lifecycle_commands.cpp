@@ -214,6 +214,17 @@ int run_list(const context& ctx) {
     return exit_code::ok;
 }
 
+// 1 when gc could not remove something it found (permissions, a busy file): it says which.
+int left_in_place(const std::vector<launcher::leftover>& found, bool dry_run) {
+    int code = exit_code::ok;
+    for (const auto& l : found)
+        if (!dry_run && !l.removed) {
+            std::cerr << "qmpkit: could not remove " << l.what << " " << l.path.string() << "\n";
+            code = exit_code::failed;
+        }
+    return code;
+}
+
 int run_gc(const context& ctx, bool dry_run) {
     const auto found = launcher::collect_leftovers(state_root(ctx), dry_run);
     if (ctx.json) {
@@ -223,9 +234,9 @@ int run_gc(const context& ctx, bool dry_run) {
                                        {"path", l.path.string()},
                                        {"vm", l.vm},
                                        {"bytes", l.bytes},
-                                       {"removed", !dry_run}});
+                                       {"removed", l.removed}});
         print_json(all);
-        return exit_code::ok;
+        return left_in_place(found, dry_run);
     }
     if (found.empty()) {
         std::cout << "nothing left behind\n";
@@ -233,10 +244,10 @@ int run_gc(const context& ctx, bool dry_run) {
     }
     table t({dry_run ? "WOULD REMOVE" : "REMOVED", "VM", "SIZE", "PATH"});
     for (const auto& l : found)
-        t.add({l.what, l.vm.empty() ? "-" : l.vm, l.bytes ? launcher::format_size(l.bytes) : "-",
-               l.path.string()});
+        t.add({dry_run || l.removed ? l.what : l.what + " (NOT removed)", l.vm.empty() ? "-" : l.vm,
+               l.bytes ? launcher::format_size(l.bytes) : "-", l.path.string()});
     std::cout << t.str();
-    return exit_code::ok;
+    return left_in_place(found, dry_run);
 }
 
 } // namespace

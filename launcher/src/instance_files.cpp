@@ -24,13 +24,20 @@ std::filesystem::path make_instance_directory(const state_directory& dir, const 
     }
 }
 
+std::vector<std::filesystem::path> instance_directories(const state_directory& dir,
+                                                        std::string_view kind) {
+    const auto prefix = std::string(kind) + ".";
+    std::vector<std::filesystem::path> found;
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path(), ec))
+        if (entry.path().filename().string().starts_with(prefix) && entry.is_directory(ec))
+            found.push_back(entry.path());
+    return found;
+}
+
 void remove_stale_instance_directories(const state_directory& dir) {
     std::error_code ec;
-    std::vector<std::filesystem::path> stale;
-    for (const auto& entry : std::filesystem::directory_iterator(dir.path(), ec))
-        if (entry.path().filename().string().rfind("starting.", 0) == 0)
-            stale.push_back(entry.path());
-    for (const auto& path : stale)
+    for (const auto& path : instance_directories(dir, "starting"))
         std::filesystem::remove_all(path, ec);
 }
 

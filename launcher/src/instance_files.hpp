@@ -8,12 +8,17 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qmpkit::launcher {
 
 // <state>/<kind>.<random id>, mode 0700.
 std::filesystem::path make_instance_directory(const state_directory& dir, const char* kind);
+
+// The VM's instance directories of one kind ("standby", "starting"): <state>/<kind>.<id>.
+std::vector<std::filesystem::path> instance_directories(const state_directory& dir,
+                                                        std::string_view kind);
 
 // Removes what starts of the VM left behind when they died half-way (<state>/starting.<id>).
 // Only for a caller that holds the VM's lock while it is not running.

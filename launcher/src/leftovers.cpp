@@ -1,3 +1,5 @@
+#include "instance_files.hpp"
+
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/leftovers.hpp>
@@ -15,15 +17,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-
-bool starts_with(const std::string& s, std::string_view prefix) {
-    return s.rfind(prefix, 0) == 0;
-}
-
-bool ends_with(const std::string& s, std::string_view suffix) {
-    return s.size() >= suffix.size() &&
-           s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // Every process's command line (world-readable, unlike its descriptors when qemu runs as
 // another user).
@@ -44,21 +37,15 @@ std::vector<std::string> command_lines() {
 void collect_of_stopped_vm(const state_directory& dir, bool dry_run, std::vector<leftover>& found) {
     const auto vm = dir.vm_name();
     std::error_code ec;
-    std::vector<fs::path> standbys, starts;
-    for (const auto& entry : fs::directory_iterator(dir.path(), ec)) {
-        const auto name = entry.path().filename().string();
-        if (starts_with(name, "standby.") && entry.is_directory(ec))
-            standbys.push_back(entry.path());
-        else if (starts_with(name, "starting.") && entry.is_directory(ec))
-            starts.push_back(entry.path());
-    }
+    const auto standbys = instance_directories(dir, "standby");
+    const auto starts = instance_directories(dir, "starting");
     for (const auto& s : standbys)
-        found.push_back({"standby", s, vm, 0});
+        found.push_back({"standby", s, vm, 0, false});
     for (const auto& s : starts)
-        found.push_back({"start directory", s, vm, 0});
+        found.push_back({"start directory", s, vm, 0, false});
     const auto ram = dir.ram_file();
     if (fs::exists(ram, ec))
-        found.push_back({"RAM file", ram, vm, fs::file_size(ram, ec)});
+        found.push_back({"RAM file", ram, vm, fs::file_size(ram, ec), false});
     if (dry_run)
         return;
     if (!standbys.empty())
@@ -97,7 +84,7 @@ std::vector<leftover> collect_leftovers(const fs::path& state_root, bool dry_run
     const auto now = fs::file_time_type::clock::now();
     for (const auto& entry : fs::directory_iterator(shm, ec)) {
         const auto name = entry.path().filename().string();
-        if (!starts_with(name, "qmpkit-") || !ends_with(name, ".ram") || !entry.is_regular_file(ec))
+        if (!name.starts_with("qmpkit-") || !name.ends_with(".ram") || !entry.is_regular_file(ec))
             continue;
         const auto path = entry.path().string();
         bool seen = false;
@@ -112,10 +99,13 @@ std::vector<leftover> collect_leftovers(const fs::path& state_root, bool dry_run
             continue;
         if (now - entry.last_write_time(ec) < 1min)
             continue; // a start may be about to hand it to qemu
-        found.push_back({"RAM file", entry.path(), "", entry.file_size(ec)});
+        found.push_back({"RAM file", entry.path(), "", entry.file_size(ec), false});
         if (!dry_run)
             fs::remove(entry.path(), ec);
     }
+    if (!dry_run)
+        for (auto& l : found)
+            l.removed = !fs::exists(l.path, ec);
     return found;
 }
 

@@ -21,18 +21,6 @@ namespace fs = std::filesystem;
 namespace json = boost::json;
 using namespace std::chrono_literals;
 
-constexpr std::string_view standby_prefix = "standby.";
-
-std::vector<fs::path> standby_directories(const state_directory& dir) {
-    std::vector<fs::path> found;
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir.path(), ec))
-        if (entry.path().filename().string().rfind(standby_prefix, 0) == 0 &&
-            entry.is_directory(ec))
-            found.push_back(entry.path());
-    return found;
-}
-
 struct marker {
     std::string key;
     std::vector<fs::path> owned_files;
@@ -77,7 +65,7 @@ void write_standby_marker(const fs::path& standby_dir, const std::string& key,
 
 std::vector<standby> list_standbys(const state_directory& dir) {
     std::vector<standby> found;
-    for (const auto& path : standby_directories(dir)) {
+    for (const auto& path : instance_directories(dir, "standby")) {
         auto m = read_marker(path);
         if (!m)
             continue;
@@ -97,7 +85,7 @@ std::vector<standby> list_standbys(const state_directory& dir) {
 
 std::vector<std::string> ready_standby_keys(const state_directory& dir) {
     std::vector<std::string> keys;
-    for (const auto& path : standby_directories(dir)) {
+    for (const auto& path : instance_directories(dir, "standby")) {
         auto m = read_marker(path);
         if (!m)
             continue;
@@ -116,7 +104,7 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
                                     std::chrono::milliseconds timeout) {
     // The first usable one: only its records are read (a definition is a YAML parse).
     auto ready = [&]() -> std::optional<standby> {
-        for (const auto& path : standby_directories(dir)) {
+        for (const auto& path : instance_directories(dir, "standby")) {
             auto m = read_marker(path);
             if (!m || m->key != key)
                 continue;
@@ -135,7 +123,7 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
     };
     // A marker file is all it takes to see one become ready; the records are read only then.
     auto any_marked = [&] {
-        for (const auto& path : standby_directories(dir))
+        for (const auto& path : instance_directories(dir, "standby"))
             if (fs::exists(path / standby_marker_name))
                 return true;
         return false;
@@ -220,7 +208,7 @@ void discard_standby(const state_directory& dir, const fs::path& path) {
 
 void discard_standbys_locked(const state_directory& dir,
                              const std::optional<std::string>& keep_key) {
-    for (const auto& path : standby_directories(dir)) {
+    for (const auto& path : instance_directories(dir, "standby")) {
         if (keep_key)
             if (auto m = read_marker(path); m && m->key == *keep_key)
                 continue;
@@ -230,7 +218,7 @@ void discard_standbys_locked(const state_directory& dir,
 
 std::size_t trim_standbys(const state_directory& dir, const std::string& key, std::size_t pool) {
     std::vector<fs::path> ready;
-    for (const auto& path : standby_directories(dir))
+    for (const auto& path : instance_directories(dir, "standby"))
         if (auto m = read_marker(path); m && m->key == key)
             ready.push_back(path);
     std::size_t removed = 0;

@@ -348,6 +348,7 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
         if (o.at("vm").as_string().empty())
             continue;
         EXPECT_EQ(o.at("vm").as_string(), "litter") << r.out;
+        EXPECT_TRUE(o.at("removed").as_bool()) << r.out;
         ram_reported = ram_reported || (o.at("what").as_string() == "RAM file" &&
                                         o.at("bytes").to_number<std::uint64_t>() > 0);
     }

@@ -23,6 +23,7 @@ struct leftover {
     std::filesystem::path path;
     std::string vm;          // the VM it belonged to, where known
     std::uint64_t bytes = 0; // space it holds (RAM files)
+    bool removed = false;    // gone once gc has run (false with dry_run)
 };
 
 // Finds the leftovers of the VMs under `state_root` and the RAM files in /dev/shm that no
