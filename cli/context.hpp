@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -22,7 +23,18 @@ struct context {
 
     std::shared_ptr<spdlog::logger> logger; // on stderr, built after parsing
     std::function<int()> action;            // set by the chosen subcommand
+
+    std::chrono::milliseconds lock_wait() const;
 };
+
+// Seconds as the command line gives them (fractions allowed), as a timeout.
+inline std::chrono::milliseconds milliseconds_of(double seconds) {
+    return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
+}
+
+inline std::chrono::milliseconds context::lock_wait() const {
+    return milliseconds_of(lock_timeout);
+}
 
 void register_qmp_commands(CLI::App& app, context& ctx);
 void register_lifecycle_commands(CLI::App& app, context& ctx);

@@ -166,9 +166,7 @@ void register_device_commands(CLI::App& app, context& ctx) {
         ctx.action = [&ctx, d] {
             auto conn = launcher::vm_connection::open(find_vm(ctx, std::get<0>(*d)),
                                                       "detaching a disk", connect_options_for(ctx));
-            launcher::detach_disk(
-                conn, std::get<1>(*d),
-                std::chrono::milliseconds(static_cast<long>(std::get<2>(*d) * 1000)));
+            launcher::detach_disk(conn, std::get<1>(*d), milliseconds_of(std::get<2>(*d)));
             std::cout << "disk " << std::get<1>(*d) << " detached from " << std::get<0>(*d) << "\n";
             return exit_code::ok;
         };

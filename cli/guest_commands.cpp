@@ -40,14 +40,13 @@ int run_shell(const context& ctx, const shell_options& o) {
                               "' has no command channel (set command_channel: true in its "
                               "definition and restart it)");
     // The channel serves one client at a time, like QMP: take the VM's lock.
-    auto lock = launcher::vm_lock::acquire(
-        dir.lock_file(), "running a guest command",
-        std::chrono::milliseconds(static_cast<long>(ctx.lock_timeout * 1000)));
+    auto lock =
+        launcher::vm_lock::acquire(dir.lock_file(), "running a guest command", ctx.lock_wait());
     std::string line;
     for (const auto& word : o.command)
         line += (line.empty() ? "" : " ") + word;
     launcher::guest_shell shell(dir.shell_socket());
-    auto result = shell.run(line, std::chrono::milliseconds(static_cast<long>(o.timeout * 1000)));
+    auto result = shell.run(line, milliseconds_of(o.timeout));
     if (ctx.json) {
         std::cout << boost::json::serialize(boost::json::object{{"exit_code", result.exit_code},
                                                                 {"output", result.output}})
@@ -56,10 +55,6 @@ int run_shell(const context& ctx, const shell_options& o) {
         std::cout << result.output;
     }
     return result.exit_code;
-}
-
-std::chrono::milliseconds milliseconds_of(double seconds) {
-    return std::chrono::milliseconds(static_cast<long>(seconds * 1000));
 }
 
 // The guest agent of a VM, with the VM's lock held while it is in use: the agent's port, like
@@ -73,8 +68,7 @@ agent_session open_agent(const context& ctx, const std::string& vm, std::string_
                          double answer_within) {
     auto dir = find_vm(ctx, vm);
     auto def = launcher::load_definition(dir.definition_copy());
-    auto lock =
-        launcher::vm_lock::acquire(dir.lock_file(), purpose, milliseconds_of(ctx.lock_timeout));
+    auto lock = launcher::vm_lock::acquire(dir.lock_file(), purpose, ctx.lock_wait());
     qmp::guest_agent_options options;
     options.sync_timeout = milliseconds_of(answer_within);
     options.logger = ctx.logger;

@@ -33,10 +33,6 @@ using namespace std::chrono_literals;
 
 constexpr const char* ready_marker = "QMPKIT-GUEST-READY";
 
-std::chrono::milliseconds seconds(double s) {
-    return std::chrono::milliseconds(static_cast<long>(s * 1000));
-}
-
 struct start_options {
     std::string definition;
     bool wait_ready = false;
@@ -67,7 +63,7 @@ launcher::launch_options launch_options_for(const context& ctx, const start_opti
     options.qemu_binary = o.qemu;
     options.paused = o.paused;
     options.logger = ctx.logger;
-    options.lock_timeout = seconds(ctx.lock_timeout);
+    options.lock_timeout = ctx.lock_wait();
     return options;
 }
 
@@ -102,12 +98,13 @@ int run_start(const context& ctx, const start_options& o) {
     auto def = load_valid(ctx, o.definition);
     auto options = launch_options_for(ctx, o);
     launcher::supervise_options supervision;
-    supervision.shutdown_timeout = seconds(o.shutdown_timeout);
+    supervision.shutdown_timeout = milliseconds_of(o.shutdown_timeout);
     launcher::start_in_background(def, options, supervision);
     launcher::state_directory dir(options.state_root, def.name);
     std::string ready;
     if (o.wait_ready)
-        ready = launcher::wait_for_console_line(dir, ready_marker, seconds(o.ready_timeout));
+        ready =
+            launcher::wait_for_console_line(dir, ready_marker, milliseconds_of(o.ready_timeout));
     print_started(ctx, dir, ready);
     return exit_code::ok;
 }
@@ -120,7 +117,7 @@ int run_foreground(const context& ctx, const start_options& o) {
     std::cerr << "qmpkit: VM " << def.name << " running (qemu pid " << vm.process().pid() << ", "
               << vm.runtime().accel << "); SIGTERM or Ctrl-C shuts it down\n";
     launcher::supervise_options supervise;
-    supervise.shutdown_timeout = seconds(o.shutdown_timeout);
+    supervise.shutdown_timeout = milliseconds_of(o.shutdown_timeout);
     supervise.report = [](const std::string& text) {
         std::cerr << "qmpkit: " << text << std::endl;
     };
@@ -214,22 +211,27 @@ int run_list(const context& ctx) {
     return exit_code::ok;
 }
 
-// 1 when gc could not remove something it found (permissions, a busy file): it says which.
-int left_in_place(const std::vector<launcher::leftover>& found, bool dry_run) {
+// 1 when gc could not remove something it found (permissions, a busy file) or could not look at
+// a VM (its lock stayed held): it says which.
+int left_in_place(const launcher::leftovers& found, bool dry_run) {
     int code = exit_code::ok;
-    for (const auto& l : found)
+    for (const auto& l : found.items)
         if (!dry_run && !l.removed) {
             std::cerr << "qmpkit: could not remove " << l.what << " " << l.path.string() << "\n";
             code = exit_code::failed;
         }
+    for (const auto& busy : found.busy) {
+        std::cerr << "qmpkit: not looked at: " << busy << "\n";
+        code = exit_code::failed;
+    }
     return code;
 }
 
 int run_gc(const context& ctx, bool dry_run) {
-    const auto found = launcher::collect_leftovers(state_root(ctx), dry_run);
+    const auto found = launcher::collect_leftovers(state_root(ctx), dry_run, ctx.lock_wait());
     if (ctx.json) {
         json::array all;
-        for (const auto& l : found)
+        for (const auto& l : found.items)
             all.push_back(json::object{{"what", l.what},
                                        {"path", l.path.string()},
                                        {"vm", l.vm},
@@ -238,12 +240,12 @@ int run_gc(const context& ctx, bool dry_run) {
         print_json(all);
         return left_in_place(found, dry_run);
     }
-    if (found.empty()) {
+    if (found.items.empty()) {
         std::cout << "nothing left behind\n";
-        return exit_code::ok;
+        return left_in_place(found, dry_run);
     }
     table t({dry_run ? "WOULD REMOVE" : "REMOVED", "VM", "SIZE", "PATH"});
-    for (const auto& l : found)
+    for (const auto& l : found.items)
         t.add({dry_run || l.removed ? l.what : l.what + " (NOT removed)", l.vm.empty() ? "-" : l.vm,
                l.bytes ? launcher::format_size(l.bytes) : "-", l.path.string()});
     std::cout << t.str();
@@ -292,7 +294,7 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
     wr->callback([&ctx, wait] {
         ctx.action = [&ctx, wait] {
             auto line = launcher::wait_for_console_line(find_vm(ctx, wait->first), ready_marker,
-                                                        seconds(wait->second));
+                                                        milliseconds_of(wait->second));
             std::cout << line << "\n";
             return exit_code::ok;
         };
@@ -308,7 +310,7 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
         ->check(non_negative_number());
     shutdown->callback([&ctx, sd] {
         ctx.action = [&ctx, sd] {
-            auto how = launcher::shutdown_vm(find_vm(ctx, sd->first), seconds(sd->second),
+            auto how = launcher::shutdown_vm(find_vm(ctx, sd->first), milliseconds_of(sd->second),
                                              connect_options_for(ctx));
             std::cout << "VM " << sd->first << ": " << how << "\n";
             return exit_code::ok;

@@ -45,8 +45,7 @@ qmp::client connect(const context& ctx, const std::string& socket, double timeou
     qmp::client_options options;
     options.logger = ctx.logger;
     if (timeout_seconds > 0)
-        options.command_timeout =
-            std::chrono::milliseconds(static_cast<long>(timeout_seconds * 1000));
+        options.command_timeout = milliseconds_of(timeout_seconds);
     qmp::client client(options);
     client.connect(socket);
     return client;
@@ -63,7 +62,7 @@ int run_qmp(const context& ctx, const qmp_options& o) {
     } else {
         auto options = connect_options_for(ctx);
         if (o.timeout > 0)
-            options.qmp_timeout = std::chrono::milliseconds(static_cast<long>(o.timeout * 1000));
+            options.qmp_timeout = milliseconds_of(o.timeout);
         vm.emplace(
             launcher::vm_connection::open(find_vm(ctx, o.socket), "qmp " + o.command, options));
         client = &vm->qmp();
@@ -86,7 +85,7 @@ int run_events(const context& ctx, const events_options& o) {
                             : find_running_vm(ctx, o.socket).events_socket().string();
     auto client = connect(ctx, socket, 0);
     auto listener = client.listen(o.names);
-    const auto wait = std::chrono::milliseconds(static_cast<long>(o.timeout * 1000));
+    const auto wait = milliseconds_of(o.timeout);
     bool saw_shutdown = false;
     for (int seen = 0; o.count == 0 || seen < o.count; ++seen) {
         std::optional<qmp::event> e;

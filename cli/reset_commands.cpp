@@ -22,7 +22,7 @@ snapshot::vm_reset reset_for(const context& ctx, const std::string& vm) {
     snapshot::manager_options o;
     o.state_root = state_root(ctx);
     o.logger = ctx.logger;
-    o.lock_timeout = std::chrono::milliseconds(static_cast<long>(ctx.lock_timeout * 1000));
+    o.lock_timeout = ctx.lock_wait();
     return snapshot::vm_reset(find_vm(ctx, vm).vm_name(), o);
 }
 

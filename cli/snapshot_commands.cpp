@@ -42,7 +42,7 @@ snapshot_manager manager_for(const context& ctx, const std::string& vm) {
     manager_options o;
     o.state_root = state_root(ctx);
     o.logger = ctx.logger;
-    o.lock_timeout = std::chrono::milliseconds(static_cast<long>(ctx.lock_timeout * 1000));
+    o.lock_timeout = ctx.lock_wait();
     o.progress = progress_for(ctx);
     auto dir = find_vm(ctx, vm);
     snapshot_manager manager(dir.vm_name(), o);

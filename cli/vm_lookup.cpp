@@ -61,7 +61,7 @@ launcher::state_directory find_running_vm(const context& ctx,
 launcher::connect_options connect_options_for(const context& ctx) {
     launcher::connect_options options;
     options.logger = ctx.logger;
-    options.lock_timeout = std::chrono::milliseconds(static_cast<long>(ctx.lock_timeout * 1000));
+    options.lock_timeout = ctx.lock_wait();
     return options;
 }
 

@@ -57,16 +57,19 @@ void collect_of_stopped_vm(const state_directory& dir, bool dry_run, std::vector
 
 } // namespace
 
-std::vector<leftover> collect_leftovers(const fs::path& state_root, bool dry_run) {
-    std::vector<leftover> found;
+leftovers collect_leftovers(const fs::path& state_root, bool dry_run,
+                            std::chrono::milliseconds lock_timeout) {
+    leftovers result;
+    auto& found = result.items;
     std::vector<fs::path> running_ram;
     for (const auto& name : state_directory::list(state_root)) {
         const state_directory dir(state_root, name);
         std::optional<vm_lock> lock;
         try {
-            lock.emplace(vm_lock::acquire(dir.lock_file(), "collecting leftovers", 0ms));
-        } catch (const error&) {
-            continue; // an operation holds it: whatever it has made is its own
+            lock.emplace(vm_lock::acquire(dir.lock_file(), "collecting leftovers", lock_timeout));
+        } catch (const error& e) {
+            result.busy.emplace_back(e.what()); // whatever its holder has made is its own
+            continue;
         }
         if (is_running(dir)) {
             running_ram.push_back(dir.ram_file());
@@ -79,7 +82,7 @@ std::vector<leftover> collect_leftovers(const fs::path& state_root, bool dry_run
     const fs::path shm = "/dev/shm";
     std::error_code ec;
     if (!fs::is_directory(shm, ec))
-        return found;
+        return result;
     const auto lines = command_lines();
     const auto now = fs::file_time_type::clock::now();
     for (const auto& entry : fs::directory_iterator(shm, ec)) {
@@ -106,7 +109,7 @@ std::vector<leftover> collect_leftovers(const fs::path& state_root, bool dry_run
     if (!dry_run)
         for (auto& l : found)
             l.removed = !fs::exists(l.path, ec);
-    return found;
+    return result;
 }
 
 } // namespace qmpkit::launcher

@@ -11,6 +11,7 @@
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -332,6 +333,15 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
     };
     ASSERT_GT(processes_of(dir.path()), 0) << "the standbys should still wait";
 
+    {
+        // A VM whose lock stays held is not looked at, and gc says so.
+        auto held = launcher::vm_lock::acquire(dir.lock_file(), "a test holding the VM", 0ms);
+        auto busy = qmpkit({"--lock-timeout", "0.2", "gc", "--dry-run"});
+        EXPECT_EQ(busy.code, 1) << busy.out;
+        EXPECT_NE(busy.err.find("VM 'litter' is busy"), std::string::npos) << busy.err;
+        EXPECT_EQ(busy.out.find(ram.string()), std::string::npos) << busy.out;
+    }
+    // A standby preparation may take the lock for a moment: gc waits for it like any command.
     auto dry = qmpkit({"gc", "--dry-run"});
     ASSERT_EQ(dry.code, 0) << dry.err;
     EXPECT_NE(dry.out.find(ram.string()), std::string::npos) << dry.out;

@@ -5,12 +5,14 @@
 // /dev/shm, warm standbys still waiting for a VM that no longer runs, and the socket directories
 // of starts that died. `qmpkit gc` finds and removes them.
 //
-// Nothing a live VM or operation uses is touched: each VM is looked at under its lock (a busy
-// one is skipped), and a RAM file goes only when no process names it on its command line (qemu
-// gets it as mem-path) and it is older than a minute (a start creates it just before qemu).
+// Nothing a live VM or operation uses is touched: each VM is looked at under its lock (waited for
+// as any command waits: a standby preparation takes it for a moment), and a RAM file goes only when
+// no process names it on its command line (qemu gets it as mem-path) and it is older than a minute
+// (a start creates it just before qemu).
 
 #include <qmpkit/launcher/state_directory.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -26,8 +28,17 @@ struct leftover {
     bool removed = false;    // gone once gc has run (false with dry_run)
 };
 
+struct leftovers {
+    std::vector<leftover> items;
+    // One message per VM whose lock stayed held for the whole wait: what it left, if anything,
+    // was not looked at.
+    std::vector<std::string> busy;
+};
+
 // Finds the leftovers of the VMs under `state_root` and the RAM files in /dev/shm that no
-// process uses (whichever root they came from); removes them too unless `dry_run`.
-std::vector<leftover> collect_leftovers(const std::filesystem::path& state_root, bool dry_run);
+// process uses (whichever root they came from); removes them too unless `dry_run`. Waits up to
+// `lock_timeout` for each VM's lock.
+leftovers collect_leftovers(const std::filesystem::path& state_root, bool dry_run,
+                            std::chrono::milliseconds lock_timeout);
 
 } // namespace qmpkit::launcher
