@@ -43,6 +43,7 @@ void register_guest_commands(CLI::App& app, context& ctx);
 void register_disk_commands(CLI::App& app, context& ctx);
 void register_snapshot_commands(CLI::App& app, context& ctx);
 void register_reset_commands(CLI::App& app, context& ctx);
+void register_pool_commands(CLI::App& app, context& ctx);
 void register_virsh_commands(CLI::App& app, context& ctx);
 void register_help_command(CLI::App& app, context& ctx);
 

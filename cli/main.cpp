@@ -84,6 +84,7 @@ bool register_group_of(std::string_view word, CLI::App& app, cli::context& ctx) 
         {{"shell", "exec", "guest-ping", "console"}, cli::register_guest_commands},
         {{"disk"}, cli::register_disk_commands},
         {{"reset", "reset-point", "clone"}, cli::register_reset_commands},
+        {{"pool"}, cli::register_pool_commands},
         {{"qmp", "events"}, cli::register_qmp_commands},
         {{"domblklist", "suspend", "resume"}, cli::register_virsh_commands},
     };
@@ -143,6 +144,7 @@ int main(int argc, char** argv) {
         cli::register_disk_commands(app, ctx);
         cli::register_snapshot_commands(app, ctx);
         cli::register_reset_commands(app, ctx);
+        cli::register_pool_commands(app, ctx);
         cli::register_qmp_commands(app, ctx);
         cli::register_virsh_commands(app, ctx);
         cli::register_help_command(app, ctx);

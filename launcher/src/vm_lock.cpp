@@ -22,9 +22,13 @@ std::string holder_of(int fd) {
     return holder.empty() ? "another qmpkit process" : holder;
 }
 
-// The lock sits in the VM's state directory, which is named after the VM.
+// The lock sits in the VM's state directory, which is named after the VM; a pool's lock sits
+// in .pools/<pool>/.
 std::string vm_named_by(const std::filesystem::path& lock_file) {
-    const auto name = lock_file.parent_path().filename().string();
+    const auto dir = lock_file.parent_path();
+    const auto name = dir.filename().string();
+    if (dir.parent_path().filename() == ".pools")
+        return "pool '" + name + "'";
     return name.empty() ? std::string("the VM") : "VM '" + name + "'";
 }
 

@@ -913,9 +913,11 @@ clone_result vm_reset::clone(const clone_request& request) {
     if (!fs::exists(state.definition_copy()))
         throw error(error_kind::not_found,
                     "no VM named '" + vm_ + "' in " + state.path().parent_path().string());
-    if (request.count < 1 || request.count > 256)
+    const auto count =
+        request.names.empty() ? request.count : static_cast<int>(request.names.size());
+    if (count < 1 || count > 256)
         throw error(error_kind::other,
-                    "clone count must be between 1 and 256, not " + std::to_string(request.count));
+                    "clone count must be between 1 and 256, not " + std::to_string(count));
     const auto points = read_points(state);
     const auto& point = choose_point(vm_, points, request.point);
     const auto root = state.path().parent_path();
@@ -924,7 +926,15 @@ clone_result vm_reset::clone(const clone_request& request) {
     sweep_interrupted_clones(root, options_);
 
     clone_result result;
-    for (int n = 1; static_cast<int>(result.names.size()) < request.count; ++n) {
+    for (const auto& name : request.names) {
+        if (!launcher::is_valid_vm_name(name))
+            throw error(error_kind::invalid_name,
+                        "clone name '" + name + "' is not a valid VM name");
+        if (fs::exists(root / name))
+            throw error(error_kind::name_taken, "a VM named '" + name + "' exists");
+        result.names.push_back(name);
+    }
+    for (int n = 1; static_cast<int>(result.names.size()) < count; ++n) {
         auto name = prefix + std::to_string(n);
         if (!launcher::is_valid_vm_name(name))
             throw error(error_kind::invalid_name, "clone name '" + name +
@@ -948,6 +958,8 @@ clone_result vm_reset::clone(const clone_request& request) {
             fs::create_directory_symlink(point.ram.parent_path(), dir.reset_points() / point.name);
             auto [def, overlays] =
                 fresh_instance(point, name, dir.overlays(), state.definition_copy());
+            if (request.strategy)
+                def.reset.strategy = *request.strategy;
             launcher::launch_options o;
             o.state_root = root;
             o.memory_template = point.ram;

@@ -4,6 +4,7 @@
 
 #include "bare_qemu.hpp"
 #include "cli_runner.hpp"
+#include "processes.hpp"
 #include "tiny_guest.hpp"
 
 #include <qmpkit/launcher/runtime_info.hpp>
@@ -31,32 +32,10 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 namespace {
 
 using namespace qmpkit;
+using test::processes_mentioning;
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 namespace json = boost::json;
-
-// Live processes whose command line mentions `needle` (and whose program name holds `program`).
-int processes_mentioning(const std::string& needle, const std::string& program = "") {
-    int count = 0;
-    for (const auto& entry : fs::directory_iterator("/proc")) {
-        const auto name = entry.path().filename().string();
-        if (name.find_first_not_of("0123456789") != std::string::npos)
-            continue;
-        std::ifstream in(entry.path() / "cmdline");
-        std::string args((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        std::string stat_text;
-        std::ifstream stat(entry.path() / "stat");
-        std::getline(stat, stat_text);
-        const auto close = stat_text.rfind(')');
-        const bool zombie = close != std::string::npos && close + 2 < stat_text.size() &&
-                            stat_text[close + 2] == 'Z';
-        const std::string argv0 = args.substr(0, args.find('\0'));
-        if (!zombie && args.find(needle) != std::string::npos &&
-            argv0.find(program) != std::string::npos)
-            ++count;
-    }
-    return count;
-}
 
 std::size_t open_descriptors() {
     return static_cast<std::size_t>(

@@ -125,8 +125,9 @@ background_start begin_start_in_background(const vm_definition& definition,
                                            const supervise_options& supervision);
 
 // Runs `work` in a process of its own (detached, its output in <state>/supervisor.log) that
-// takes over the VM's lock from the caller and releases it when `work` is done: the caller
-// returns at once, and the VM's next operation waits for `work`. `lock` is the caller's no more.
+// takes over `lock` (the VM's, or any lock the caller holds) and releases it when `work` is
+// done: the caller returns at once, and whoever waits for the lock waits for `work`. `lock` is
+// the caller's no more. Must be called while the process has no other threads (it forks).
 void finish_in_background_holding(const state_directory& dir, vm_lock lock,
                                   std::function<void()> work);
 

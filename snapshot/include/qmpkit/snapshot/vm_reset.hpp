@@ -12,6 +12,7 @@
 // The VM definition chooses (reset: {strategy: ...}); auto takes template where the VM's RAM is
 // file-backed and a reset point exists, else loadvm.
 
+#include <qmpkit/launcher/vm_definition.hpp>
 #include <qmpkit/snapshot/snapshot_manager.hpp>
 
 #include <chrono>
@@ -46,6 +47,10 @@ struct clone_request {
     int count = 1;
     // Clones are named <prefix><n>, taking the first free n from 1; default "<vm>-clone-".
     std::string prefix;
+    // Exactly these names instead (count and prefix are then ignored); none may exist.
+    std::vector<std::string> names;
+    // How the clones reset; default: as their origin does.
+    std::optional<launcher::reset_strategy> strategy;
     bool paused = false;
 };
 

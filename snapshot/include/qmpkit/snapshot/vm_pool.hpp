@@ -1,0 +1,114 @@
+#pragma once
+
+// A pool of warm VMs for test harnesses: N clones of one VM's reset point, handed out one per
+// worker. lease() takes a ready clone at once; release() hands it back, and it is reset to the
+// point in a background process, so the caller goes on at once and the next lease finds it
+// clean. Leases are safe across processes (the pool's record is changed under its lock): many
+// workers, in any language through `qmpkit pool`, lease from one pool, and no VM is handed out
+// twice. A lease lapses after its time to live, so a worker that dies without releasing loses
+// it; a member whose qemu died is replaced by a new clone.
+//
+// The record lives in <state root>/.pools/<name>/pool.json; members are ordinary VMs named
+// <pool>-<n> (qmpkit status, console, snapshot work on them). release() and lease() fork (the
+// background reset): call them while the process has no other threads.
+
+#include <qmpkit/launcher/vm_definition.hpp>
+#include <qmpkit/snapshot/snapshot_manager.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace qmpkit::snapshot {
+
+struct pool_spec {
+    std::string origin;               // the VM whose reset point the members are cloned from
+    std::optional<std::string> point; // default: its newest reset point
+    int size = 1;
+    // What a lease lives for unless lease() says otherwise.
+    std::chrono::seconds lease_timeout{std::chrono::minutes(10)};
+    // How members reset when released. template starts a new qemu per reset (off the caller's
+    // path anyway); standby keeps two more qemus per member to make resets faster still.
+    launcher::reset_strategy strategy = launcher::reset_strategy::template_ram;
+};
+
+enum class member_state {
+    free,      // reset and running, ready for lease()
+    leased,    // handed out
+    restoring, // being reset (or replaced) in the background
+    broken     // the last reset and replacement failed; retried later
+};
+std::string_view to_string(member_state s) noexcept;
+
+struct pool_member {
+    std::string vm{};
+    member_state state = member_state::restoring;
+    std::int64_t since = 0; // when it entered this state (Unix seconds)
+    // leased:
+    std::string lease{};  // the lease's id
+    std::string holder{}; // who holds it, as the leaser said
+    std::int64_t expires_at = 0;
+    std::string problem{}; // broken: why
+};
+
+struct pool_status {
+    std::string name, origin, point;
+    int size = 0;
+    std::chrono::seconds lease_timeout{0};
+    launcher::reset_strategy strategy = launcher::reset_strategy::template_ram;
+    bool destroying = false;
+    std::vector<pool_member> members;
+};
+
+struct lease_request {
+    // How long to wait for a member to become free; zero: fail at once if none is.
+    std::chrono::milliseconds wait{std::chrono::minutes(1)};
+    std::optional<std::chrono::seconds> ttl; // default: the pool's lease_timeout
+    std::string holder;                      // for status; default "pid N"
+};
+
+// What a worker needs to use the VM it leased.
+struct vm_lease {
+    std::string pool, vm, id;
+    std::filesystem::path state_dir, qmp_socket, serial_log;
+    std::optional<std::filesystem::path> agent_socket; // where the VM runs qemu-ga
+    std::optional<std::filesystem::path> shell_socket; // the tiny guest's command channel
+    std::int64_t leased_at = 0, expires_at = 0;
+    std::chrono::milliseconds waited{0};
+};
+
+struct release_request {
+    // The lease being given back: refused when it lapsed and the VM went to someone else.
+    // Empty: whoever holds the VM.
+    std::string lease;
+    // Keep the VM as it is, out of the pool (to look at after a failed test); a new clone takes
+    // its place.
+    bool keep = false;
+};
+
+class vm_pool {
+public:
+    vm_pool(std::string name, manager_options options = {});
+
+    // Clones spec.size members and returns when all run. All or nothing.
+    pool_status create(const pool_spec& spec);
+    vm_lease lease(const lease_request& request = {});
+    void release(const std::string& vm, const release_request& request = {});
+    pool_status status() const;
+    // Stops and removes every member, leased or not, and the pool.
+    void destroy();
+
+    // The names of the pools under the state root.
+    static std::vector<std::string> list(manager_options options = {});
+
+    const std::string& name() const noexcept { return name_; }
+
+private:
+    std::string name_;
+    manager_options options_;
+};
+
+} // namespace qmpkit::snapshot
