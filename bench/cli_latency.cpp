@@ -15,6 +15,8 @@
 //
 //   cli_latency [--count N] [--calls N] [--boots N] [--qmpkit PATH] [--guest DIR]
 
+#include "cli_timing.hpp"
+
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 #include <qmpkit/snapshot/vm_reset.hpp>
@@ -40,17 +42,11 @@ namespace {
 
 using namespace qmpkit;
 namespace fs = std::filesystem;
-using clock_type = std::chrono::steady_clock;
+using bench::clock_type;
 using namespace std::chrono_literals;
 
-double percentile(std::vector<double> v, int p) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0 : v[std::min(v.size() - 1, v.size() * static_cast<std::size_t>(p) / 100)];
-}
-
-double ms_since(clock_type::time_point t) {
-    return std::chrono::duration<double, std::milli>(clock_type::now() - t).count();
-}
+using bench::ms_since;
+using bench::percentile;
 
 struct options {
     fs::path qmpkit = QMPKIT_CLI_PATH;
@@ -63,34 +59,18 @@ struct options {
 options opts;
 fs::path scratch, state;
 
-// One call as a harness makes it: fork, exec, waitpid; output to /dev/null. Milliseconds.
+// One call as a harness makes it (bench/cli_timing.hpp). Milliseconds.
 double spawn(const fs::path& program, const std::vector<std::string>& args, bool check = true) {
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(program.c_str()));
-    for (const auto& a : args)
-        argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    const auto t0 = clock_type::now();
-    const pid_t pid = ::fork();
-    if (pid == 0) {
-        const int null = ::open("/dev/null", O_WRONLY);
-        ::dup2(null, STDOUT_FILENO);
-        ::setenv("QMPKIT_STATE_DIR", state.c_str(), 1);
-        ::execv(argv[0], argv.data());
-        ::_exit(127);
-    }
-    int status = 0;
-    ::waitpid(pid, &status, 0);
-    const double ms = ms_since(t0);
-    if (check && (!WIFEXITED(status) || WEXITSTATUS(status) != 0)) {
+    const auto r = bench::run_timed(program, args, state);
+    if (check && !r.ok()) {
         std::string line;
         for (const auto& a : args)
             line += " " + a;
         std::fprintf(stderr, "cli_latency: %s%s failed (status %d)\n", program.c_str(),
-                     line.c_str(), status);
+                     line.c_str(), r.status);
         std::exit(1);
     }
-    return ms;
+    return r.ms;
 }
 
 double call(const std::vector<std::string>& args, bool check = true) {

@@ -22,6 +22,15 @@ foreach(layer ${qmpkit_libraries} asio)
         VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR})
 endforeach()
 
+# The GoogleTest integration (built where GoogleTest is installed) needs GoogleTest found too.
+if(TARGET qmpkit_testing)
+    set_target_properties(qmpkit_testing PROPERTIES POSITION_INDEPENDENT_CODE ON
+        VERSION ${PROJECT_VERSION} SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR})
+    set(QMPKIT_CONFIG_HAS_TESTING TRUE)
+else()
+    set(QMPKIT_CONFIG_HAS_TESTING FALSE)
+endif()
+
 # Static archives carry their private link dependencies: yaml-cpp (launcher) must be found too.
 if(TARGET qmpkit_launcher AND NOT BUILD_SHARED_LIBS)
     set(QMPKIT_CONFIG_NEEDS_YAML_CPP TRUE)
