@@ -2,10 +2,11 @@
 //
 // - `pool lease` and `pool release` of a pool of 4 with a free VM waiting (1 s apart, so that
 //   the background reset of the last release is done): what a worker pays per test;
-// - 4 workers for --seconds each: lease, the test (`shell VM -- true`: the VM answers; then
+// - --workers (2) workers for --seconds each, leasing from a pool of --size (4): lease, the test
+// (`shell VM -- true`: the VM answers; then
 //   `sleep 1`: a test that takes a second), release; tests per minute and the lease latency
 //   including any wait for a free VM;
-// - the naive way on the same machine: 4 workers, each with its own VM and an internal
+// - the naive way on the same machine: as many workers, each with its own VM and an internal
 //   snapshot, `snapshot revert` then the same test;
 // - memory: the summed PSS of the qemus of 1, 4 and 8 clones of a 256 MiB guest's reset point,
 //   against one VM booted normally.
@@ -13,7 +14,11 @@
 // Every CLI figure is one process per call, timed from just before fork to just after waitpid.
 // The VMs are the tiny guest: pc, 256 MiB, 1 vCPU, one 64 MiB qcow2 disk, TCG here.
 //
-//   pool_throughput [--seconds S] [--leases N] [--qmpkit PATH] [--guest DIR]
+// A pool as large as the number of workers gains nothing under load: every released VM is the
+// one its worker waits for. The spare VMs are what lets a lease find one already reset.
+//
+//   pool_throughput [--seconds S] [--leases N] [--workers N] [--size N] [--qmpkit PATH]
+//                   [--guest DIR]
 
 #include "cli_timing.hpp"
 
@@ -50,7 +55,8 @@ struct options {
 };
 options opts;
 fs::path scratch, state;
-constexpr int workers = 4;
+int workers = 2;
+int pool_size = 4;
 
 bench::timed_call call(const std::vector<std::string>& args, bool capture = false) {
     auto r = bench::run_timed(opts.qmpkit, args, state, capture);
@@ -131,13 +137,17 @@ int main(int argc, char** argv) {
             opts.seconds = std::atoi(argv[i + 1]);
         else if (a == "--leases")
             opts.leases = std::atoi(argv[i + 1]);
+        else if (a == "--workers")
+            workers = std::atoi(argv[i + 1]);
+        else if (a == "--size")
+            pool_size = std::atoi(argv[i + 1]);
         else if (a == "--qmpkit")
             opts.qmpkit = argv[i + 1];
         else if (a == "--guest")
             opts.guest = argv[i + 1];
         else {
             std::fprintf(stderr, "usage: pool_throughput [--seconds S] [--leases N] "
-                                 "[--qmpkit PATH] [--guest DIR]\n");
+                                 "[--workers N] [--size N] [--qmpkit PATH] [--guest DIR]\n");
             return 2;
         }
     }
@@ -145,14 +155,14 @@ int main(int argc, char** argv) {
     char tmpl[] = "/tmp/qmpkit-pool-bench-XXXXXX";
     scratch = ::mkdtemp(tmpl);
     state = scratch / "state";
-    std::printf("qmpkit %s, state %s, %d workers, %d s per sustained run\n", opts.qmpkit.c_str(),
-                state.c_str(), workers, opts.seconds);
+    std::printf("qmpkit %s, state %s, %d workers, a pool of %d, %d s per sustained run\n",
+                opts.qmpkit.c_str(), state.c_str(), workers, pool_size, opts.seconds);
 
     call({"start", definition("origin").string(), "--wait-ready"});
     call({"reset-point", "create", "origin", "clean"});
     // A settled guest before measuring memory: the booted VM alone.
     const long one_booted = pss_of_vms({"origin"});
-    call({"pool", "create", "p", "--from", "origin", "--size", std::to_string(workers)});
+    call({"pool", "create", "p", "--from", "origin", "--size", std::to_string(pool_size)});
 
     std::printf("\n%-62s %5s %9s %9s  %s\n", "what (ms; one process per call)", "n", "median",
                 "p99", "note");
