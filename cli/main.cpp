@@ -178,7 +178,10 @@ int main(int argc, char** argv) {
                                                               : cli::exit_code::failed;
     } catch (const launcher::error& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";
-        return e.diagnostics().empty() ? cli::exit_code::failed : cli::exit_code::usage;
+        if (!e.diagnostics().empty())
+            return cli::exit_code::usage;
+        return e.kind() == launcher::error_kind::timed_out ? cli::exit_code::timeout
+                                                           : cli::exit_code::failed;
     } catch (const std::invalid_argument& e) {
         std::cerr << "qmpkit: " << e.what() << "\n";
         return cli::exit_code::usage;

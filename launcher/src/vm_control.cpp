@@ -377,8 +377,9 @@ std::string wait_for_console_line(const state_directory& dir, const std::string&
     auto runtime = read_runtime_info(dir);
     while (!runtime || !is_running(dir)) {
         if (std::chrono::steady_clock::now() >= deadline)
-            throw error("VM '" + dir.vm_name() + "' is not running (waited " +
-                        std::to_string(timeout.count() / 1000) + " s for it to start)");
+            throw error(error_kind::timed_out,
+                        "VM '" + dir.vm_name() + "' is not running (waited " +
+                            std::to_string(timeout.count() / 1000) + " s for it to start)");
         std::this_thread::sleep_for(50ms);
         runtime = read_runtime_info(dir);
     }
@@ -415,9 +416,10 @@ std::string wait_for_console_line(const state_directory& dir, const std::string&
             throw error("VM '" + dir.vm_name() + "' stopped before its console showed '" + marker +
                         "'");
         if (std::chrono::steady_clock::now() >= deadline)
-            throw error("VM '" + dir.vm_name() + "': no console line with '" + marker +
-                        "' within " + std::to_string(timeout.count() / 1000) + " s (see " +
-                        log.string() + ")");
+            throw error(error_kind::timed_out,
+                        "VM '" + dir.vm_name() + "': no console line with '" + marker +
+                            "' within " + std::to_string(timeout.count() / 1000) + " s (see " +
+                            log.string() + ")");
         std::this_thread::sleep_for(50ms);
     }
 }

@@ -15,7 +15,7 @@ enum class error_kind {
     definition,         // a VM definition problem; diagnostics() says where
     program_not_found,  // an external program (qemu-img, ...) is not installed or not executable
     command_failed,     // an external program ran and failed
-    timed_out,          // an external program was killed after its timeout
+    timed_out,          // did not happen in its time: an external program (killed), a console line
     invalid_argument,   // the request itself makes no sense (convert a file onto itself, ...)
     file_exists,        // refusing to overwrite an existing file
     image_in_use,       // a disk image is locked by another process, usually a running qemu
