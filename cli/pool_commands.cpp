@@ -19,11 +19,7 @@ namespace {
 namespace json = boost::json;
 
 snapshot::vm_pool pool_for(const context& ctx, const std::string& name) {
-    snapshot::manager_options o;
-    o.state_root = state_root(ctx);
-    o.logger = ctx.logger;
-    o.lock_timeout = ctx.lock_wait();
-    return snapshot::vm_pool(name, o);
+    return snapshot::vm_pool(name, manager_options_for(ctx));
 }
 
 std::string local_time(std::int64_t seconds) {
@@ -227,9 +223,7 @@ void register_pool_commands(CLI::App& app, context& ctx) {
     auto* list = pool->add_subcommand("list", "The pools");
     list->callback([&ctx] {
         ctx.action = [&ctx] {
-            snapshot::manager_options o;
-            o.state_root = state_root(ctx);
-            const auto names = snapshot::vm_pool::list(o);
+            const auto names = snapshot::vm_pool::list(manager_options_for(ctx));
             if (ctx.json) {
                 json::array pools;
                 for (const auto& n : names)

@@ -19,11 +19,7 @@ namespace {
 namespace json = boost::json;
 
 snapshot::vm_reset reset_for(const context& ctx, const std::string& vm) {
-    snapshot::manager_options o;
-    o.state_root = state_root(ctx);
-    o.logger = ctx.logger;
-    o.lock_timeout = ctx.lock_wait();
-    return snapshot::vm_reset(find_vm(ctx, vm).vm_name(), o);
+    return snapshot::vm_reset(find_vm(ctx, vm).vm_name(), manager_options_for(ctx));
 }
 
 json::object point_json(const snapshot::reset_point& p) {

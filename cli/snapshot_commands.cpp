@@ -39,10 +39,7 @@ std::function<void(const std::string&, double)> progress_for(const context& ctx)
 // The VM argument may be a definition file: a VM never started gets its definition recorded,
 // so offline snapshots work on it.
 snapshot_manager manager_for(const context& ctx, const std::string& vm) {
-    manager_options o;
-    o.state_root = state_root(ctx);
-    o.logger = ctx.logger;
-    o.lock_timeout = ctx.lock_wait();
+    auto o = manager_options_for(ctx);
     o.progress = progress_for(ctx);
     auto dir = find_vm(ctx, vm);
     snapshot_manager manager(dir.vm_name(), o);

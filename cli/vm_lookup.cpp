@@ -65,4 +65,12 @@ launcher::connect_options connect_options_for(const context& ctx) {
     return options;
 }
 
+snapshot::manager_options manager_options_for(const context& ctx) {
+    snapshot::manager_options o;
+    o.state_root = state_root(ctx);
+    o.logger = ctx.logger;
+    o.lock_timeout = ctx.lock_wait();
+    return o;
+}
+
 } // namespace qmpkit::cli

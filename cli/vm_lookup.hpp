@@ -4,6 +4,7 @@
 
 #include <qmpkit/launcher/state_directory.hpp>
 #include <qmpkit/launcher/vm_connection.hpp>
+#include <qmpkit/snapshot/snapshot_manager.hpp>
 
 #include <string>
 
@@ -21,5 +22,8 @@ launcher::state_directory find_running_vm(const context& ctx,
                                           const std::string& name_or_definition);
 
 launcher::connect_options connect_options_for(const context& ctx);
+
+// The snapshot layer's options from the global ones: state root, logger, --lock-timeout.
+snapshot::manager_options manager_options_for(const context& ctx);
 
 } // namespace qmpkit::cli

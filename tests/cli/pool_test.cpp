@@ -244,7 +244,7 @@ TEST_F(pool_test, bad_requests_change_nothing) {
     EXPECT_FALSE(fs::exists(run().state_root() / "q-1"));
     EXPECT_EQ(states().size(), static_cast<std::size_t>(pool_size));
     // A clone did not boot: its console has no ready line, and waiting for one is a timeout.
-    r = qmpkit({"wait-ready", "p-1", "--timeout", "0"});
+    r = qmpkit({"wait-ready", states().begin()->first, "--timeout", "0"});
     EXPECT_EQ(r.code, 4) << r.err;
     EXPECT_NE(r.err.find("no console line"), std::string::npos) << r.err;
 }
