@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
+#include <fstream>
 #include <thread>
 
 namespace qmpkit::test {
@@ -21,9 +23,32 @@ cli_result cli_runner::operator()(std::vector<std::string> args,
     return {r.signal ? 128 + r.signal : r.exit_code, r.out, r.err};
 }
 
+namespace {
+
+// The last lines of a VM's console log: what a guest that stopped answering said last (a panic,
+// a reboot), kept in the failure message because the scratch directory goes with the test.
+std::string console_tail(const std::filesystem::path& state_root, const std::string& vm,
+                         std::size_t lines = 30) {
+    std::ifstream in(state_root / vm / "serial.log", std::ios::binary);
+    std::deque<std::string> last;
+    for (std::string line; std::getline(in, line);) {
+        last.push_back(std::move(line));
+        if (last.size() > lines)
+            last.pop_front();
+    }
+    std::string text;
+    for (const auto& l : last)
+        text += "  | " + l + "\n";
+    return text;
+}
+
+} // namespace
+
 std::string cli_runner::guest(const std::string& vm, const std::string& command) const {
     auto r = (*this)({"shell", vm, "--", command});
-    EXPECT_EQ(r.code, 0) << "guest command `" << command << "`: " << r.out << r.err;
+    EXPECT_EQ(r.code, 0) << "guest command `" << command << "`: " << r.out << r.err
+                         << "the console's last lines:\n"
+                         << (r.code == 0 ? std::string() : console_tail(state_root_, vm));
     return r.out;
 }
 
