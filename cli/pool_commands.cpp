@@ -29,32 +29,6 @@ std::string local_time(std::int64_t seconds) {
     return text;
 }
 
-json::object member_json(const snapshot::pool_member& m) {
-    json::object o{{"vm", m.vm}, {"state", snapshot::to_string(m.state)}, {"since", m.since}};
-    if (m.state == snapshot::member_state::leased) {
-        o["lease"] = m.lease;
-        o["holder"] = m.holder;
-        o["expires_at"] = m.expires_at;
-    }
-    if (m.state == snapshot::member_state::broken)
-        o["problem"] = m.problem;
-    return o;
-}
-
-json::object status_json(const snapshot::pool_status& p) {
-    json::array members;
-    for (const auto& m : p.members)
-        members.push_back(member_json(m));
-    return {{"name", p.name},
-            {"origin", p.origin},
-            {"point", p.point},
-            {"size", p.size},
-            {"lease_timeout", p.lease_timeout.count()},
-            {"strategy", launcher::to_string(p.strategy)},
-            {"destroying", p.destroying},
-            {"members", std::move(members)}};
-}
-
 void print_status(const snapshot::pool_status& p) {
     std::cout << key_values({{"Pool", p.name},
                              {"From", p.origin + ", reset point " + p.point},
@@ -132,7 +106,7 @@ void register_pool_commands(CLI::App& app, context& ctx) {
             spec.strategy = *launcher::reset_strategy_from_string(c->strategy);
             const auto p = pool_for(ctx, c->name).create(spec);
             if (ctx.json)
-                print_json(status_json(p));
+                print_json(snapshot::to_json(p));
             else
                 std::cout << "Pool " << p.name << " created: " << p.size << " VM(s) from "
                           << p.origin << ", reset point " << p.point << "\n";
@@ -213,7 +187,7 @@ void register_pool_commands(CLI::App& app, context& ctx) {
         ctx.action = [&ctx, status_name] {
             const auto p = pool_for(ctx, *status_name).status();
             if (ctx.json)
-                print_json(status_json(p));
+                print_json(snapshot::to_json(p));
             else
                 print_status(p);
             return exit_code::ok;
@@ -227,7 +201,7 @@ void register_pool_commands(CLI::App& app, context& ctx) {
             if (ctx.json) {
                 json::array pools;
                 for (const auto& n : names)
-                    pools.push_back(status_json(pool_for(ctx, n).status()));
+                    pools.push_back(snapshot::to_json(pool_for(ctx, n).status()));
                 print_json(pools);
                 return exit_code::ok;
             }

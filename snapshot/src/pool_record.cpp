@@ -18,16 +18,10 @@ std::string_view to_string(member_state s) noexcept {
     return member_state_names[static_cast<std::size_t>(s)];
 }
 
-namespace detail {
 namespace {
 
-namespace json = boost::json;
-
-// The record's format; a newer one is refused rather than misread.
-constexpr std::int64_t pool_format = 1;
-
-json::object member_json(const pool_member& m) {
-    json::object o{{"vm", m.vm}, {"state", to_string(m.state)}, {"since", m.since}};
+boost::json::object member_json(const pool_member& m) {
+    boost::json::object o{{"vm", m.vm}, {"state", to_string(m.state)}, {"since", m.since}};
     if (m.state == member_state::leased) {
         o["lease"] = m.lease;
         o["holder"] = m.holder;
@@ -37,6 +31,30 @@ json::object member_json(const pool_member& m) {
         o["problem"] = m.problem;
     return o;
 }
+
+} // namespace
+
+boost::json::object to_json(const pool_status& pool) {
+    boost::json::array members;
+    for (const auto& m : pool.members)
+        members.push_back(member_json(m));
+    return {{"name", pool.name},
+            {"origin", pool.origin},
+            {"point", pool.point},
+            {"size", pool.size},
+            {"lease_timeout", pool.lease_timeout.count()},
+            {"strategy", launcher::to_string(pool.strategy)},
+            {"destroying", pool.destroying},
+            {"members", std::move(members)}};
+}
+
+namespace detail {
+namespace {
+
+namespace json = boost::json;
+
+// The record's format; a newer one is refused rather than misread.
+constexpr std::int64_t pool_format = 1;
 
 member_state state_from(std::string_view text) {
     for (std::size_t i = 0; i < member_state_names.size(); ++i)
@@ -53,18 +71,8 @@ std::string string_or_empty(const json::object& o, std::string_view key) {
 } // namespace
 
 std::string dump_pool(const pool_status& pool) {
-    json::array members;
-    for (const auto& m : pool.members)
-        members.push_back(member_json(m));
-    json::object o{{"format", pool_format},
-                   {"name", pool.name},
-                   {"origin", pool.origin},
-                   {"point", pool.point},
-                   {"size", pool.size},
-                   {"lease_timeout", pool.lease_timeout.count()},
-                   {"strategy", launcher::to_string(pool.strategy)},
-                   {"destroying", pool.destroying},
-                   {"members", std::move(members)}};
+    auto o = to_json(pool);
+    o["format"] = pool_format;
     return json::serialize(o) + "\n";
 }
 

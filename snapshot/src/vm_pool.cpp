@@ -296,6 +296,8 @@ vm_lease vm_pool::lease(const lease_request& request) {
         {
             auto locked = open_locked(dir, "leasing a VM", options_.lock_timeout);
             auto& pool = locked.pool;
+            // A waiting lease looks every 20 ms: the record is written only when it changes.
+            const auto as_read = detail::dump_pool(pool);
             if (pool.destroying)
                 throw error(error_kind::not_found, "pool '" + name_ + "' is being destroyed");
             const auto now = now_seconds();
@@ -311,7 +313,8 @@ vm_lease vm_pool::lease(const lease_request& request) {
                     return launcher::is_running(launcher::state_directory(root, vm));
                 },
                 now, ttl, id, holder, dead);
-            locked.save();
+            if (detail::dump_pool(pool) != as_read)
+                locked.save();
             for (const auto& vm : dead)
                 if (options_.logger)
                     options_.logger->warn("pool '{}': VM '{}' was not running; it is replaced",

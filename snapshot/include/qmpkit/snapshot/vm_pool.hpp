@@ -15,6 +15,8 @@
 #include <qmpkit/launcher/vm_definition.hpp>
 #include <qmpkit/snapshot/snapshot_manager.hpp>
 
+#include <boost/json/object.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -88,6 +90,9 @@ struct release_request {
     // its place.
     bool keep = false;
 };
+
+// A pool as JSON: what pool.json holds (with its format) and `qmpkit --json pool status` prints.
+boost::json::object to_json(const pool_status& pool);
 
 class vm_pool {
 public:
