@@ -20,8 +20,10 @@ int main(int argc, char** argv) {
     }
     launcher::launch_options launch;
     launch.state_root = argc == 3 ? argv[2] : launcher::default_state_root();
-    const auto definition = launcher::load_definition(argv[1]);
-    const launcher::state_directory dir(launch.state_root, definition.name);
+    const auto yaml = launcher::load_definition(argv[1]);
+    const launcher::state_directory dir(launch.state_root, yaml.name);
+    // A second run continues on the overlays the first one's reset point left the VM on.
+    const auto definition = launcher::with_recorded_overlays(yaml, dir);
     int status = 0;
     try {
         launcher::start_in_background(definition, launch, {}); // returns once qemu answers QMP

@@ -300,9 +300,7 @@ background_start begin_start_in_background(const vm_definition& definition,
 
 void start_in_background(const vm_definition& definition, const launch_options& options,
                          const supervise_options& supervision) {
-    const state_directory dir(
-        options.state_root.empty() ? default_state_root() : options.state_root, definition.name);
-    begin_start_in_background(with_recorded_overlays(definition, dir), options, supervision).wait();
+    begin_start_in_background(definition, options, supervision).wait();
 }
 
 namespace {

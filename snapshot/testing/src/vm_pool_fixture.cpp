@@ -52,10 +52,12 @@ snapshot::vm_pool& pool_environment::pool() {
 }
 
 void pool_environment::SetUp() {
-    const auto definition = launcher::load_definition(options_.definition);
+    auto definition = launcher::load_definition(options_.definition);
     vm_ = definition.name;
     const auto root = state_root_of(options_.options);
     const launcher::state_directory dir(root, vm_);
+    // Since its reset point the VM writes to an overlay; the image the YAML names is frozen.
+    definition = launcher::with_recorded_overlays(std::move(definition), dir);
     const auto pool_name = options_.pool.empty() ? vm_ + "-tests" : options_.pool;
 
     // A VM left running (keep) is reused with its point and pool.

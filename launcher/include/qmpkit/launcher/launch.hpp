@@ -100,8 +100,9 @@ struct supervise_options;
 // learns how qemu ended) and logs to <state>/supervisor.log. Returns once qemu answers on QMP,
 // or throws launcher::error with the launch failure. Must be called while the process has no
 // other threads. The supervisor is not this process's child (no zombie is left behind).
-// A start from the YAML: the disks continue on the overlays the VM ran on last
-// (with_recorded_overlays), so that images a snapshot or reset point froze stay frozen.
+// The disks are exactly the definition's: the snapshot layer restarts qemu on the image that
+// holds an internal snapshot this way. A start from the YAML after snapshots or reset points
+// passes with_recorded_overlays(definition, dir), so that the images they froze stay frozen.
 void start_in_background(const vm_definition& definition, const launch_options& options,
                          const supervise_options& supervision);
 
