@@ -1,5 +1,6 @@
-// The qmpkit command-line tool as a test harness sees it: one process per call, timed from just
-// before fork to just after waitpid. Medians and p99 in ms, and the ratios the speed issues ask
+// The qmpkit command-line tool as a test harness sees it: one process per call, started as
+// Python's subprocess starts one (posix_spawn), timed from just before the spawn to just after
+// waitpid. Medians and p99 in ms, and the ratios the speed issues ask
 // about, in one table from one run (these machines are noisy):
 //
 // - reset to a reset point against `snapshot revert` to an internal snapshot of the same
@@ -238,7 +239,7 @@ int main(int argc, char** argv) {
 
     // What any call costs on this machine before the program runs at all: the floor under
     // --version.
-    add("fork + exec of /bin/true (the floor of any call)",
+    add("spawn of /bin/true (the floor of any call)",
         repeat(opts.calls, [] { return spawn("/bin/true", {}); }));
     add("--version", repeat(opts.calls, [] { return call({"--version"}); }));
     add("status", repeat(opts.calls, [] { return call({"status", "bench"}); }));
@@ -308,8 +309,7 @@ int main(int argc, char** argv) {
                     spacing, revert / reset, reset / (1.5 * lib + 5));
     }
     std::printf("  --version: %.1f ms above the floor of any call (target: under 3 ms in all)\n",
-                median_of("--version") -
-                    median_of("fork + exec of /bin/true (the floor of any call)"));
+                median_of("--version") - median_of("spawn of /bin/true (the floor of any call)"));
     std::printf("  boot: qmpkit / raw qemu = %.2f (target <= 1.1)\n",
                 median_of("start --wait-ready (boot to ready)") /
                     median_of("raw qemu, same argv, to the same ready line"));

@@ -1,7 +1,8 @@
 #pragma once
 
-// Timing the qmpkit tool as a harness calls it: one process per call, the clock started just
-// before fork and stopped just after waitpid. Shared by the CLI benchmarks.
+// Timing the qmpkit tool as a harness calls it: one process per call, started with posix_spawn
+// (vfork and exec, as Python's subprocess and Go's os/exec start a program), the clock started
+// just before the spawn and stopped just after waitpid. Shared by the CLI benchmarks.
 
 #include <chrono>
 #include <filesystem>

@@ -11,7 +11,8 @@
 // - memory: the summed PSS of the qemus of 1, 4 and 8 clones of a 256 MiB guest's reset point,
 //   against one VM booted normally.
 //
-// Every CLI figure is one process per call, timed from just before fork to just after waitpid.
+// Every CLI figure is one process per call (posix_spawn), timed from just before the spawn to
+// just after waitpid.
 // The VMs are the tiny guest: pc, 256 MiB, 1 vCPU, one 64 MiB qcow2 disk, TCG here.
 //
 // A pool as large as the number of workers gains nothing under load: every released VM is the

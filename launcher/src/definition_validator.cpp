@@ -1,12 +1,15 @@
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/subprocess.hpp>
 
 #include <algorithm>
 #include <arpa/inet.h>
 #include <cerrno>
+#include <charconv>
+#include <chrono>
 #include <cstdio>
 #include <map>
-#include <pwd.h>
+#include <optional>
 #include <set>
 #include <sys/stat.h>
 #include <system_error>
@@ -25,6 +28,26 @@ constexpr std::uint64_t sector = 512;
 constexpr int max_cpus = 255;
 // qemu keeps node names in a 32-byte array, and the protocol node is "<node_name>-file".
 constexpr std::size_t max_node_name = 31 - (sizeof("-file") - 1);
+
+// The uid of a host user, as `getent passwd USER` reports it ("name:x:uid:gid:..."), or
+// nullopt when there is no such user (getent exits 2) or getent cannot run.
+std::optional<unsigned long> uid_of_user(const std::string& user) {
+    subprocess_options options;
+    options.timeout = std::chrono::seconds(10);
+    const auto result = run({"getent", "passwd", user}, options);
+    if (!result.ok())
+        return std::nullopt;
+    const auto first = result.out.find(':');
+    const auto second = first == std::string::npos ? first : result.out.find(':', first + 1);
+    if (second == std::string::npos)
+        return std::nullopt;
+    unsigned long uid = 0;
+    const char* begin = result.out.data() + second + 1;
+    const char* end = result.out.data() + result.out.size();
+    if (std::from_chars(begin, end, uid).ec != std::errc{})
+        return std::nullopt;
+    return uid;
+}
 
 bool is_alpha(char c) noexcept {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
@@ -278,16 +301,15 @@ private:
         }
         if (!options_.check_files)
             return;
-        // getpwnam_r: the validator may run on any thread.
-        passwd entry{};
-        passwd* found = nullptr;
-        std::vector<char> buffer(16384);
-        if (::getpwnam_r(user.c_str(), &entry, buffer.data(), buffer.size(), &found) != 0 ||
-            found == nullptr) {
+        // Looked up by getent (libc-bin), which asks every NSS source the host configured:
+        // the qmpkit tool is linked statically, and a static program cannot load NSS modules
+        // safely (getpwnam would need the very glibc build it was linked with).
+        const auto uid = uid_of_user(user);
+        if (!uid) {
             fail("security.run_as", "no such user '" + user + "' on this host");
             return;
         }
-        if (found->pw_uid == 0)
+        if (*uid == 0)
             fail("security.run_as", "'" + user +
                                         "' is uid 0: qemu would keep every privilege; leave "
                                         "run_as out or name an unprivileged user");

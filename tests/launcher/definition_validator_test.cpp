@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 namespace qmpkit::launcher {
 namespace {
 
@@ -116,6 +118,23 @@ TEST_F(definition_validator, q35_has_six_ide_slots) {
     auto found = problems(yaml);
     ASSERT_EQ(found.size(), 1u);
     EXPECT_EQ(found[0].field, "disks[6].bus");
+}
+
+TEST_F(definition_validator, run_as_names_a_host_user_that_is_not_root) {
+    // Looked up through getent, as the statically linked tool does.
+    const std::string head = "name: vm\nkernel: vmlinuz\nreset: {strategy: loadvm}\n";
+    auto found = problems(head + "security: {run_as: no-such-user-qk}\n");
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_EQ(found[0].field, "security.run_as");
+    EXPECT_NE(found[0].message.find("no such user 'no-such-user-qk'"), std::string::npos);
+    found = problems(head + "security: {run_as: root}\n");
+    ASSERT_EQ(found.size(), 1u);
+    EXPECT_NE(found[0].message.find("is uid 0"), std::string::npos);
+    found = problems(head + "security: {run_as: nobody}\n");
+    if (::geteuid() == 0)
+        EXPECT_TRUE(found.empty()) << to_string(found.at(0));
+    else
+        EXPECT_EQ(found.size(), 1u); // only root can make qemu switch users
 }
 
 TEST(definition_validator_code, a_definition_built_in_code_is_checked_without_positions) {
