@@ -57,11 +57,11 @@ int run_shell(const context& ctx, const shell_options& o) {
     return result.exit_code;
 }
 
-// The guest agent of a VM, with the VM's lock held while it is in use: the agent's port, like
-// QMP, serves one client at a time.
+// The guest agent of a VM, with the VM's lock held while it is in use (a command through the
+// agent is an operation on the VM like any other), and the agent's own lock (open_guest_agent).
 struct agent_session {
     launcher::vm_lock lock;
-    qmp::guest_agent agent;
+    launcher::guest_agent_session session;
 };
 
 agent_session open_agent(const context& ctx, const std::string& vm, std::string_view purpose,
@@ -72,7 +72,9 @@ agent_session open_agent(const context& ctx, const std::string& vm, std::string_
     qmp::guest_agent_options options;
     options.sync_timeout = milliseconds_of(answer_within);
     options.logger = ctx.logger;
-    return {std::move(lock), launcher::open_guest_agent(dir, def, std::move(options))};
+    auto session = launcher::open_guest_agent(dir, def, std::move(options),
+                                              launcher::lock_guest_agent(dir, ctx.lock_wait()));
+    return {std::move(lock), std::move(session)};
 }
 
 struct exec_options {
@@ -90,7 +92,7 @@ int run_exec(const context& ctx, const exec_options& o) {
     request.path = o.command.front();
     request.args.assign(o.command.begin() + 1, o.command.end());
     request.env = o.env;
-    const auto status = session.agent.exec(request, milliseconds_of(o.timeout));
+    const auto status = session.session.agent.exec(request, milliseconds_of(o.timeout));
     // Like a shell: 128 + the signal that ended it.
     const int code = status.exit_code ? *status.exit_code : 128 + status.signal.value_or(0);
     if (ctx.json) {
@@ -114,11 +116,11 @@ int run_exec(const context& ctx, const exec_options& o) {
 int run_guest_ping(const context& ctx, const std::string& vm, double timeout) {
     auto session = open_agent(ctx, vm, "pinging the guest agent", timeout);
     const auto start = std::chrono::steady_clock::now();
-    session.agent.ping(milliseconds_of(timeout));
+    session.session.agent.ping(milliseconds_of(timeout));
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - start)
                           .count();
-    const auto info = session.agent.info();
+    const auto info = session.session.agent.info();
     if (ctx.json)
         std::cout << boost::json::serialize(boost::json::object{
                          {"vm", vm}, {"version", info.version}, {"milliseconds", took}})

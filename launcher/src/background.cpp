@@ -124,20 +124,24 @@ supervise_options logged(const supervise_options& supervision) {
 
 // Prepares one standby and supervises it: in a process of its own (see fork_detached), which
 // reports "OK" or "ERR<why>" on `report` once the standby is ready or has failed.
-[[noreturn]] void become_standby_supervisor(const state_directory& dir, const standby_plan& plan,
-                                            int report) {
+// `prepared`: what plan.prepare() made for this standby; `batch_owned`: the files of every
+// standby of its batch, which tidying up must leave alone (they are made at the same time).
+[[noreturn]] void become_standby_supervisor(
+    const state_directory& dir, const standby_plan& plan,
+    const std::pair<vm_definition, std::vector<std::filesystem::path>>& prepared,
+    const std::vector<std::filesystem::path>& batch_owned, int report) {
     detach_from_caller(dir, {report});
     int code = 1;
     std::error_code ignored;
     try {
-        auto [definition, owned] = plan.prepare();
+        const auto& [definition, owned] = prepared;
         auto options = plan.launch;
         options.standby = true;
         options.owned_files = owned;
         auto vm = launch(definition, options);
         if (plan.tidy_up) {
             try {
-                plan.tidy_up(owned);
+                plan.tidy_up(batch_owned);
             } catch (const std::exception& e) {
                 std::cerr << timestamp() << " tidying up before the standby: " << e.what()
                           << std::endl;
@@ -177,9 +181,12 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
     return static_cast<std::size_t>(std::count(all.begin(), all.end(), key));
 }
 
-// Fills the VM's pool of standbys for the plan's key, one at a time, holding the standby lock
-// (`lock_fd`) until it is full or a preparation fails. Each standby gets a supervisor of its own;
-// this process only forks them and waits for their word, so it never has a thread.
+// Fills the VM's pool of standbys for the plan's key, holding the standby lock (`lock_fd`) until
+// it is full or a preparation fails. The missing standbys are started at once, not one after
+// the other: resets that follow each other faster than one qemu starts (resets 0.2 s apart use
+// up a standby every 0.2 s, and a qemu start alone takes about 0.1 s of CPU here) would
+// otherwise always find the pool empty. Each standby gets a supervisor of its own; this process
+// only forks them and waits for their word, so it never has a thread.
 [[noreturn]] void become_standby_preparer(const state_directory& dir, const standby_plan& plan,
                                           int lock_fd) {
     detach_from_caller(dir, {lock_fd});
@@ -195,30 +202,44 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
                 std::filesystem::remove(file, ignored);
         }
         // Standbys serve a running VM only: one stopped meanwhile needs no more.
-        while (is_running(dir) &&
-               ready_standbys(dir, plan.key) < static_cast<std::size_t>(std::max(plan.pool, 1))) {
-            int report[2];
-            if (::pipe2(report, O_CLOEXEC) != 0)
-                throw error(std::string("pipe: ") + std::strerror(errno));
-            if (fork_detached()) {
-                ::close(report[0]);
-                ::close(lock_fd); // the standby's supervisor must not keep the pool locked
-                become_standby_supervisor(dir, plan, report[1]);
+        const auto wanted = static_cast<std::size_t>(std::max(plan.pool, 1));
+        for (std::size_t ready = 0;
+             code == 0 && is_running(dir) && (ready = ready_standbys(dir, plan.key)) < wanted;) {
+            std::vector<std::pair<vm_definition, std::vector<std::filesystem::path>>> batch;
+            std::vector<std::filesystem::path> batch_owned;
+            for (auto missing = wanted - ready; missing > 0; --missing) {
+                batch.push_back(plan.prepare());
+                batch_owned.insert(batch_owned.end(), batch.back().second.begin(),
+                                   batch.back().second.end());
             }
-            ::close(report[1]);
-            std::string answer;
-            char chunk[512];
-            for (;;) {
-                const auto n = ::read(report[0], chunk, sizeof chunk);
-                if (n > 0)
-                    answer.append(chunk, static_cast<std::size_t>(n));
-                else if (n == 0 || errno != EINTR)
-                    break;
+            std::vector<int> reports;
+            for (const auto& prepared : batch) {
+                int report[2];
+                if (::pipe2(report, O_CLOEXEC) != 0)
+                    throw error(std::string("pipe: ") + std::strerror(errno));
+                if (fork_detached()) {
+                    ::close(report[0]);
+                    for (const int fd : reports)
+                        ::close(fd);
+                    ::close(lock_fd); // the standby's supervisor must not keep the pool locked
+                    become_standby_supervisor(dir, plan, prepared, batch_owned, report[1]);
+                }
+                ::close(report[1]);
+                reports.push_back(report[0]);
             }
-            ::close(report[0]);
-            if (answer.rfind("OK", 0) != 0) {
-                code = 1; // the supervisor logged why; a later reset tries again
-                break;
+            for (const int fd : reports) {
+                std::string answer;
+                char chunk[512];
+                for (;;) {
+                    const auto n = ::read(fd, chunk, sizeof chunk);
+                    if (n > 0)
+                        answer.append(chunk, static_cast<std::size_t>(n));
+                    else if (n == 0 || errno != EINTR)
+                        break;
+                }
+                ::close(fd);
+                if (answer.rfind("OK", 0) != 0)
+                    code = 1; // the supervisor logged why; a later reset tries again
             }
         }
         if (code == 0 && plan.finish)
@@ -352,12 +373,26 @@ void wait_behind_preparation(const state_directory& dir, const standby_plan& pla
 
 } // namespace
 
+void finish_in_background(const state_directory& dir, std::function<void()> work) {
+    if (fork_detached(true)) {
+        detach_from_caller(dir, {});
+        try {
+            work();
+        } catch (const std::exception& e) {
+            std::cerr << timestamp() << " " << e.what() << std::endl;
+        }
+        std::cout.flush();
+        std::cerr.flush();
+        ::_exit(0);
+    }
+}
+
 void finish_in_background_holding(const state_directory& dir, vm_lock lock,
-                                  std::function<void()> work) {
+                                  std::function<void(vm_lock&)> work) {
     if (fork_detached(true)) {
         detach_from_caller(dir, {lock.native_handle()});
         try {
-            work();
+            work(lock);
         } catch (const std::exception& e) {
             std::cerr << timestamp() << " " << e.what() << std::endl;
         }

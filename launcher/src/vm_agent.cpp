@@ -5,12 +5,24 @@
 
 namespace qmpkit::launcher {
 
-qmp::guest_agent open_guest_agent(const state_directory& dir, const vm_definition& def,
-                                  qmp::guest_agent_options options) {
+vm_lock lock_guest_agent(const state_directory& dir, std::chrono::milliseconds wait) {
+    return vm_lock::acquire(dir.agent_lock(), "using the guest agent", wait);
+}
+
+namespace {
+
+void require_guest_agent(const state_directory& dir, const vm_definition& def) {
     if (!def.guest_agent)
         throw error("VM '" + dir.vm_name() +
                     "' has no guest agent (set guest_agent: true in its definition and restart "
                     "it)");
+}
+
+} // namespace
+
+guest_agent_session open_guest_agent(const state_directory& dir, const vm_definition& def,
+                                     qmp::guest_agent_options options, vm_lock lock) {
+    require_guest_agent(dir, def);
     qmp::guest_agent agent(std::move(options));
     try {
         agent.connect(dir.agent_socket());
@@ -18,7 +30,14 @@ qmp::guest_agent open_guest_agent(const state_directory& dir, const vm_definitio
         throw error("VM '" + dir.vm_name() + "': " + e.diag().description +
                     " (is the VM running?)");
     }
-    return agent;
+    return {std::move(lock), std::move(agent)};
+}
+
+guest_agent_session open_guest_agent(const state_directory& dir, const vm_definition& def,
+                                     qmp::guest_agent_options options) {
+    require_guest_agent(dir, def); // before waiting for the lock
+    return open_guest_agent(dir, def, std::move(options),
+                            lock_guest_agent(dir, std::chrono::seconds(30)));
 }
 
 bool request_agent_shutdown(const state_directory& dir, const vm_definition& def,
@@ -31,9 +50,9 @@ bool request_agent_shutdown(const state_directory& dir, const vm_definition& def
         options.sync_timeout = answer_within;
         options.command_timeout = answer_within;
         options.logger = logger;
-        auto agent = open_guest_agent(dir, def, options);
-        agent.sync();
-        agent.shutdown("powerdown");
+        auto session = open_guest_agent(dir, def, options);
+        session.agent.sync();
+        session.agent.shutdown("powerdown");
         return true;
     } catch (const std::exception& e) {
         if (logger)

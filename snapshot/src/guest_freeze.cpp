@@ -11,8 +11,9 @@ namespace {
 
 using namespace std::chrono_literals;
 
-qmp::guest_agent connect(const launcher::state_directory& dir, const launcher::vm_definition& def,
-                         const std::shared_ptr<spdlog::logger>& logger) {
+launcher::guest_agent_session connect(const launcher::state_directory& dir,
+                                      const launcher::vm_definition& def,
+                                      const std::shared_ptr<spdlog::logger>& logger) {
     if (!def.guest_agent)
         throw error(error_kind::unsupported,
                     "--quiesce needs the guest agent: VM '" + dir.vm_name() +
@@ -37,22 +38,22 @@ guest_freeze::guest_freeze(const launcher::state_directory& dir, const launcher:
     : vm_(dir.vm_name())
     , socket_(dir.agent_socket())
     , logger_(std::move(logger))
-    , agent_(connect(dir, def, logger_)) {
+    , session_(connect(dir, def, logger_)) {
     try {
-        agent_.sync();
+        session_.agent.sync();
     } catch (const qmp::error& e) {
         throw error(error_kind::unsupported,
                     "--quiesce: the guest agent of VM '" + vm_ + "' does not answer: " + e.what());
     }
     try {
-        const int frozen = agent_.fsfreeze_freeze();
+        const int frozen = session_.agent.fsfreeze_freeze();
         if (logger_)
             logger_->debug("guest agent of '{}' froze {} file system(s)", vm_, frozen);
     } catch (const qmp::error& e) {
         // qemu-ga thaws what it froze when freezing fails, but not when we merely stopped waiting.
         try {
-            agent_.resync_needed();
-            agent_.fsfreeze_thaw();
+            session_.agent.resync_needed();
+            session_.agent.fsfreeze_thaw();
         } catch (const qmp::error&) {
         }
         throw error(error_kind::unsupported,
@@ -65,11 +66,11 @@ guest_freeze::~guest_freeze() {
     std::string last_error;
     for (int attempt = 0; attempt < 3; ++attempt) {
         try {
-            if (attempt > 0 && !agent_.is_connected())
-                agent_.connect(socket_);
+            if (attempt > 0 && !session_.agent.is_connected())
+                session_.agent.connect(socket_);
             if (attempt > 0)
-                agent_.resync_needed();
-            const int thawed = agent_.fsfreeze_thaw();
+                session_.agent.resync_needed();
+            const int thawed = session_.agent.fsfreeze_thaw();
             if (logger_)
                 logger_->debug("guest agent of '{}' thawed {} file system(s)", vm_, thawed);
             return;

@@ -5,6 +5,7 @@
 // holds clean file systems.
 
 #include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/vm_agent.hpp>
 #include <qmpkit/launcher/vm_definition.hpp>
 #include <qmpkit/qmp/guest_agent.hpp>
 
@@ -32,7 +33,7 @@ private:
     std::string vm_;
     std::filesystem::path socket_;
     std::shared_ptr<spdlog::logger> logger_;
-    qmp::guest_agent agent_;
+    launcher::guest_agent_session session_; // holds the agent while the guest is frozen
 };
 
 } // namespace qmpkit::snapshot::detail

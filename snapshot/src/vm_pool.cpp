@@ -176,9 +176,10 @@ void restore_in_background(const fs::path& root, const pool_status& pool, const 
     }
     auto background = options;
     background.progress = {};
-    launcher::finish_in_background_holding(dir, std::move(*lock), [root, pool, vm, background] {
-        restore_member(root, pool, vm, background);
-    });
+    launcher::finish_in_background_holding(dir, std::move(*lock),
+                                           [root, pool, vm, background](launcher::vm_lock&) {
+                                               restore_member(root, pool, vm, background);
+                                           });
 }
 
 // Restores whatever needs it: members given back or lapsed, members whose worker died, broken

@@ -592,10 +592,11 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
 // A guest put back to a point, or cloned from one, runs on the point's clock: seconds to days in
 // the past, which breaks TLS, make and timeouts. Where the VM has a guest agent, its clock is set
 // to the host's (guest-set-time; qemu-ga also writes the RTC). Best effort: a guest whose agent
-// does not answer keeps its clock, and the caller is warned. The caller holds the VM (the agent's
-// port serves one client at a time).
+// does not answer keeps its clock, and the caller is warned. `agent_lock`: the agent's lock, when
+// the caller took it already.
 void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_definition& def,
-                     const std::shared_ptr<spdlog::logger>& logger) {
+                     const std::shared_ptr<spdlog::logger>& logger,
+                     std::optional<launcher::vm_lock> agent_lock = std::nullopt) {
     if (!def.guest_agent)
         return;
     try {
@@ -603,11 +604,12 @@ void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_de
         o.sync_timeout = 2s;
         o.command_timeout = 2s;
         o.logger = logger;
-        auto agent = launcher::open_guest_agent(dir, def, o);
+        auto session = agent_lock ? launcher::open_guest_agent(dir, def, o, std::move(*agent_lock))
+                                  : launcher::open_guest_agent(dir, def, o);
         const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
                              .count();
-        agent.execute("guest-set-time", {{"time", now}});
+        session.agent.execute("guest-set-time", {{"time", now}});
     } catch (const std::exception& e) {
         if (logger)
             logger->warn("VM '{}': the guest's clock was not set to the host's ({}); it runs "
@@ -883,13 +885,28 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
                 return superseded_overlays(state, old_definition, now);
             });
             step("handing the clean-up to the background");
-            // Off the caller's path, and under the VM's lock: the agent and hwclock in a guest
-            // just resumed take a quarter of a second on TCG; the VM's next operation waits.
-            if (set_clock)
-                launcher::finish_in_background_holding(
-                    state, std::move(ctx.lock), [state, def = *now, logger = ctx.options->logger] {
-                        set_guest_clock(state, def, logger);
-                    });
+            // Off the caller's path: the agent and hwclock in a guest just resumed take a
+            // quarter of a second on TCG. Under the agent's lock, taken here so that the next
+            // command through the agent comes after it; the next reset, which needs no agent,
+            // does not wait. The lock is busy only while the setter of the last reset still
+            // talks to the qemu this one replaced: the background process then waits for it.
+            if (set_clock) {
+                std::optional<launcher::vm_lock> agent_lock;
+                try {
+                    agent_lock.emplace(launcher::lock_guest_agent(state, 0ms));
+                } catch (const launcher::error&) {
+                }
+                auto work = [state, def = *now,
+                             logger = ctx.options->logger](std::optional<launcher::vm_lock> held) {
+                    set_guest_clock(state, def, logger, std::move(held));
+                };
+                if (agent_lock)
+                    launcher::finish_in_background_holding(
+                        state, std::move(*agent_lock),
+                        [work](launcher::vm_lock& held) { work(std::move(held)); });
+                else
+                    launcher::finish_in_background(state, [work] { work(std::nullopt); });
+            }
         } else {
             // The slow path may follow a reset that died half-way: tidy up now, while this
             // holds the VM and no standby is being prepared.

@@ -54,7 +54,8 @@ protected:
         auto d = dir();
         qmp::guest_agent_options o;
         o.sync_timeout = 10s;
-        return launcher::open_guest_agent(d, launcher::load_definition(d.definition_copy()), o);
+        return launcher::open_guest_agent(d, launcher::load_definition(d.definition_copy()), o)
+            .agent;
     }
 
     static json::object snapshot_json(const std::string& name) {

@@ -130,8 +130,12 @@ background_start begin_start_in_background(const vm_definition& definition,
 // Runs `work` in a process of its own (detached, its output in <state>/supervisor.log) that
 // takes over `lock` (the VM's, or any lock the caller holds) and releases it when `work` is
 // done: the caller returns at once, and whoever waits for the lock waits for `work`. `lock` is
-// the caller's no more. Must be called while the process has no other threads (it forks).
+// the caller's no more; `work` may take it over (to hand it on). Must be called while the
+// process has no other threads (it forks).
 void finish_in_background_holding(const state_directory& dir, vm_lock lock,
-                                  std::function<void()> work);
+                                  std::function<void(vm_lock&)> work);
+
+// The same without a lock.
+void finish_in_background(const state_directory& dir, std::function<void()> work);
 
 } // namespace qmpkit::launcher

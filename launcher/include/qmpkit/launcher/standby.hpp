@@ -48,12 +48,12 @@ struct standby_plan {
     // Worked out in the background process, so that a reset does not wait for it.
     std::function<std::vector<std::filesystem::path>()> garbage;
     // How many ready standbys with this key to keep: more than one lets resets that follow
-    // each other faster than a standby is prepared still find one ready. They are prepared one
-    // after the other, each by a process of its own that then supervises it.
+    // each other faster than a standby is prepared still find one ready. The missing ones are
+    // prepared at the same time, each by a process of its own that then supervises it.
     int pool = 1;
     // Runs just before the standby is marked ready, while the preparation holds the standby
-    // lock (so no other standby is being made), with the files the standby owns: for tidying up
-    // after resets that died half-way.
+    // lock (so no standby outside its batch is being made), with the files the standbys of its
+    // batch own: for tidying up after resets that died half-way.
     std::function<void(const std::vector<std::filesystem::path>& owned)> tidy_up;
     // Runs once the pool is full, still holding the standby lock: a last tidy-up that may wait
     // a moment for the VM's lock (no reset waits for a standby then: one is ready).
