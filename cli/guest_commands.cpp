@@ -39,9 +39,11 @@ int run_shell(const context& ctx, const shell_options& o) {
         throw launcher::error("VM '" + o.vm +
                               "' has no command channel (set command_channel: true in its "
                               "definition and restart it)");
-    // The channel serves one client at a time, like QMP: take the VM's lock.
+    // The channel serves one client at a time, like QMP: take the VM's lock, and the guest's
+    // (after a reset, the guest's clock is set first: see vm_agent.hpp).
     auto lock =
         launcher::vm_lock::acquire(dir.lock_file(), "running a guest command", ctx.lock_wait());
+    auto guest_lock = launcher::lock_guest(dir, ctx.lock_wait());
     std::string line;
     for (const auto& word : o.command)
         line += (line.empty() ? "" : " ") + word;
@@ -73,7 +75,7 @@ agent_session open_agent(const context& ctx, const std::string& vm, std::string_
     options.sync_timeout = milliseconds_of(answer_within);
     options.logger = ctx.logger;
     auto session = launcher::open_guest_agent(dir, def, std::move(options),
-                                              launcher::lock_guest_agent(dir, ctx.lock_wait()));
+                                              launcher::lock_guest(dir, ctx.lock_wait()));
     return {std::move(lock), std::move(session)};
 }
 

@@ -5,8 +5,8 @@
 
 namespace qmpkit::launcher {
 
-vm_lock lock_guest_agent(const state_directory& dir, std::chrono::milliseconds wait) {
-    return vm_lock::acquire(dir.agent_lock(), "using the guest agent", wait);
+vm_lock lock_guest(const state_directory& dir, std::chrono::milliseconds wait) {
+    return vm_lock::acquire(dir.guest_lock(), "talking to the guest", wait);
 }
 
 namespace {
@@ -37,7 +37,7 @@ guest_agent_session open_guest_agent(const state_directory& dir, const vm_defini
                                      qmp::guest_agent_options options) {
     require_guest_agent(dir, def); // before waiting for the lock
     return open_guest_agent(dir, def, std::move(options),
-                            lock_guest_agent(dir, std::chrono::seconds(30)));
+                            lock_guest(dir, std::chrono::seconds(30)));
 }
 
 bool request_agent_shutdown(const state_directory& dir, const vm_definition& def,

@@ -592,11 +592,11 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
 // A guest put back to a point, or cloned from one, runs on the point's clock: seconds to days in
 // the past, which breaks TLS, make and timeouts. Where the VM has a guest agent, its clock is set
 // to the host's (guest-set-time; qemu-ga also writes the RTC). Best effort: a guest whose agent
-// does not answer keeps its clock, and the caller is warned. `agent_lock`: the agent's lock, when
+// does not answer keeps its clock, and the caller is warned. `guest_lock`: the guest lock, when
 // the caller took it already.
 void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_definition& def,
                      const std::shared_ptr<spdlog::logger>& logger,
-                     std::optional<launcher::vm_lock> agent_lock = std::nullopt) {
+                     std::optional<launcher::vm_lock> guest_lock = std::nullopt) {
     if (!def.guest_agent)
         return;
     try {
@@ -604,7 +604,7 @@ void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_de
         o.sync_timeout = 2s;
         o.command_timeout = 2s;
         o.logger = logger;
-        auto session = agent_lock ? launcher::open_guest_agent(dir, def, o, std::move(*agent_lock))
+        auto session = guest_lock ? launcher::open_guest_agent(dir, def, o, std::move(*guest_lock))
                                   : launcher::open_guest_agent(dir, def, o);
         const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
                              std::chrono::system_clock::now().time_since_epoch())
@@ -886,23 +886,23 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
             });
             step("handing the clean-up to the background");
             // Off the caller's path: the agent and hwclock in a guest just resumed take a
-            // quarter of a second on TCG. Under the agent's lock, taken here so that the next
-            // command through the agent comes after it; the next reset, which needs no agent,
-            // does not wait. The lock is busy only while the setter of the last reset still
+            // quarter of a second on TCG. Under the guest lock, taken here so that the next
+            // command in the guest comes after it; the next reset, which does not talk to the
+            // guest, does not wait. The lock is busy only while the setter of the last reset still
             // talks to the qemu this one replaced: the background process then waits for it.
             if (set_clock) {
-                std::optional<launcher::vm_lock> agent_lock;
+                std::optional<launcher::vm_lock> guest_lock;
                 try {
-                    agent_lock.emplace(launcher::lock_guest_agent(state, 0ms));
+                    guest_lock.emplace(launcher::lock_guest(state, 0ms));
                 } catch (const launcher::error&) {
                 }
                 auto work = [state, def = *now,
                              logger = ctx.options->logger](std::optional<launcher::vm_lock> held) {
                     set_guest_clock(state, def, logger, std::move(held));
                 };
-                if (agent_lock)
+                if (guest_lock)
                     launcher::finish_in_background_holding(
-                        state, std::move(*agent_lock),
+                        state, std::move(*guest_lock),
                         [work](launcher::vm_lock& held) { work(std::move(held)); });
                 else
                     launcher::finish_in_background(state, [work] { work(std::nullopt); });

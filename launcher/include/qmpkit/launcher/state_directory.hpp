@@ -34,8 +34,9 @@ public:
     std::filesystem::path runtime_file() const { return dir_ / "runtime.json"; }
     std::filesystem::path exit_record() const { return dir_ / "exit.json"; }
     std::filesystem::path lock_file() const { return dir_ / "lock"; }
-    // Held by the one client of the guest agent (see vm_agent.hpp).
-    std::filesystem::path agent_lock() const { return dir_ / "agent.lock"; }
+    // Held by whoever talks to the guest: the one client of its agent or command channel, and
+    // the clock setting after a reset (see vm_agent.hpp).
+    std::filesystem::path guest_lock() const { return dir_ / "guest.lock"; }
     // Reset points (reset/<name>/) and the RAM of a VM with file-backed memory. The RAM lives on
     // /dev/shm where there is one: a file on disk would have its dirty pages written back.
     std::filesystem::path reset_points() const { return dir_ / "reset"; }
