@@ -124,6 +124,22 @@ supervise_options logged(const supervise_options& supervision) {
 
 // Prepares one standby and supervises it: in a process of its own (see fork_detached), which
 // reports "OK" or "ERR<why>" on `report` once the standby is ready or has failed.
+// What a forked starter wrote on its report pipe ("OK", or "ERR" and why) until it closed it;
+// closes `fd`.
+std::string read_report(int fd) {
+    std::string answer;
+    char chunk[4096];
+    for (;;) {
+        const auto n = ::read(fd, chunk, sizeof chunk);
+        if (n > 0)
+            answer.append(chunk, static_cast<std::size_t>(n));
+        else if (n == 0 || errno != EINTR)
+            break;
+    }
+    ::close(fd);
+    return answer;
+}
+
 // `prepared`: what plan.prepare() made for this standby; `batch_owned`: the files of every
 // standby of its batch, which tidying up must leave alone (they are made at the same time).
 [[noreturn]] void become_standby_supervisor(
@@ -228,17 +244,7 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
                 reports.push_back(report[0]);
             }
             for (const int fd : reports) {
-                std::string answer;
-                char chunk[512];
-                for (;;) {
-                    const auto n = ::read(fd, chunk, sizeof chunk);
-                    if (n > 0)
-                        answer.append(chunk, static_cast<std::size_t>(n));
-                    else if (n == 0 || errno != EINTR)
-                        break;
-                }
-                ::close(fd);
-                if (answer.rfind("OK", 0) != 0)
+                if (read_report(fd).rfind("OK", 0) != 0)
                     code = 1; // the supervisor logged why; a later reset tries again
             }
         }
@@ -277,16 +283,7 @@ background_start::~background_start() {
 void background_start::wait() {
     if (report_fd_ < 0)
         return;
-    std::string answer;
-    char chunk[4096];
-    for (;;) {
-        const auto n = ::read(report_fd_, chunk, sizeof chunk);
-        if (n > 0)
-            answer.append(chunk, static_cast<std::size_t>(n));
-        else if (n == 0 || errno != EINTR)
-            break;
-    }
-    ::close(std::exchange(report_fd_, -1));
+    const auto answer = read_report(std::exchange(report_fd_, -1));
     if (answer.rfind("OK", 0) != 0)
         throw error(answer.size() > 3
                         ? answer.substr(3)
