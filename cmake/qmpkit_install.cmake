@@ -119,10 +119,13 @@ set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
 set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://qmpkit.invalid/")
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_NAME qmpkit)
 set(CPACK_DEBIAN_RUNTIME_PACKAGE_SECTION admin)
-# The libraries qmpkit links are found by dpkg-shlibdeps; qemu is what it runs.
+# The libraries qmpkit links are found by dpkg-shlibdeps (none when the tool is static:
+# QMPKIT_STATIC_DEPS); qemu is what it runs. getent (libc-bin) is essential in Debian.
 find_program(QMPKIT_DPKG_SHLIBDEPS dpkg-shlibdeps)
 if(QMPKIT_DPKG_SHLIBDEPS)
     set(CPACK_DEBIAN_RUNTIME_PACKAGE_SHLIBDEPS ON)
+    set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "qemu-system-x86, qemu-utils")
+elseif(QMPKIT_STATIC_DEPS AND NOT QMPKIT_SANITIZE AND NOT QMPKIT_TSAN AND NOT QMPKIT_FUZZ)
     set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS "qemu-system-x86, qemu-utils")
 else()
     set(CPACK_DEBIAN_RUNTIME_PACKAGE_DEPENDS
