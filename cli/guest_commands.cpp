@@ -39,15 +39,14 @@ int run_shell(const context& ctx, const shell_options& o) {
         throw launcher::error("VM '" + o.vm +
                               "' has no command channel (set command_channel: true in its "
                               "definition and restart it)");
-    // The channel serves one client at a time, like QMP: take the VM's lock, and the guest's
-    // (after a reset, the guest's clock is set first: see vm_agent.hpp).
+    // A command in the guest is an operation on the VM like any other: take the VM's lock (the
+    // channel takes the guest's).
     auto lock =
         launcher::vm_lock::acquire(dir.lock_file(), "running a guest command", ctx.lock_wait());
-    auto guest_lock = launcher::lock_guest(dir, ctx.lock_wait());
     std::string line;
     for (const auto& word : o.command)
         line += (line.empty() ? "" : " ") + word;
-    launcher::guest_shell shell(dir.shell_socket());
+    launcher::guest_shell shell(dir, ctx.lock_wait());
     auto result = shell.run(line, milliseconds_of(o.timeout));
     if (ctx.json) {
         std::cout << boost::json::serialize(boost::json::object{{"exit_code", result.exit_code},
@@ -63,7 +62,7 @@ int run_shell(const context& ctx, const shell_options& o) {
 // agent is an operation on the VM like any other), and the agent's own lock (open_guest_agent).
 struct agent_session {
     launcher::vm_lock lock;
-    launcher::guest_agent_session session;
+    launcher::guest_agent_session guest;
 };
 
 agent_session open_agent(const context& ctx, const std::string& vm, std::string_view purpose,
@@ -94,7 +93,7 @@ int run_exec(const context& ctx, const exec_options& o) {
     request.path = o.command.front();
     request.args.assign(o.command.begin() + 1, o.command.end());
     request.env = o.env;
-    const auto status = session.session.agent.exec(request, milliseconds_of(o.timeout));
+    const auto status = session.guest.agent.exec(request, milliseconds_of(o.timeout));
     // Like a shell: 128 + the signal that ended it.
     const int code = status.exit_code ? *status.exit_code : 128 + status.signal.value_or(0);
     if (ctx.json) {
@@ -118,11 +117,11 @@ int run_exec(const context& ctx, const exec_options& o) {
 int run_guest_ping(const context& ctx, const std::string& vm, double timeout) {
     auto session = open_agent(ctx, vm, "pinging the guest agent", timeout);
     const auto start = std::chrono::steady_clock::now();
-    session.session.agent.ping(milliseconds_of(timeout));
+    session.guest.agent.ping(milliseconds_of(timeout));
     const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now() - start)
                           .count();
-    const auto info = session.session.agent.info();
+    const auto info = session.guest.agent.info();
     if (ctx.json)
         std::cout << boost::json::serialize(boost::json::object{
                          {"vm", vm}, {"version", info.version}, {"milliseconds", took}})

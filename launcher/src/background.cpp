@@ -219,8 +219,10 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
         }
         // Standbys serve a running VM only: one stopped meanwhile needs no more.
         const auto wanted = static_cast<std::size_t>(std::max(plan.pool, 1));
-        for (std::size_t ready = 0;
-             code == 0 && is_running(dir) && (ready = ready_standbys(dir, plan.key)) < wanted;) {
+        while (code == 0 && is_running(dir)) {
+            const auto ready = ready_standbys(dir, plan.key);
+            if (ready >= wanted)
+                break;
             std::vector<std::pair<vm_definition, std::vector<std::filesystem::path>>> batch;
             std::vector<std::filesystem::path> batch_owned;
             for (auto missing = wanted - ready; missing > 0; --missing) {

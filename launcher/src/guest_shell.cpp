@@ -1,5 +1,6 @@
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/guest_shell.hpp>
+#include <qmpkit/launcher/vm_agent.hpp>
 
 #include <cerrno>
 #include <cstring>
@@ -13,6 +14,10 @@
 namespace qmpkit::launcher {
 
 guest_shell::guest_shell(const std::filesystem::path& socket) {
+    connect(socket);
+}
+
+void guest_shell::connect(const std::filesystem::path& socket) {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (socket.native().size() >= sizeof addr.sun_path)
@@ -31,8 +36,14 @@ guest_shell::guest_shell(const std::filesystem::path& socket) {
     next_id_ = std::random_device{}() % 1000000 * 1000;
 }
 
+guest_shell::guest_shell(const state_directory& dir, std::chrono::milliseconds lock_wait)
+    : guest_lock_(lock_guest(dir, lock_wait)) {
+    connect(dir.shell_socket());
+}
+
 guest_shell::guest_shell(guest_shell&& other) noexcept
-    : fd_(std::exchange(other.fd_, -1))
+    : guest_lock_(std::move(other.guest_lock_))
+    , fd_(std::exchange(other.fd_, -1))
     , buffer_(std::move(other.buffer_))
     , next_id_(other.next_id_) {}
 

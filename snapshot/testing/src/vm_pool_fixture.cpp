@@ -128,7 +128,10 @@ launcher::guest_command_result vm_test::shell(const std::string& command,
                                               std::chrono::milliseconds timeout) const {
     if (!lease_ || !lease_->shell_socket)
         throw std::logic_error("the leased VM has no command channel (command_channel: true)");
-    launcher::guest_shell channel(*lease_->shell_socket);
+    // Through the VM's state directory: the channel then waits for a clock setting after the
+    // VM's last reset (the guest lock).
+    const launcher::state_directory dir(lease_->state_dir.parent_path(), lease_->vm);
+    launcher::guest_shell channel(dir, timeout);
     return channel.run(command, timeout);
 }
 
