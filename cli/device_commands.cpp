@@ -85,7 +85,7 @@ launcher::disk_definition disk_from(const attach_options& o) {
     auto cache = launcher::cache_mode_from_string(o.cache);
     if (!format)
         throw std::invalid_argument("--format must be qcow2 or raw, not '" + o.format + "'");
-    if (!bus)
+    if (!bus || *bus == launcher::disk_bus::pflash)
         throw std::invalid_argument("--bus must be virtio, scsi or ide, not '" + o.bus + "'");
     if (!cache)
         throw std::invalid_argument("--cache '" + o.cache + "' is not a cache mode");

@@ -26,9 +26,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view root_keys[] = {
-    "name",    "machine",    "accel",           "cpus",        "memory",  "kernel", "initrd",
-    "append",  "boot",       "command_channel", "guest_agent", "vmgenid", "disks",  "serial",
-    "network", "extra_args", "reset",           "security"};
+    "name",   "machine", "accel",    "cpus",       "memory",          "kernel",      "initrd",
+    "append", "boot",    "firmware", "nvram",      "command_channel", "guest_agent", "vmgenid",
+    "disks",  "serial",  "network",  "extra_args", "reset",           "security"};
 constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",      "backing",
                                           "bus",  "read_only", "cache",  "node_name", "encryption"};
 constexpr std::string_view encryption_keys[] = {"format", "key_file"};
@@ -239,6 +239,7 @@ private:
     }
 
     void parse_disk(const YAML::Node& node, const std::string& field, disk_definition& disk);
+    void parse_nvram(const YAML::Node& node, vm_definition& def);
     void parse_encryption(const YAML::Node& node, const std::string& field,
                           disk_encryption& encryption);
     void parse_security(const YAML::Node& node, security_definition& security);
@@ -444,6 +445,10 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
     if (auto n = f->get("boot"); present(n))
         if (auto v = read_enum(n, "boot", "boot mode", {boot_mode::kernel, boot_mode::disk}))
             def.boot = *v;
+    if (auto n = f->get("firmware"); present(n))
+        if (auto v =
+                read_enum(n, "firmware", "firmware", {firmware_type::bios, firmware_type::uefi}))
+            def.firmware = *v;
     if (auto n = f->get("command_channel"); present(n))
         if (auto v = read_bool(n, "command_channel"))
             def.command_channel = *v;
@@ -462,6 +467,7 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
             parse_disk(item, field, def.disks.emplace_back());
         }
     }
+    parse_nvram(f->get("nvram"), def);
     if (auto n = f->get("serial"); present(n))
         parse_serial(n, def.serial);
     if (auto n = f->get("reset"); present(n)) {
@@ -536,6 +542,37 @@ void parser::parse_disk(const YAML::Node& node, const std::string& field, disk_d
             disk.node_name = *v;
     if (auto n = f->get("encryption"); present(n))
         parse_encryption(n, sub("encryption"), disk.encryption.emplace());
+}
+
+// The UEFI variable store joins the disks (see disk_bus::pflash). By default it sits beside the
+// first disk's image, named after the VM, so that it lives and goes with the VM's images.
+void parser::parse_nvram(const YAML::Node& node, vm_definition& def) {
+    std::optional<fs::path> file;
+    if (present(node)) {
+        file = read_path(node, "nvram");
+        if (def.firmware != firmware_type::uefi) {
+            fail("nvram", "only a VM with firmware: uefi has a variable store");
+            return;
+        }
+    }
+    if (def.firmware != firmware_type::uefi)
+        return;
+    if (!file && !present(node)) {
+        if (def.disks.empty() || def.disks.front().file.empty()) {
+            fail("firmware", "say where the UEFI variable store is kept (nvram: FILE): the VM "
+                             "has no disk to keep it beside");
+            return;
+        }
+        file = def.disks.front().file.parent_path() / (def.name + "-nvram.qcow2");
+    }
+    if (!file)
+        return;
+    disk_definition nvram;
+    nvram.name = std::string(nvram_disk_name);
+    nvram.node_name = nvram.name;
+    nvram.file = *file;
+    nvram.bus = disk_bus::pflash;
+    def.disks.push_back(std::move(nvram));
 }
 
 void parser::parse_encryption(const YAML::Node& node, const std::string& field,
@@ -782,12 +819,17 @@ std::string dump_definition(const vm_definition& def) {
     if (def.append)
         emit_string(out, "append", *def.append);
     emit_enum(out, "boot", def.boot);
+    emit_enum(out, "firmware", def.firmware);
+    if (const auto* nvram = nvram_disk(def))
+        emit_path(out, "nvram", nvram->file);
     emit_plain(out, "command_channel", def.command_channel);
     emit_plain(out, "guest_agent", def.guest_agent);
     emit_plain(out, "vmgenid", def.vmgenid);
 
     out << YAML::Key << "disks" << YAML::Value << YAML::BeginSeq;
     for (const auto& disk : def.disks) {
+        if (disk.bus == disk_bus::pflash)
+            continue; // written as nvram:
         out << YAML::BeginMap;
         emit_string(out, "name", disk.name);
         emit_path(out, "file", disk.file);

@@ -171,7 +171,11 @@ private:
             if (def_.append)
                 fail("append", "needs a kernel");
         }
+        if (def_.firmware == firmware_type::uefi && def_.machine == machine_type::microvm)
+            fail("firmware", "microvm has no flash for UEFI firmware; use q35 or pc");
         if (options_.check_files) {
+            if (def_.firmware == firmware_type::uefi)
+                check_firmware_file(uefi_code_file);
             if (def_.kernel)
                 check_existing("kernel", *def_.kernel, false);
             if (def_.initrd)
@@ -184,8 +188,21 @@ private:
         std::map<std::string, std::string> nodes; // every block node name -> disk field
         std::map<fs::path, std::string> files;    // image -> disk field
         std::size_t ide_disks = 0;
+        if (nvram_disk(def_)) {
+            const std::string store = "the UEFI variable store (firmware: uefi)";
+            names.emplace(nvram_disk_name, store);
+            nodes.emplace(nvram_disk_name, store);
+            nodes.emplace(std::string(nvram_disk_name) + "-file", store);
+            nodes.emplace(uefi_code_node, "the UEFI firmware (firmware: uefi)");
+            nodes.emplace(std::string(uefi_code_node) + "-file",
+                          "the UEFI firmware (firmware: uefi)");
+        }
         for (std::size_t i = 0; i < def_.disks.size(); ++i) {
             const auto& disk = def_.disks[i];
+            if (disk.bus == disk_bus::pflash) {
+                check_nvram(disk, files);
+                continue;
+            }
             auto field = disk_field(i);
             auto sub = [&](std::string_view key) { return field + "." + std::string(key); };
 
@@ -243,6 +260,32 @@ private:
                 check_image(disk, field);
             if (disk.encryption)
                 check_encryption(disk, field);
+        }
+    }
+
+    void check_firmware_file(std::string_view file) {
+        std::error_code ec;
+        if (!fs::is_regular_file(fs::path(file), ec))
+            fail("firmware", "UEFI firmware " + quoted(fs::path(file)) +
+                                 " not found (install Debian's ovmf package)");
+    }
+
+    // The loader made this disk from firmware: and nvram:, so only its file can be wrong.
+    void check_nvram(const disk_definition& nvram, std::map<fs::path, std::string>& files) {
+        if (nvram.file.empty())
+            fail("nvram", "must not be empty");
+        else if (auto [it, fresh] = files.emplace(nvram.file.lexically_normal(), "nvram"); !fresh)
+            fail("nvram", "image " + quoted(nvram.file) + " is also used by " + it->second);
+        if (!options_.check_files)
+            return;
+        // A missing store is made from OVMF's empty one when the VM starts.
+        std::error_code ec;
+        if (!fs::exists(nvram.file, ec)) {
+            check_firmware_file(uefi_vars_template);
+            if (auto dir = nvram.file.parent_path(); !fs::is_directory(dir, ec))
+                fail("nvram", "directory not found: " + quoted(dir));
+        } else if (!fs::is_regular_file(nvram.file, ec)) {
+            fail("nvram", "not a regular file: " + quoted(nvram.file));
         }
     }
 

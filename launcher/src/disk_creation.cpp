@@ -13,6 +13,13 @@ std::vector<std::filesystem::path> create_missing_disks(const vm_definition& def
             std::error_code ec;
             if (std::filesystem::exists(disk.file, ec))
                 continue;
+            if (disk.bus == disk_bus::pflash) {
+                // A VM's own UEFI variable store starts as OVMF's empty one, as qcow2.
+                img.convert(std::filesystem::path(uefi_vars_template), disk.file,
+                            disk_format::qcow2, disk_format::raw);
+                created.push_back(disk.file);
+                continue;
+            }
             if (!disk.size && !disk.backing)
                 throw error("disk '" + disk.name + "': " + disk.file.string() +
                             " does not exist and the definition gives no size to create it");

@@ -109,6 +109,8 @@ public:
         std::string machine(to_string(def_.machine));
         if (!paths_.memory_file.empty())
             machine += ",memory-backend=ram";
+        if (const auto* nvram = nvram_disk(def_))
+            machine += ",pflash0=" + std::string(uefi_code_node) + ",pflash1=" + nvram->node_name;
         add({"-machine", machine});
         if (def_.security.sandbox)
             add({"-sandbox", sandbox_option(def_.security)});
@@ -234,6 +236,20 @@ private:
     }
 
     void add_disks() {
+        if (nvram_disk(def_)) {
+            // The firmware code, shared by every VM and never written.
+            const auto file = std::string(uefi_code_node) + "-file";
+            add({"-blockdev",
+                 json::serialize(json::object{{"driver", "file"},
+                                              {"node-name", file},
+                                              {"filename", uefi_code_file},
+                                              {"read-only", true}}),
+                 "-blockdev",
+                 json::serialize(json::object{{"driver", "raw"},
+                                              {"node-name", uefi_code_node},
+                                              {"file", file},
+                                              {"read-only", true}})});
+        }
         bool scsi_controller = false;
         for (std::size_t i = 0; i < def_.disks.size(); ++i) {
             const auto& disk = def_.disks[i];
@@ -242,7 +258,8 @@ private:
                 scsi_controller = true;
             }
             add_blockdev(disk);
-            add_disk_device(disk, i == 0 && def_.boot == boot_mode::disk);
+            if (disk.bus != disk_bus::pflash) // the machine's flash takes it (-machine pflash1)
+                add_disk_device(disk, i == 0 && def_.boot == boot_mode::disk);
         }
     }
 
@@ -411,6 +428,8 @@ boost::json::object disk_device(const disk_definition& disk, machine_type machin
     case disk_bus::ide:
         dev["driver"] = "ide-hd";
         break;
+    case disk_bus::pflash:
+        throw error("disk '" + disk.name + "' is the UEFI variable store, not a device");
     }
     dev["id"] = disk_device_id(disk);
     dev["drive"] = disk.node_name;

@@ -341,6 +341,9 @@ void detach_disk(vm_connection& vm, const std::string& disk_name,
                            [&](auto& d) { return d.name == disk_name; });
     if (it == def.disks.end())
         throw error("VM '" + def.name + "' has no disk named '" + disk_name + "'");
+    if (it->bus == disk_bus::pflash)
+        throw error("disk '" + disk_name + "' of VM '" + def.name +
+                    "' is its UEFI variable store, which cannot be detached");
     const auto id = disk_device_id(*it);
 
     auto deleted = vm.qmp().listen({"DEVICE_DELETED"});

@@ -20,8 +20,12 @@ constexpr name_table<boot_mode, 2> boot_names{
     {{boot_mode::kernel, "kernel"}, {boot_mode::disk, "disk"}}};
 constexpr name_table<disk_format, 2> format_names{
     {{disk_format::qcow2, "qcow2"}, {disk_format::raw, "raw"}}};
-constexpr name_table<disk_bus, 3> bus_names{
-    {{disk_bus::virtio, "virtio"}, {disk_bus::scsi, "scsi"}, {disk_bus::ide, "ide"}}};
+constexpr name_table<disk_bus, 4> bus_names{{{disk_bus::virtio, "virtio"},
+                                             {disk_bus::scsi, "scsi"},
+                                             {disk_bus::ide, "ide"},
+                                             {disk_bus::pflash, "pflash"}}};
+constexpr name_table<firmware_type, 2> firmware_names{
+    {{firmware_type::bios, "bios"}, {firmware_type::uefi, "uefi"}}};
 constexpr name_table<cache_mode, 5> cache_names{{{cache_mode::writeback, "writeback"},
                                                  {cache_mode::none, "none"},
                                                  {cache_mode::writethrough, "writethrough"},
@@ -84,6 +88,9 @@ std::string_view to_string(reset_strategy v) noexcept {
 std::string_view to_string(encryption_format v) noexcept {
     return name_of(encryption_names, v);
 }
+std::string_view to_string(firmware_type v) noexcept {
+    return name_of(firmware_names, v);
+}
 
 std::optional<machine_type> machine_type_from_string(std::string_view s) noexcept {
     return value_of(machine_names, s);
@@ -115,6 +122,9 @@ std::optional<reset_strategy> reset_strategy_from_string(std::string_view s) noe
 std::optional<encryption_format> encryption_format_from_string(std::string_view s) noexcept {
     return value_of(encryption_names, s);
 }
+std::optional<firmware_type> firmware_type_from_string(std::string_view s) noexcept {
+    return value_of(firmware_names, s);
+}
 
 std::string default_mac_address(std::string_view vm_name) {
     // FNV-1a is spelled out rather than std::hash so the MAC is the same on every build.
@@ -134,6 +144,13 @@ std::optional<disk_encryption> disk_key(const vm_definition& def, std::string_vi
         if (d.name == disk)
             return d.encryption;
     return std::nullopt;
+}
+
+const disk_definition* nvram_disk(const vm_definition& def) noexcept {
+    for (const auto& d : def.disks)
+        if (d.bus == disk_bus::pflash)
+            return &d;
+    return nullptr;
 }
 
 std::string disk_field(std::size_t index) {

@@ -146,6 +146,17 @@ const bad_case bad_cases[] = {
      head + "machine: microvm\ndisks:\n  - {name: a, file: system.qcow2, bus: scsi}\n",
      "disks[0].bus", 5, 40, "microvm supports only virtio disks"},
     {"microvm_vmgenid", head + "machine: microvm\nvmgenid: true\n", "vmgenid", 4, 10, "needs ACPI"},
+    {"bad_firmware", head + "firmware: efi\n", "firmware", 3, 11,
+     "unknown firmware 'efi' (expected bios or uefi)"},
+    {"nvram_with_bios", head + "nvram: vars.qcow2\n", "nvram", 3, 8,
+     "only a VM with firmware: uefi has a variable store"},
+    {"uefi_without_a_place_for_nvram", head + "firmware: uefi\n", "firmware", 3, 11,
+     "say where the UEFI variable store is kept"},
+    {"microvm_uefi", head + "machine: microvm\nfirmware: uefi\nnvram: vars.qcow2\n", "firmware", 4,
+     11, "microvm has no flash for UEFI firmware"},
+    {"disk_named_nvram",
+     "name: vm\nfirmware: uefi\ndisks:\n  - {name: nvram, file: system.qcow2}\n", "disks[0].name",
+     4, 12, "disk name 'nvram' is also used by the UEFI variable store"},
     {"too_many_ide",
      "name: vm\nmachine: pc\nboot: disk\ndisks:\n"
      "  - {name: d1, file: d1.qcow2, size: 1M, bus: ide}\n"
@@ -293,7 +304,8 @@ turbo: true
                   "/defs/vm.yaml:5:48: disks[0].bus: unknown disk bus 'usb' (expected virtio, "
                   "scsi or ide)\n"
                   "/defs/vm.yaml:6:1: turbo: unknown key 'turbo' (expected one of: name, "
-                  "machine, accel, cpus, memory, kernel, initrd, append, boot, command_channel, "
+                  "machine, accel, cpus, memory, kernel, initrd, append, boot, firmware, nvram, "
+                  "command_channel, "
                   "guest_agent, vmgenid, disks, serial, network, extra_args, reset, security)");
     }
 }

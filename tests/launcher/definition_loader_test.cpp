@@ -283,6 +283,34 @@ security: {sandbox: false, run_as: "true"}
                                                   "/defs/full.yaml"));
 }
 
+TEST(definition_loader, uefi_keeps_its_variable_store_beside_the_first_disk) {
+    auto def = load_definition_from_string(R"(name: deb
+firmware: uefi
+disks:
+  - {name: system, file: images/deb.qcow2}
+  - {name: data, file: /data/deb-data.qcow2, size: 1G}
+)",
+                                           "/defs/deb.yaml");
+    EXPECT_EQ(def.firmware, firmware_type::uefi);
+    ASSERT_EQ(def.disks.size(), 3u);
+    const auto* nvram = nvram_disk(def);
+    ASSERT_EQ(nvram, &def.disks.back());
+    EXPECT_EQ(nvram->name, "nvram");
+    EXPECT_EQ(nvram->node_name, "nvram");
+    EXPECT_EQ(nvram->file, fs::path("/defs/images/deb-nvram.qcow2"));
+    EXPECT_EQ(nvram->format, disk_format::qcow2);
+    EXPECT_EQ(nvram->bus, disk_bus::pflash);
+    expect_round_trip(def);
+
+    auto named = load_definition_from_string(
+        "name: deb\nfirmware: uefi\nnvram: vars/deb.qcow2\nboot: disk\n", "/defs/deb.yaml");
+    ASSERT_NE(nvram_disk(named), nullptr);
+    EXPECT_EQ(nvram_disk(named)->file, fs::path("/defs/vars/deb.qcow2"));
+    expect_round_trip(named);
+
+    EXPECT_EQ(nvram_disk(load_definition_from_string("name: vm\n", "/defs/vm.yaml")), nullptr);
+}
+
 TEST(definition_loader, dump_keeps_names_that_look_like_other_types) {
     vm_definition def;
     def.name = "true";

@@ -190,6 +190,32 @@ TEST(qemu_command, two_disks) {
                     R"("serial":"data"})"}));
 }
 
+TEST(qemu_command, uefi_flash_holds_the_shared_code_and_the_vms_variable_store) {
+    auto args = command(R"(name: vm
+firmware: uefi
+disks:
+  - {name: system, file: /images/vm.qcow2}
+)");
+    auto machine = std::find(args.begin(), args.end(), "-machine");
+    ASSERT_NE(machine, args.end());
+    EXPECT_EQ(machine[1], "q35,pflash0=firmware-code,pflash1=nvram");
+    auto first = std::find(args.begin(), args.end(), "-blockdev");
+    auto last = std::find(first, args.end(), "-netdev");
+    EXPECT_EQ(argv(first, last),
+              (argv{"-blockdev",
+                    R"({"driver":"file","node-name":"firmware-code-file",)"
+                    R"("filename":"/usr/share/OVMF/OVMF_CODE_4M.fd","read-only":true})",
+                    "-blockdev",
+                    R"({"driver":"raw","node-name":"firmware-code","file":"firmware-code-file",)"
+                    R"("read-only":true})",
+                    "-blockdev", file_node("system", "/images/vm.qcow2"), "-blockdev",
+                    format_node("system"), "-device",
+                    R"({"driver":"virtio-blk-pci","id":"system-dev","drive":"system",)"
+                    R"("serial":"system","bootindex":0})",
+                    "-blockdev", file_node("nvram", "/images/vm-nvram.qcow2"), "-blockdev",
+                    format_node("nvram")}));
+}
+
 TEST(qemu_command, disk_boot_with_scsi_and_ide) {
     EXPECT_EQ(command(R"(name: vm
 disks:

@@ -20,7 +20,11 @@ enum class machine_type { q35, pc, microvm };
 enum class accel_mode { automatic, kvm, tcg }; // "auto" in YAML
 enum class boot_mode { kernel, disk };
 enum class disk_format { qcow2, raw };
-enum class disk_bus { virtio, scsi, ide };
+// pflash: the UEFI variable store (firmware: uefi). The loader adds it as the last disk so that
+// every snapshot, reset point and clone carries it like any disk; it has no device of its own
+// (the machine's second flash chip), and it is never written under disks:.
+enum class disk_bus { virtio, scsi, ide, pflash };
+enum class firmware_type { bios, uefi };
 enum class cache_mode { writeback, none, writethrough, directsync, unsafe };
 enum class network_mode { user };
 enum class forward_protocol { tcp, udp };
@@ -39,6 +43,7 @@ std::string_view to_string(network_mode v) noexcept;
 std::string_view to_string(forward_protocol v) noexcept;
 std::string_view to_string(reset_strategy v) noexcept;
 std::string_view to_string(encryption_format v) noexcept;
+std::string_view to_string(firmware_type v) noexcept;
 
 // The inverse of to_string; nullopt for anything else (matching is exact, case included).
 std::optional<machine_type> machine_type_from_string(std::string_view s) noexcept;
@@ -51,6 +56,7 @@ std::optional<network_mode> network_mode_from_string(std::string_view s) noexcep
 std::optional<forward_protocol> forward_protocol_from_string(std::string_view s) noexcept;
 std::optional<reset_strategy> reset_strategy_from_string(std::string_view s) noexcept;
 std::optional<encryption_format> encryption_format_from_string(std::string_view s) noexcept;
+std::optional<firmware_type> firmware_type_from_string(std::string_view s) noexcept;
 
 // disks[].encryption: a qcow2 image whose contents are encrypted (qcow2's built-in LUKS). The
 // passphrase is the whole content of key_file, byte for byte (a trailing newline included), as
@@ -136,6 +142,9 @@ struct vm_definition {
     std::optional<std::filesystem::path> initrd{};
     std::optional<std::string> append{};
     boot_mode boot = boot_mode::disk; // the loader picks kernel when a kernel is set
+    // uefi: Debian's OVMF (uefi_code_file) read-only as the first flash chip, and the VM's own
+    // variable store (nvram_disk) as the second.
+    firmware_type firmware = firmware_type::bios;
     bool command_channel = false;
     bool guest_agent = false; // qemu-ga's virtio-serial port (org.qemu.guest_agent.0)
     // A VM generation ID device (ACPI): every qemu gets a new id (guid=auto), and loading a
@@ -164,6 +173,19 @@ std::optional<disk_encryption> disk_key(const vm_definition& def, std::string_vi
 
 // Field path of disks[index], for diagnostics: "disks[2]".
 std::string disk_field(std::size_t index);
+
+// UEFI firmware from Debian's ovmf package: the code (read-only, shared by every VM) and the
+// empty variable store a VM's own store is made from (as qcow2, so that savevm can include it:
+// with a raw store every internal snapshot fails, "Device 'pflash1' is writable but does not
+// support snapshots").
+inline constexpr std::string_view uefi_code_file = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+inline constexpr std::string_view uefi_vars_template = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+// The name and node name of the variable store's disk, and the node name of the code.
+inline constexpr std::string_view nvram_disk_name = "nvram";
+inline constexpr std::string_view uefi_code_node = "firmware-code";
+
+// The UEFI variable store among def.disks (bus pflash); nullptr with BIOS firmware.
+const disk_definition* nvram_disk(const vm_definition& def) noexcept;
 
 // Internal snapshots (savevm) need every writable disk to be qcow2. Throws error with one
 // diagnostic per writable raw disk, located at that disk's format line; read-only disks are
