@@ -1,5 +1,5 @@
 // shell (the tiny guest's command channel), console (the serial console, live or its log),
-// exec and guest-ping (the guest agent)
+// exec, guest-ping and cp (the guest agent), ssh (cloud_init's key and the forwarded port 22)
 
 #include "command_arguments.hpp"
 #include "context.hpp"
@@ -8,16 +8,22 @@
 
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/guest_files.hpp>
 #include <qmpkit/launcher/guest_shell.hpp>
+#include <qmpkit/launcher/guest_ssh.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
+#include <qmpkit/launcher/subprocess.hpp>
 #include <qmpkit/launcher/vm_agent.hpp>
 #include <qmpkit/launcher/vm_lock.hpp>
 
 #include <boost/json.hpp>
+#include <spdlog/logger.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -132,6 +138,77 @@ int run_guest_ping(const context& ctx, const std::string& vm, double timeout) {
     return exit_code::ok;
 }
 
+struct ssh_options {
+    std::string vm;
+    std::string user;
+    std::vector<std::string> command;
+    double wait = 0;
+};
+
+// ssh replaces this process, so the terminal, signals and the exit code are ssh's own.
+int run_ssh(const context& ctx, const ssh_options& o) {
+    auto dir = find_running_vm(ctx, o.vm);
+    if (o.wait > 0)
+        launcher::wait_for_ssh(dir, o.user, milliseconds_of(o.wait));
+    const auto argv = launcher::ssh_command(dir, {o.user, o.command});
+    if (ctx.logger)
+        ctx.logger->debug("running {}", launcher::describe(argv));
+    std::vector<char*> args;
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    std::cout.flush();
+    ::execvp(args[0], args.data());
+    throw launcher::error(launcher::error_kind::program_not_found,
+                          std::string("cannot run ssh: ") + std::strerror(errno) +
+                              " (install Debian's openssh-client package)");
+}
+
+struct copy_options {
+    std::string from;
+    std::string to;
+    double agent_timeout = 5;
+};
+
+// "VM:PATH" names a guest file; a path starting with '/' or '.', or without ':', a host file.
+std::optional<std::pair<std::string, std::string>> guest_side(const std::string& arg) {
+    const auto colon = arg.find(':');
+    if (arg.starts_with('/') || arg.starts_with('.') || colon == std::string::npos || colon == 0)
+        return std::nullopt;
+    return std::pair{arg.substr(0, colon), arg.substr(colon + 1)};
+}
+
+int run_copy(const context& ctx, const copy_options& o) {
+    const auto from = guest_side(o.from);
+    const auto to = guest_side(o.to);
+    if (bool(from) == bool(to))
+        throw std::invalid_argument("exactly one of SOURCE and DESTINATION must be VM:PATH (a "
+                                    "host path with ':' in it can be written ./" +
+                                    (from ? o.from : o.to) + ")");
+    const auto& vm = from ? from->first : to->first;
+    auto session = open_agent(ctx, vm, "copying a file through the guest agent", o.agent_timeout);
+    const bool show = !ctx.json && ::isatty(STDERR_FILENO);
+    auto last = std::chrono::steady_clock::time_point{};
+    launcher::copy_progress progress = [&](std::uint64_t done, std::uint64_t total) {
+        const auto now = std::chrono::steady_clock::now();
+        if (!show || (now - last < std::chrono::milliseconds(200) && done != total))
+            return;
+        last = now;
+        std::fprintf(stderr, "\r%.1f of %.1f MiB (%d%%)", done / 1048576.0, total / 1048576.0,
+                     total ? static_cast<int>(done * 100 / total) : 100);
+    };
+    const auto bytes =
+        from ? launcher::copy_from_guest(session.guest.agent, from->second, o.to, progress)
+             : launcher::copy_to_guest(session.guest.agent, o.from, to->second, progress);
+    if (show)
+        std::fprintf(stderr, "\n");
+    if (ctx.json)
+        std::cout << boost::json::serialize(
+                         boost::json::object{{"from", o.from}, {"to", o.to}, {"bytes", bytes}})
+                  << "\n";
+    return exit_code::ok;
+}
+
 // A live console: bytes both ways until Ctrl-] (like virsh console).
 int run_console(const std::filesystem::path& socket) {
     sockaddr_un addr{};
@@ -222,6 +299,31 @@ void register_guest_commands(CLI::App& app, context& ctx) {
         ->check(non_negative_number());
     ping->callback(
         [&ctx, p] { ctx.action = [&ctx, p] { return run_guest_ping(ctx, p->first, p->second); }; });
+
+    auto h = std::make_shared<ssh_options>();
+    auto* ssh = app.add_subcommand(
+        "ssh", "Log in to the guest with ssh, or run a command there (after --), as the "
+               "cloud_init user with the VM's own key; exits with ssh's exit code");
+    ssh->add_option("vm", h->vm, "VM name")->required();
+    ssh->add_option("command", h->command, "command and arguments (after --)");
+    ssh->add_option("-l,--user", h->user, "guest user (default: cloud_init.user)");
+    ssh->add_option("--wait", h->wait,
+                    "seconds to wait for the guest's sshd to let the key in (default: no wait)")
+        ->check(non_negative_number());
+    ssh->callback([&ctx, h] { ctx.action = [&ctx, h] { return run_ssh(ctx, *h); }; });
+
+    auto f = std::make_shared<copy_options>();
+    auto* cp = app.add_subcommand(
+        "cp", "Copy a file between the host and the guest through the guest agent: "
+              "cp FILE VM:PATH, or cp VM:PATH FILE (mode bits kept; a directory takes the "
+              "file under its own name)");
+    cp->add_option("source", f->from, "host file, or VM:PATH")->required();
+    cp->add_option("destination", f->to, "VM:PATH, or host file or directory")->required();
+    cp->add_option("--agent-timeout", f->agent_timeout,
+                   "seconds to wait for the guest agent to answer at all")
+        ->capture_default_str()
+        ->check(non_negative_number());
+    cp->callback([&ctx, f] { ctx.action = [&ctx, f] { return run_copy(ctx, *f); }; });
 
     auto c = std::make_shared<std::tuple<std::string, bool, std::size_t>>("", false, 50);
     auto* console = app.add_subcommand(

@@ -151,6 +151,13 @@ json::object status_json(const launcher::vm_status& st) {
         o["qemu_log_tail"] = json::value_from(st.log_tail);
     if (!st.standby.empty())
         o["standby"] = st.standby;
+    json::array forwards;
+    for (const auto& f : st.forwards)
+        forwards.push_back(json::object{{"protocol", f.protocol},
+                                        {"host_addr", f.host_addr},
+                                        {"host_port", f.host_port},
+                                        {"guest_port", f.guest_port}});
+    o["forwards"] = std::move(forwards);
     return o;
 }
 
@@ -180,6 +187,10 @@ int run_status(const context& ctx, const std::string& vm) {
     }
     if (!st.standby.empty())
         rows.emplace_back("Standby", "ready for reset point " + st.standby);
+    for (const auto& f : st.forwards)
+        rows.emplace_back("Forward", f.protocol + " " + f.host_addr + ":" +
+                                         std::to_string(f.host_port) + " -> guest port " +
+                                         std::to_string(f.guest_port));
     rows.emplace_back("State dir", st.state_dir.string());
     std::cout << key_values(rows);
     if (!st.log_tail.empty()) {

@@ -81,7 +81,7 @@ bool register_group_of(std::string_view word, CLI::App& app, cli::context& ctx) 
           "list", "gc"},
          cli::register_lifecycle_commands},
         {{"disks", "attach-disk", "detach-disk"}, cli::register_device_commands},
-        {{"shell", "exec", "guest-ping", "console"}, cli::register_guest_commands},
+        {{"shell", "exec", "guest-ping", "console", "ssh", "cp"}, cli::register_guest_commands},
         {{"disk"}, cli::register_disk_commands},
         {{"reset", "reset-point", "clone"}, cli::register_reset_commands},
         {{"pool"}, cli::register_pool_commands},

@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 constexpr std::string_view root_keys[] = {
     "name",   "machine", "accel",    "cpus",       "memory",          "kernel",      "initrd",
     "append", "boot",    "firmware", "nvram",      "command_channel", "guest_agent", "vmgenid",
-    "disks",  "serial",  "network",  "extra_args", "reset",           "security"};
+    "disks",  "serial",  "network",  "cloud_init", "extra_args",      "reset",       "security"};
 constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",      "backing",
                                           "bus",  "read_only", "cache",  "node_name", "encryption"};
 constexpr std::string_view encryption_keys[] = {"format", "key_file"};
@@ -36,6 +36,8 @@ constexpr std::string_view security_keys[] = {"sandbox", "run_as"};
 constexpr std::string_view serial_keys[] = {"log", "socket"};
 constexpr std::string_view reset_keys[] = {"strategy"};
 constexpr std::string_view network_keys[] = {"mode", "forwards", "mac"};
+constexpr std::string_view cloud_init_keys[] = {"user", "hostname", "ssh_authorized_keys",
+                                                "user_data", "network_config"};
 constexpr std::string_view forward_keys[] = {"protocol", "host_addr", "host_port", "guest_port"};
 
 std::string join(std::string_view parent, std::string_view key) {
@@ -246,6 +248,7 @@ private:
     void parse_serial(const YAML::Node& node, serial_definition& serial);
     void parse_network(const YAML::Node& node, network_definition& network);
     void parse_forward(const YAML::Node& node, const std::string& field, port_forward& forward);
+    void parse_cloud_init(const YAML::Node& node, cloud_init_definition& cloud_init);
 
     source_map& sources_;
     fs::path base_dir_;
@@ -487,6 +490,15 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
     }
     if (auto n = f->get("security"); present(n))
         parse_security(n, def.security);
+    if (f->contains("cloud_init")) {
+        auto n = f->get("cloud_init");
+        // An empty section (cloud_init: with nothing after it) asks for every default.
+        auto& cloud_init = def.cloud_init.emplace();
+        if (!n.IsNull())
+            parse_cloud_init(n, cloud_init);
+        if (cloud_init.hostname.empty())
+            cloud_init.hostname = def.name;
+    }
     if (auto n = f->get("extra_args"); present(n) && expect_list(n, "extra_args", "strings")) {
         std::size_t i = 0;
         for (const auto& item : n) {
@@ -666,13 +678,42 @@ void parser::parse_forward(const YAML::Node& node, const std::string& field,
     for (auto [key, port] : {std::pair{"host_port", &forward.host_port},
                              std::pair{"guest_port", &forward.guest_port}}) {
         auto path = join(field, key);
-        if (auto n = f->get(key); present(n)) {
+        if (auto n = f->get(key);
+            port == &forward.host_port && n.IsScalar() && !is_quoted(n) && n.Scalar() == "auto") {
+            *port = 0;
+        } else if (present(n)) {
             if (auto v = read_integer(n, path, 1, std::numeric_limits<std::uint16_t>::max()))
                 *port = static_cast<std::uint16_t>(*v);
         } else {
             fail(path, "required field is missing");
         }
     }
+}
+
+void parser::parse_cloud_init(const YAML::Node& node, cloud_init_definition& cloud_init) {
+    auto f = read_map(node, "cloud_init", cloud_init_keys);
+    if (!f)
+        return;
+    if (auto n = f->get("user"); present(n))
+        if (auto v = read_string(n, "cloud_init.user"))
+            cloud_init.user = *v;
+    if (auto n = f->get("hostname"); present(n))
+        if (auto v = read_string(n, "cloud_init.hostname"))
+            cloud_init.hostname = *v;
+    if (auto n = f->get("ssh_authorized_keys");
+        present(n) && expect_list(n, "cloud_init.ssh_authorized_keys", "SSH public keys")) {
+        std::size_t i = 0;
+        for (const auto& item : n) {
+            auto field = indexed("cloud_init.ssh_authorized_keys", i++);
+            record(field, item, n.Mark());
+            if (auto v = read_string(item, field))
+                cloud_init.ssh_authorized_keys.push_back(*v);
+        }
+    }
+    if (auto n = f->get("user_data"); present(n))
+        cloud_init.user_data = read_path(n, "cloud_init.user_data");
+    if (auto n = f->get("network_config"); present(n))
+        cloud_init.network_config = read_path(n, "cloud_init.network_config");
 }
 
 // Where the root node of one YAML document is.
@@ -872,12 +913,31 @@ std::string dump_definition(const vm_definition& def) {
             out << YAML::Flow << YAML::BeginMap;
             emit_enum(out, "protocol", fwd.protocol);
             emit_string(out, "host_addr", fwd.host_addr);
-            emit_plain(out, "host_port", fwd.host_port);
+            if (fwd.host_port == 0)
+                emit_plain(out, "host_port", "auto");
+            else
+                emit_plain(out, "host_port", fwd.host_port);
             emit_plain(out, "guest_port", fwd.guest_port);
             out << YAML::EndMap;
         }
         out << YAML::EndSeq;
         emit_string(out, "mac", def.network->mac);
+        out << YAML::EndMap;
+    }
+
+    if (def.cloud_init) {
+        const auto& ci = *def.cloud_init;
+        out << YAML::Key << "cloud_init" << YAML::Value << YAML::BeginMap;
+        emit_string(out, "user", ci.user);
+        emit_string(out, "hostname", ci.hostname);
+        out << YAML::Key << "ssh_authorized_keys" << YAML::Value << YAML::BeginSeq;
+        for (const auto& key : ci.ssh_authorized_keys)
+            out << YAML::DoubleQuoted << key;
+        out << YAML::EndSeq;
+        if (ci.user_data)
+            emit_path(out, "user_data", *ci.user_data);
+        if (ci.network_config)
+            emit_path(out, "network_config", *ci.network_config);
         out << YAML::EndMap;
     }
 

@@ -8,6 +8,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <optional>
 #include <set>
@@ -92,6 +93,44 @@ bool valid_ipv4(const std::string& addr) noexcept {
     return inet_pton(AF_INET, addr.c_str(), &out) == 1;
 }
 
+// RFC 1123 host names: dot-separated labels of letters, digits and '-', not starting or ending
+// with '-'.
+bool valid_hostname(std::string_view name) noexcept {
+    if (name.empty() || name.size() > 253)
+        return false;
+    std::size_t label = 0;
+    for (std::size_t i = 0; i <= name.size(); ++i) {
+        if (i == name.size() || name[i] == '.') {
+            if (label == 0 || label > 63 || name[i - 1] == '-')
+                return false;
+            label = 0;
+            continue;
+        }
+        const char c = name[i];
+        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                        (c >= '0' && c <= '9') || (c == '-' && label > 0);
+        if (!ok)
+            return false;
+        ++label;
+    }
+    return true;
+}
+
+// Whether a program can be found the way run() looks it up.
+bool program_in_path(std::string_view program) {
+    const char* path = std::getenv("PATH");
+    std::string_view dirs = path ? path : "/usr/bin:/bin";
+    while (!dirs.empty()) {
+        const auto colon = dirs.find(':');
+        const auto dir = dirs.substr(0, colon);
+        const auto candidate = fs::path(dir.empty() ? "." : dir) / program;
+        if (::access(candidate.c_str(), X_OK) == 0)
+            return true;
+        dirs = colon == std::string_view::npos ? std::string_view() : dirs.substr(colon + 1);
+    }
+    return false;
+}
+
 std::string quoted(const fs::path& p) {
     return "'" + p.string() + "'";
 }
@@ -109,6 +148,7 @@ public:
         check_serial();
         check_network();
         check_security();
+        check_cloud_init();
         sort_by_position(diagnostics_);
         return std::move(diagnostics_);
     }
@@ -196,6 +236,12 @@ private:
             nodes.emplace(uefi_code_node, "the UEFI firmware (firmware: uefi)");
             nodes.emplace(std::string(uefi_code_node) + "-file",
                           "the UEFI firmware (firmware: uefi)");
+        }
+        if (def_.cloud_init) {
+            const std::string seed = "the cloud-init seed (cloud_init:)";
+            names.emplace(cloud_init_seed_node, seed);
+            nodes.emplace(cloud_init_seed_node, seed);
+            nodes.emplace(std::string(cloud_init_seed_node) + "-file", seed);
         }
         for (std::size_t i = 0; i < def_.disks.size(); ++i) {
             const auto& disk = def_.disks[i];
@@ -429,8 +475,6 @@ private:
             auto field = "network.forwards[" + std::to_string(i) + "]";
             if (!valid_ipv4(fwd.host_addr))
                 fail(field + ".host_addr", "invalid IPv4 address '" + fwd.host_addr + "'");
-            if (fwd.host_port == 0)
-                fail(field + ".host_port", "must be between 1 and 65535, got 0");
             if (fwd.guest_port == 0)
                 fail(field + ".guest_port", "must be between 1 and 65535, got 0");
             auto key = std::tuple(fwd.protocol, fwd.host_addr, fwd.host_port);
@@ -439,6 +483,39 @@ private:
                                                fwd.host_addr + ":" + std::to_string(fwd.host_port) +
                                                " is already forwarded by " + it->second);
         }
+    }
+
+    void check_cloud_init() {
+        if (!def_.cloud_init)
+            return;
+        const auto& ci = *def_.cloud_init;
+        if (!is_valid_user_name(ci.user) || ci.user == "root")
+            fail("cloud_init.user", "invalid user name '" + ci.user +
+                                        "': use letters, digits, '_', '.' or '-', not starting "
+                                        "with '-', and not root");
+        if (!valid_hostname(ci.hostname))
+            fail("cloud_init.hostname",
+                 "invalid host name '" + ci.hostname +
+                     "': use letters, digits and '-' in dot-separated labels of up to 63");
+        for (std::size_t i = 0; i < ci.ssh_authorized_keys.size(); ++i) {
+            const auto& key = ci.ssh_authorized_keys[i];
+            const auto space = key.find(' ');
+            if (key.find_first_of("\r\n") != std::string::npos || space == std::string::npos ||
+                space == 0 || space + 1 == key.size())
+                fail("cloud_init.ssh_authorized_keys[" + std::to_string(i) + "]",
+                     "expected one public key line, such as 'ssh-ed25519 AAAA... comment'");
+        }
+        if (!options_.check_files)
+            return;
+        if (ci.user_data)
+            check_existing("cloud_init.user_data", *ci.user_data, false);
+        if (ci.network_config)
+            check_existing("cloud_init.network_config", *ci.network_config, false);
+        for (const auto* tool : {"genisoimage", "ssh-keygen"})
+            if (!program_in_path(tool))
+                fail("cloud_init", std::string(tool) +
+                                       " not found (install Debian's genisoimage and "
+                                       "openssh-client packages)");
     }
 
     const vm_definition& def_;

@@ -3,6 +3,7 @@
 
 #include <qmpkit/launcher/accel.hpp>
 #include <qmpkit/launcher/atomic_file.hpp>
+#include <qmpkit/launcher/cloud_init.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
@@ -14,11 +15,13 @@
 #include <spdlog/logger.h>
 
 #include <algorithm>
+#include <arpa/inet.h>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <netinet/in.h>
 #include <optional>
 #include <sstream>
 #include <sys/socket.h>
@@ -102,6 +105,48 @@ std::string launch_failure(const std::string& what, const exit_status* status,
     return text.str();
 }
 
+// The host ports of the definition's forwards, "auto" ones picked now: ports the kernel hands
+// out free at this moment (all held until every one is picked, so two are never the same).
+// Another program could take one before qemu binds it; qemu then fails to start and says so.
+std::vector<std::uint16_t> resolve_forward_ports(const vm_definition& def) {
+    std::vector<std::uint16_t> ports;
+    if (!def.network)
+        return ports;
+    std::vector<owned_fd> held;
+    for (const auto& fwd : def.network->forwards) {
+        if (fwd.host_port != 0) {
+            ports.push_back(fwd.host_port);
+            continue;
+        }
+        owned_fd fd(::socket(
+            AF_INET,
+            (fwd.protocol == forward_protocol::udp ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
+        sockaddr_in addr{};
+        addr.sin_family = AF_INET;
+        addr.sin_port = 0;
+        socklen_t length = sizeof addr;
+        if (fd.get() < 0 || ::inet_pton(AF_INET, fwd.host_addr.c_str(), &addr.sin_addr) != 1 ||
+            ::bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+            ::getsockname(fd.get(), reinterpret_cast<sockaddr*>(&addr), &length) != 0)
+            throw error("cannot pick a free host port on " + fwd.host_addr + " for guest port " +
+                        std::to_string(fwd.guest_port) + ": " + std::strerror(errno));
+        ports.push_back(ntohs(addr.sin_port));
+        held.push_back(std::move(fd));
+    }
+    return ports;
+}
+
+std::vector<forwarded_port> forwarded_ports(const vm_definition& def,
+                                            const std::vector<std::uint16_t>& ports) {
+    std::vector<forwarded_port> out;
+    for (std::size_t i = 0; def.network && i < def.network->forwards.size(); ++i) {
+        const auto& fwd = def.network->forwards[i];
+        out.push_back(
+            {std::string(to_string(fwd.protocol)), fwd.host_addr, ports.at(i), fwd.guest_port});
+    }
+    return out;
+}
+
 } // namespace
 
 launched_vm::launched_vm(vm_definition def, state_directory dir, qemu_process process,
@@ -175,6 +220,12 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         remove_stale_instance_directories(dir);
     const auto accel = resolve_accel(definition.accel);
     auto created = create_missing_disks(definition);
+    try {
+        make_cloud_init_seed(definition, dir);
+    } catch (...) {
+        remove_created_disks(created);
+        throw;
+    }
     qemu_instance instance;
     instance.standby = options.standby;
     instance.owned_files = options.owned_files;
@@ -196,6 +247,8 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         paths.serial_log = dir.serial_log();
         paths.events_listen_fd = events_listener.get();
         paths.supervisor_monitor_fd = theirs.get();
+        paths.cloud_init_seed = dir.cloud_init_seed();
+        paths.forward_ports = resolve_forward_ports(definition);
         if (definition.reset.file_backed_memory()) {
             if (!options.memory_template.empty()) {
                 paths.memory_file = options.memory_template;
@@ -232,6 +285,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         runtime.accel = std::string(to_string(accel));
         runtime.serial_log_offset = file_size_or_zero(serial_log_file(definition, paths));
         runtime.command_line = argv;
+        runtime.forwards = forwarded_ports(definition, paths.forward_ports);
         runtime.supervisor_pid = ::getpid();
         runtime.started_at = std::chrono::duration_cast<std::chrono::seconds>(
                                  std::chrono::system_clock::now().time_since_epoch())

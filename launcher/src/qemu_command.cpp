@@ -158,6 +158,7 @@ public:
         if (def_.vmgenid)
             add_device({{"driver", "vmgenid"}, {"id", "vmgenid0"}, {"guid", "auto"}});
         add_disks();
+        add_cloud_init_seed();
         add_network();
         add_kernel();
         argv_.insert(argv_.end(), def_.extra_args.begin(), def_.extra_args.end());
@@ -287,13 +288,39 @@ private:
         add_device(disk_device(disk, def_.machine, boot));
     }
 
+    // A read-only disk like any other, so the guest's devices stay the same from start to start.
+    void add_cloud_init_seed() {
+        if (!def_.cloud_init)
+            return;
+        if (paths_.cloud_init_seed.empty())
+            throw error("no cloud-init seed image given");
+        disk_definition seed;
+        seed.name = std::string(cloud_init_seed_node);
+        seed.node_name = seed.name;
+        seed.file = paths_.cloud_init_seed;
+        seed.format = disk_format::raw;
+        seed.read_only = true;
+        add_blockdev(seed);
+        add_disk_device(seed, false);
+    }
+
     void add_network() {
         if (!def_.network)
             return;
+        const auto& forwards = def_.network->forwards;
+        if (!paths_.forward_ports.empty() && paths_.forward_ports.size() != forwards.size())
+            throw error("resolved host ports do not match network.forwards");
         std::string netdev = "user,id=net0";
-        for (const auto& fwd : def_.network->forwards)
+        for (std::size_t i = 0; i < forwards.size(); ++i) {
+            const auto& fwd = forwards[i];
+            const auto port =
+                paths_.forward_ports.empty() ? fwd.host_port : paths_.forward_ports[i];
+            if (port == 0)
+                throw error("network.forwards[" + std::to_string(i) +
+                            "]: host_port auto was not resolved to a port");
             netdev += ",hostfwd=" + std::string(to_string(fwd.protocol)) + ":" + fwd.host_addr +
-                      ":" + std::to_string(fwd.host_port) + "-:" + std::to_string(fwd.guest_port);
+                      ":" + std::to_string(port) + "-:" + std::to_string(fwd.guest_port);
+        }
         add({"-netdev", netdev});
         add_device({{"driver", microvm_ ? "virtio-net-device" : "virtio-net-pci"},
                     {"id", "net0"},
@@ -459,6 +486,7 @@ launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qm
     paths.console_socket = state_dir / "console.sock";
     paths.shell_socket = state_dir / "shell.sock";
     paths.agent_socket = state_dir / "agent.sock";
+    paths.cloud_init_seed = state_dir / "cidata.iso";
     return paths;
 }
 

@@ -44,6 +44,13 @@ void write_runtime_info(const state_directory& dir, const runtime_info& info) {
                    {"started_at", info.started_at},
                    {"serial_log_offset", info.serial_log_offset},
                    {"command_line", json::value_from(info.command_line)}};
+    json::array forwards;
+    for (const auto& f : info.forwards)
+        forwards.push_back(json::object{{"protocol", f.protocol},
+                                        {"host_addr", f.host_addr},
+                                        {"host_port", f.host_port},
+                                        {"guest_port", f.guest_port}});
+    o["forwards"] = std::move(forwards);
     // Describes a running process: nothing to keep across a power loss.
     write_file_atomically(dir.runtime_file(), json::serialize(o) + "\n",
                           std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
@@ -62,7 +69,21 @@ std::optional<runtime_info> read_runtime_info(const state_directory& dir) {
     info.started_at = field<std::int64_t>(*o, "started_at", 0);
     info.serial_log_offset = field<std::uint64_t>(*o, "serial_log_offset", 0);
     info.command_line = field<std::vector<std::string>>(*o, "command_line", {});
+    if (const auto* list = o->if_contains("forwards"); list && list->is_array())
+        for (const auto& item : list->as_array())
+            if (const auto* f = item.if_object())
+                info.forwards.push_back({field<std::string>(*f, "protocol", "tcp"),
+                                         field<std::string>(*f, "host_addr", ""),
+                                         field<std::uint16_t>(*f, "host_port", 0),
+                                         field<std::uint16_t>(*f, "guest_port", 0)});
     return info;
+}
+
+std::optional<forwarded_port> forward_to(const runtime_info& info, std::uint16_t guest_port) {
+    for (const auto& f : info.forwards)
+        if (f.protocol == "tcp" && f.guest_port == guest_port)
+            return f;
+    return std::nullopt;
 }
 
 void write_exit_record(const state_directory& dir, const exit_record& record) {

@@ -46,6 +46,12 @@ std::string settle_exit_record(const state_directory& dir, const runtime_info& r
 }
 
 std::string disk_name_of(std::string_view qdev) {
+    // The machine's own flash devices (firmware: uefi) have no id of ours: name them after
+    // their nodes, which is what the definition calls them.
+    if (qdev == "/machine/system.flash0")
+        return std::string(uefi_code_node);
+    if (qdev == "/machine/system.flash1")
+        return std::string(nvram_disk_name);
     // "/machine/peripheral/<id>/virtio-backend" or "/machine/peripheral/<id>"
     constexpr std::string_view prefix = "/machine/peripheral/";
     if (!qdev.starts_with(prefix))
@@ -110,6 +116,7 @@ vm_status query_status(const state_directory& dir, const connect_options& option
         st.started_at = runtime->started_at;
     }
     if (runtime && is_running(dir)) {
+        st.forwards = runtime->forwards;
         try {
             auto vm = vm_connection::open(dir, "status", options);
             auto status = vm.qmp().execute("query-status").as_object();

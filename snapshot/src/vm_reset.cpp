@@ -3,6 +3,7 @@
 #include "memory_state.hpp"
 #include "vm_context.hpp"
 
+#include <qmpkit/launcher/cloud_init.hpp>
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/internal/fault_point.hpp>
@@ -970,6 +971,8 @@ clone_result vm_reset::clone(const clone_request& request) {
             dir.create();
             made.push_back(dir);
             write_clone_marker(dir, vm_);
+            // The guest is the origin's, with the origin's authorized key and host keys.
+            launcher::copy_ssh_identity(state, dir);
             fs::create_directories(dir.reset_points());
             // The clone resets to its origin's point: same RAM, same frozen disks.
             fs::create_directory_symlink(point.ram.parent_path(), dir.reset_points() / point.name);

@@ -306,7 +306,8 @@ turbo: true
                   "/defs/vm.yaml:6:1: turbo: unknown key 'turbo' (expected one of: name, "
                   "machine, accel, cpus, memory, kernel, initrd, append, boot, firmware, nvram, "
                   "command_channel, "
-                  "guest_agent, vmgenid, disks, serial, network, extra_args, reset, security)");
+                  "guest_agent, vmgenid, disks, serial, network, cloud_init, extra_args, reset, "
+                  "security)");
     }
 }
 

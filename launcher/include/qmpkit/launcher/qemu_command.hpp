@@ -37,6 +37,11 @@ struct launch_paths {
     std::filesystem::path console_socket;
     std::filesystem::path shell_socket;
     std::filesystem::path agent_socket; // the guest agent's port (guest_agent: true)
+    // The cloud-init seed image (cloud_init:), built beforehand (make_cloud_init_seed).
+    std::filesystem::path cloud_init_seed;
+    // The host ports of network.forwards, in order: "auto" ones (0) resolved, the others as
+    // given (resolve_forward_ports). Empty: the definition's ports, which must not be "auto".
+    std::vector<std::uint16_t> forward_ports;
 };
 
 // A disk's two block nodes, protocol ("<node>-file") then format ("<node>"), as -blockdev and
@@ -70,7 +75,8 @@ std::string disk_device_id(const disk_definition& disk);
 inline constexpr int hotplug_port_count = 4;
 std::string hotplug_port_id(int index);
 
-// state_dir/serial.log, state_dir/console.sock, state_dir/shell.sock, state_dir/agent.sock.
+// state_dir/serial.log, state_dir/console.sock, state_dir/shell.sock, state_dir/agent.sock,
+// state_dir/cidata.iso.
 launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qmp_listen_fd);
 
 // The serial log qemu writes for this definition: its own serial.log_file, else paths.serial_log.

@@ -12,6 +12,16 @@
 
 namespace qmpkit::launcher {
 
+// A host port forwarded to the guest (network.forwards), with "auto" resolved.
+struct forwarded_port {
+    std::string protocol; // "tcp" or "udp"
+    std::string host_addr;
+    std::uint16_t host_port = 0;
+    std::uint16_t guest_port = 0;
+
+    friend bool operator==(const forwarded_port&, const forwarded_port&) = default;
+};
+
 // runtime.json, written once qemu answers on QMP.
 struct runtime_info {
     pid_t qemu_pid = -1;
@@ -21,7 +31,11 @@ struct runtime_info {
     std::int64_t started_at = 0;
     std::uint64_t serial_log_offset = 0; // where this boot's console output starts
     std::vector<std::string> command_line;
+    std::vector<forwarded_port> forwards; // this qemu's, in the definition's order
 };
+
+// The host port this qemu forwards to `guest_port` (tcp), if any.
+std::optional<forwarded_port> forward_to(const runtime_info& info, std::uint16_t guest_port);
 
 // exit.json, written by the supervisor when qemu has ended.
 struct exit_record {

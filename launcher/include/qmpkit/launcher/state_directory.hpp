@@ -37,6 +37,9 @@ public:
     // Held by whoever talks to the guest: the one client of its agent or command channel, and
     // the clock setting after a reset (see vm_agent.hpp).
     std::filesystem::path guest_lock() const { return dir_ / "guest.lock"; }
+    // cloud_init: the seed image and the VM's SSH key pair and known_hosts (cloud_init.hpp).
+    std::filesystem::path cloud_init_seed() const { return dir_ / "cidata.iso"; }
+    std::filesystem::path ssh_directory() const { return dir_ / "ssh"; }
     // Reset points (reset/<name>/) and the RAM of a VM with file-backed memory. The RAM lives on
     // /dev/shm where there is one: a file on disk would have its dirty pages written back.
     std::filesystem::path reset_points() const { return dir_ / "reset"; }

@@ -3,6 +3,7 @@
 // What users do to a VM by name: status, shutdown, destroy, disks, live attach and detach, and
 // waiting for the guest's ready marker.
 
+#include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 #include <qmpkit/launcher/vm_connection.hpp>
 #include <qmpkit/launcher/vm_definition.hpp>
@@ -28,8 +29,9 @@ struct vm_status {
     std::uint64_t memory = 0;
     std::int64_t started_at = 0;
     std::filesystem::path state_dir;
-    std::vector<std::string> log_tail; // qemu's last words when it crashed
-    std::string standby;               // what a ready standby qemu waits for; empty: none
+    std::vector<std::string> log_tail;    // qemu's last words when it crashed
+    std::string standby;                  // what a ready standby qemu waits for; empty: none
+    std::vector<forwarded_port> forwards; // while it runs
 };
 
 // Never throws for a VM that merely is not running; `state` says so.

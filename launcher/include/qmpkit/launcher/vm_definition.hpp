@@ -94,6 +94,7 @@ struct serial_definition {
 struct port_forward {
     forward_protocol protocol = forward_protocol::tcp;
     std::string host_addr = "127.0.0.1";
+    // 0: "auto", a free port picked each time qemu starts (runtime_info::forwards says which).
     std::uint16_t host_port = 0;
     std::uint16_t guest_port = 0;
 
@@ -106,6 +107,23 @@ struct network_definition {
     std::string mac{}; // the loader sets default_mac_address(name) when the YAML leaves it out
 
     friend bool operator==(const network_definition&, const network_definition&) = default;
+};
+
+// cloud_init: the guest is seeded through cloud-init's NoCloud data source, a read-only disk
+// labelled "cidata" that qmpkit builds when the VM starts (and again only when its inputs
+// change). The VM's own SSH key (made on first start, see ssh_identity) is always authorized for
+// `user`, so `qmpkit ssh` works without setup.
+struct cloud_init_definition {
+    std::string user = "qmpkit"; // made with passwordless sudo; the user `qmpkit ssh` logs in as
+    std::string hostname{};      // the loader sets the VM's name when the YAML leaves it out
+    std::vector<std::string> ssh_authorized_keys{}; // authorized besides the VM's own key
+    // Passed to the guest as they are: user_data replaces the user-data qmpkit would write (the
+    // VM's key still reaches the default user through meta-data's public-keys), network_config
+    // is cloud-init's network configuration (version 1 or 2).
+    std::optional<std::filesystem::path> user_data{};
+    std::optional<std::filesystem::path> network_config{};
+
+    friend bool operator==(const cloud_init_definition&, const cloud_init_definition&) = default;
 };
 
 // reset: {strategy: auto|loadvm|template|standby}. template and standby keep the VM's RAM in a
@@ -155,6 +173,7 @@ struct vm_definition {
     std::vector<disk_definition> disks{};
     serial_definition serial{};
     std::optional<network_definition> network{};
+    std::optional<cloud_init_definition> cloud_init{};
     std::vector<std::string> extra_args{};
     security_definition security{};
 
@@ -183,6 +202,8 @@ inline constexpr std::string_view uefi_vars_template = "/usr/share/OVMF/OVMF_VAR
 // The name and node name of the variable store's disk, and the node name of the code.
 inline constexpr std::string_view nvram_disk_name = "nvram";
 inline constexpr std::string_view uefi_code_node = "firmware-code";
+// The cloud-init seed's disk: its node name, and the serial the guest sees.
+inline constexpr std::string_view cloud_init_seed_node = "cidata";
 
 // The UEFI variable store among def.disks (bus pflash); nullptr with BIOS firmware.
 const disk_definition* nvram_disk(const vm_definition& def) noexcept;

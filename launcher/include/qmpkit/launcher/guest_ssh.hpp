@@ -1,0 +1,31 @@
+#pragma once
+
+// Logging in to a guest with ssh: the VM's own key (cloud_init.hpp), its forwarded port 22 as
+// this qemu has it (runtime_info::forwards, so it follows the VM through resets and clones), and
+// a known_hosts of its own.
+
+#include <qmpkit/launcher/state_directory.hpp>
+
+#include <chrono>
+#include <string>
+#include <vector>
+
+namespace qmpkit::launcher {
+
+struct ssh_target {
+    std::string user;                 // empty: the definition's cloud_init.user
+    std::vector<std::string> command; // empty: an interactive login
+};
+
+// The ssh argv (binary first) for a running VM. It never asks for a password (BatchMode) and
+// accepts the guest's host key the first time, then insists on it; the known_hosts entry is
+// named after the VM, not the port, which changes from qemu to qemu. Throws launcher::error,
+// saying what to add, for a VM without a key (no cloud_init) or without a forward to port 22.
+std::vector<std::string> ssh_command(const state_directory& dir, const ssh_target& target);
+
+// Runs `ssh ... true` until it succeeds (the guest's sshd is up and takes the key) or `timeout`
+// passes (launcher::error, kind timed_out, with ssh's last complaint).
+void wait_for_ssh(const state_directory& dir, const std::string& user,
+                  std::chrono::milliseconds timeout);
+
+} // namespace qmpkit::launcher

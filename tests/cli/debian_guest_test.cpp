@@ -1,0 +1,310 @@
+// A real distribution end to end: the Debian 12 guest (scripts/build-debian-guest) booted from
+// its own disk with UEFI firmware, seeded by cloud-init, driven with qmpkit ssh, cp and exec, and
+// snapshotted with its UEFI variable store, under TCG.
+//
+// Booting it takes a minute or more here, so one VM serves every case, in order; the cases
+// leave it running.
+
+#include "cli_suite.hpp"
+#include "debian_guest.hpp"
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <set>
+#include <sys/stat.h>
+
+namespace {
+
+using namespace qmpkit;
+using namespace std::chrono_literals;
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+constexpr const char* vm = "deb";
+
+class debian_guest_test : public test::cli_suite {
+protected:
+    static void SetUpTestSuite() {
+        if (!open_suite())
+            return;
+        const auto started = std::chrono::steady_clock::now();
+        auto def = test::write_debian_guest(vm, scratch());
+        auto r = qmpkit({"start", def.string()});
+        ASSERT_EQ(r.code, 0) << r.out << r.err;
+        // cloud-init has run once ssh lets the VM's key in: the key came from the seed.
+        r = qmpkit({"ssh", vm, "--wait", "600", "--", "true"});
+        ASSERT_EQ(r.code, 0) << r.out << r.err << console_tail();
+        std::cerr << "[ debian ] ssh in after "
+                  << std::chrono::duration_cast<std::chrono::seconds>(
+                         std::chrono::steady_clock::now() - started)
+                         .count()
+                  << " s\n";
+    }
+
+    static void TearDownTestSuite() { close_suite(); }
+
+    static std::string console_tail() {
+        auto r = qmpkit({"console", vm, "--log", "--lines", "40"});
+        return "\nconsole:\n" + r.out;
+    }
+
+    // `qmpkit ssh VM -- sh -c COMMAND`; a failure fails the test. Returns the output.
+    static std::string ssh(const std::string& command) {
+        auto r = qmpkit({"ssh", vm, "--", "sh", "-c", "'" + command + "'"});
+        EXPECT_EQ(r.code, 0) << command << ": " << r.out << r.err;
+        return r.out;
+    }
+
+    // A shell command as root through the guest agent (no ssh, no quoting beyond sh -c's).
+    static std::string root(const std::string& command) {
+        auto r = qmpkit({"exec", vm, "--", "sh", "-c", command});
+        EXPECT_EQ(r.code, 0) << command << ": " << r.out << r.err;
+        return r.out;
+    }
+
+    static fs::path nvram() { return scratch() / (std::string(vm) + "-nvram.qcow2"); }
+    static fs::path system_disk() { return scratch() / (std::string(vm) + "-system.qcow2"); }
+
+    // The file a disk of a running VM writes to now (`disks --json`).
+    static fs::path active_file(const std::string& name, const std::string& disk) {
+        auto r = qmpkit({"--json", "disks", name});
+        EXPECT_EQ(r.code, 0) << r.err;
+        const auto disks = json::parse(r.out);
+        for (const auto& d : disks.as_array())
+            if (d.at("disk").as_string() == disk)
+                return std::string(d.at("file").as_string());
+        ADD_FAILURE() << "VM " << name << " has no disk " << disk << ": " << r.out;
+        return {};
+    }
+
+    // The kernel's complaints about ext4 since boot; empty when there are none.
+    static std::string ext4_errors() {
+        return root("dmesg --level=emerg,alert,crit,err | grep -i ext4 || true");
+    }
+
+    // The host port a running VM forwards to its port 22.
+    static std::int64_t ssh_port(const std::string& name) {
+        auto r = qmpkit({"--json", "status", name});
+        EXPECT_EQ(r.code, 0) << r.err;
+        const auto status = json::parse(r.out);
+        for (const auto& f : status.at("forwards").as_array())
+            if (f.at("guest_port").as_int64() == 22)
+                return f.at("host_port").as_int64();
+        ADD_FAILURE() << name << " forwards nothing to port 22: " << r.out;
+        return 0;
+    }
+};
+
+// An EFI variable of our own (any vendor GUID will do). efivarfs shows it as a file whose first
+// four bytes are its attributes (7: non-volatile, boot and runtime access), then its value.
+constexpr const char* efi_variable =
+    "/sys/firmware/efi/efivars/QmpkitMarker-5b3c6a8e-2f1d-4e8a-9c4b-7d2e1f0a9b3c";
+
+std::string set_efi_variable(const std::string& value) {
+    const std::string v = efi_variable;
+    // efivarfs makes existing variables immutable: chattr -i lets root write one again.
+    return "{ test ! -e " + v + " || chattr -i " + v + "; } && printf '\\007\\000\\000\\000" +
+           value + "' > " + v;
+}
+
+std::string read_efi_variable() {
+    const std::string v = efi_variable;
+    // Through a pipe: efivarfs files do not seek.
+    return "if test -e " + v + "; then cat " + v + " | tail -c +5; else echo none; fi";
+}
+
+TEST_F(debian_guest_test, boots_with_uefi_and_applies_the_cloud_init_seed) {
+    EXPECT_EQ(ssh("test -d /sys/firmware/efi && echo uefi"), "uefi\n");
+    EXPECT_EQ(ssh("hostname"), std::string(vm) + "\n");
+    EXPECT_EQ(ssh("id -un"), "qmpkit\n");
+    EXPECT_EQ(ssh("sudo -n id -u"), "0\n");
+    // cloud-init finished without errors.
+    EXPECT_NE(ssh("cloud-init status --wait").find("done"), std::string::npos);
+
+    // The variable store is the VM's own, a qcow2 image made from OVMF's empty one.
+    auto r = qmpkit({"--json", "disk", "info", nvram().string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"qcow2\""), std::string::npos) << r.out;
+
+    // The agent runs programs as root, with their output and exit code.
+    r = qmpkit({"exec", vm, "--", "cat", "/etc/hostname"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, std::string(vm) + "\n");
+}
+
+TEST_F(debian_guest_test, ssh_passes_the_exit_code_through_and_status_shows_the_port) {
+    auto r = qmpkit({"ssh", vm, "--", "exit", "7"});
+    EXPECT_EQ(r.code, 7) << r.err;
+
+    r = qmpkit({"--json", "status", vm});
+    ASSERT_EQ(r.code, 0) << r.err;
+    const auto status = json::parse(r.out).as_object();
+    const auto& forwards = status.at("forwards").as_array();
+    ASSERT_EQ(forwards.size(), 1u) << r.out;
+    EXPECT_EQ(forwards[0].at("guest_port").as_int64(), 22);
+    EXPECT_GT(forwards[0].at("host_port").as_int64(), 0);
+}
+
+// The SHA-256 of a host file, by sha256sum.
+std::string sha256_of(const fs::path& file) {
+    std::string out;
+    FILE* pipe = ::popen(("sha256sum '" + file.string() + "'").c_str(), "r");
+    char buffer[256];
+    while (pipe && std::fgets(buffer, sizeof buffer, pipe))
+        out += buffer;
+    if (pipe)
+        ::pclose(pipe);
+    return out.substr(0, out.find(' '));
+}
+
+TEST_F(debian_guest_test, cp_copies_files_both_ways_byte_for_byte_with_their_mode) {
+    // Several MiB, so the copy takes many agent round trips, and not a whole number of chunks.
+    const auto local = scratch() / "payload.bin";
+    {
+        std::mt19937_64 random(42);
+        std::ofstream out(local, std::ios::binary);
+        for (int i = 0; i < 6 * 1024 * 1024 / 8; ++i) {
+            const auto word = random();
+            out.write(reinterpret_cast<const char*>(&word), sizeof word);
+        }
+        out.write("tail", 4);
+    }
+    fs::permissions(local, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read);
+    const auto expected = sha256_of(local);
+    ASSERT_EQ(expected.size(), 64u);
+
+    auto r = qmpkit({"cp", local.string(), std::string(vm) + ":/tmp/"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(root("sha256sum /tmp/payload.bin | cut -d' ' -f1"), expected + "\n");
+    EXPECT_EQ(root("stat -c %a /tmp/payload.bin"), "640\n");
+    EXPECT_EQ(root("ls /tmp | grep -c qmpkit-part || true"), "0\n");
+
+    const auto back_dir = scratch() / "back";
+    fs::create_directories(back_dir);
+    r = qmpkit({"--json", "cp", std::string(vm) + ":/tmp/payload.bin", back_dir.string()});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(json::parse(r.out).at("bytes").as_int64(), 6 * 1024 * 1024 + 4);
+    const auto back = back_dir / "payload.bin";
+    EXPECT_EQ(sha256_of(back), expected);
+    struct stat st {};
+    ASSERT_EQ(::stat(back.c_str(), &st), 0);
+    EXPECT_EQ(st.st_mode & 07777, 0640u);
+
+    // A missing path on either side is named, and nothing is left behind.
+    r = qmpkit({"cp", (scratch() / "nope").string(), std::string(vm) + ":/tmp/"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("cannot read host file"), std::string::npos) << r.err;
+    r = qmpkit({"cp", std::string(vm) + ":/nonexistent/file", back_dir.string()});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("/nonexistent/file"), std::string::npos) << r.err;
+    r = qmpkit({"cp", local.string(), std::string(vm) + ":/nonexistent/dir/x"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("/nonexistent/dir/x"), std::string::npos) << r.err;
+    EXPECT_EQ(std::distance(fs::directory_iterator(back_dir), fs::directory_iterator()), 1);
+    EXPECT_EQ(root("ls /nonexistent /tmp 2>/dev/null | grep -c qmpkit-part || true"), "0\n");
+}
+
+TEST_F(debian_guest_test, an_internal_snapshot_brings_back_files_and_efi_variables) {
+    root(set_efi_variable("before"));
+    root("echo kept > /root/kept; rm -f /root/after; sync");
+    auto r = qmpkit({"snapshot", "create", vm, "clean"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    // The variable store holds the snapshot too: a savevm that left it out could not be loaded.
+    r = qmpkit({"--json", "disk", "info", nvram().string()});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("\"clean\""), std::string::npos) << r.out;
+
+    // Changes as root on ext4 and in the firmware's variables.
+    root(set_efi_variable("after"));
+    EXPECT_EQ(root(read_efi_variable()), "after");
+    root("echo written-after > /root/after; echo changed > /root/kept; sync");
+
+    r = qmpkit({"snapshot", "revert", vm, "clean"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(root(read_efi_variable()), "before");
+    EXPECT_EQ(root("cat /root/kept"), "kept\n");
+    EXPECT_EQ(root("test -e /root/after && echo survived || echo gone"), "gone\n");
+    EXPECT_EQ(ext4_errors(), "");
+    r = qmpkit({"ssh", vm, "--wait", "60", "--", "true"});
+    EXPECT_EQ(r.code, 0) << "ssh after the revert: " << r.err;
+
+    r = qmpkit({"snapshot", "delete", vm, "clean"});
+    EXPECT_EQ(r.code, 0) << r.err;
+}
+
+TEST_F(debian_guest_test, a_quiesced_external_snapshot_freezes_ext4_for_real) {
+    root("echo in-the-snapshot > /root/quiesced");
+    auto r = qmpkit({"snapshot", "create", vm, "q1", "--disk-only", "--quiesce"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    // The layer the snapshot froze is a clean file system, journal and all: fsfreeze wrote
+    // everything out. Without it, e2fsck would find a journal to recover.
+    const auto check = test::check_root_filesystem(system_disk(), scratch());
+    EXPECT_EQ(check.exit_code, 0) << check.output;
+    EXPECT_EQ(check.output.find("recovery"), std::string::npos) << check.output;
+    // The guest was thawed: it writes again.
+    EXPECT_EQ(root("echo after > /root/thawed && cat /root/quiesced"), "in-the-snapshot\n");
+    EXPECT_EQ(root("fsfreeze --unfreeze / 2>&1 || true").find("Device or resource busy"),
+              std::string::npos);
+
+    r = qmpkit({"snapshot", "delete", vm, "q1"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(active_file(vm, "system"), system_disk()) << "the overlay was merged back";
+}
+
+TEST_F(debian_guest_test, standby_resets_bring_back_the_reset_point_and_ssh_answers) {
+    root("rm -f /root/dirty; sync");
+    auto r = qmpkit({"reset-point", "create", vm, "rp"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    for (int round = 0; round < 3; ++round) {
+        root("echo dirty > /root/dirty; sync");
+        r = qmpkit({"--json", "reset", vm, "rp"});
+        ASSERT_EQ(r.code, 0) << r.out << r.err;
+        EXPECT_EQ(json::parse(r.out).at("strategy").as_string(), "standby") << r.out;
+        EXPECT_EQ(root("test -e /root/dirty && echo dirty || echo clean"), "clean\n");
+        // The forward follows the VM to its new qemu.
+        r = qmpkit({"ssh", vm, "--wait", "60", "--", "true"});
+        EXPECT_EQ(r.code, 0) << "ssh after reset " << round << ": " << r.err;
+    }
+    EXPECT_EQ(ext4_errors(), "");
+}
+
+TEST_F(debian_guest_test, clones_answer_ssh_each_on_its_own_port) {
+    auto r = qmpkit({"--json", "clone", vm, "--count", "2"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    std::vector<std::string> clones;
+    const auto made = json::parse(r.out);
+    for (const auto& n : made.at("clones").as_array())
+        clones.emplace_back(n.as_string());
+    ASSERT_EQ(clones.size(), 2u);
+    std::set<std::int64_t> ports{ssh_port(vm)};
+    for (const auto& c : clones) {
+        ports.insert(ssh_port(c));
+        r = qmpkit({"ssh", c, "--wait", "60", "--", "echo", "mine", ">", "/tmp/only-here"});
+        EXPECT_EQ(r.code, 0) << c << ": " << r.err;
+    }
+    EXPECT_EQ(ports.size(), 3u) << "two VMs forward the same host port";
+    r = qmpkit({"ssh", vm, "--", "test", "-e", "/tmp/only-here"});
+    EXPECT_EQ(r.code, 1) << "a clone's write is seen in its origin";
+    for (const auto& c : clones) {
+        EXPECT_EQ(qmpkit({"destroy", c}).code, 0);
+        EXPECT_EQ(qmpkit({"remove", c}).code, 0);
+    }
+}
+
+// Last: the VM is off afterwards.
+TEST_F(debian_guest_test, shuts_down_cleanly_through_the_agent_leaving_a_clean_file_system) {
+    const auto disk = active_file(vm, "system");
+    auto r = qmpkit({"shutdown", vm, "--timeout", "120"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_NE(r.out.find("guest-shutdown"), std::string::npos) << r.out;
+    r = qmpkit({"--json", "status", vm});
+    EXPECT_EQ(json::parse(r.out).at("state").as_string(), "shutoff") << r.out;
+    const auto check = test::check_root_filesystem(disk, scratch());
+    EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
+} // namespace
