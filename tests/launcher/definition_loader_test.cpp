@@ -311,6 +311,48 @@ disks:
     EXPECT_EQ(nvram_disk(load_definition_from_string("name: vm\n", "/defs/vm.yaml")), nullptr);
 }
 
+TEST(definition_loader, cloud_init_defaults_to_the_qmpkit_user_and_the_vms_name) {
+    auto def = load_definition_from_string("name: web-1\nboot: disk\ncloud_init: {}\n"
+                                           "disks: [{name: system, file: s.qcow2}]\n",
+                                           "/defs/web.yaml");
+    ASSERT_TRUE(def.cloud_init);
+    EXPECT_EQ(def.cloud_init->user, "qmpkit");
+    EXPECT_EQ(def.cloud_init->hostname, "web-1");
+    EXPECT_TRUE(def.cloud_init->ssh_authorized_keys.empty());
+    EXPECT_FALSE(def.cloud_init->user_data);
+    expect_round_trip(def);
+    EXPECT_FALSE(load_definition_from_string("name: vm\n", "/defs/vm.yaml").cloud_init);
+}
+
+TEST(definition_loader, cloud_init_reads_every_field_with_paths_beside_the_file) {
+    auto def = load_definition_from_string(R"(name: web
+boot: disk
+disks: [{name: system, file: s.qcow2}]
+network:
+  forwards:
+    - {host_port: auto, guest_port: 22}
+    - {host_port: 8080, guest_port: 80}
+cloud_init:
+  user: ops
+  hostname: web.lab.example
+  ssh_authorized_keys: ["ssh-ed25519 AAAAC3Nza me@host"]
+  user_data: seed/user-data.yaml
+  network_config: /etc/lab/net.yaml
+)",
+                                           "/defs/web.yaml");
+    ASSERT_TRUE(def.cloud_init);
+    EXPECT_EQ(def.cloud_init->user, "ops");
+    EXPECT_EQ(def.cloud_init->hostname, "web.lab.example");
+    EXPECT_EQ(def.cloud_init->ssh_authorized_keys,
+              std::vector<std::string>{"ssh-ed25519 AAAAC3Nza me@host"});
+    EXPECT_EQ(def.cloud_init->user_data, fs::path("/defs/seed/user-data.yaml"));
+    EXPECT_EQ(def.cloud_init->network_config, fs::path("/etc/lab/net.yaml"));
+    ASSERT_TRUE(def.network);
+    EXPECT_EQ(def.network->forwards.at(0).host_port, 0) << "auto";
+    EXPECT_EQ(def.network->forwards.at(1).host_port, 8080);
+    expect_round_trip(def);
+}
+
 TEST(definition_loader, dump_keeps_names_that_look_like_other_types) {
     vm_definition def;
     def.name = "true";
