@@ -600,22 +600,32 @@ void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_de
                      std::optional<launcher::vm_lock> guest_lock = std::nullopt) {
     if (!def.guest_agent)
         return;
-    try {
-        qmp::guest_agent_options o;
-        o.sync_timeout = 2s;
-        o.command_timeout = 2s;
-        o.logger = logger;
-        auto session = guest_lock ? launcher::open_guest_agent(dir, def, o, std::move(*guest_lock))
-                                  : launcher::open_guest_agent(dir, def, o);
-        const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                             std::chrono::system_clock::now().time_since_epoch())
-                             .count();
-        session.agent.execute("guest-set-time", {{"time", now}});
-    } catch (const std::exception& e) {
-        if (logger)
-            logger->warn("VM '{}': the guest's clock was not set to the host's ({}); it runs "
-                         "from the reset point's time",
-                         dir.vm_name(), e.what());
+    // A second, longer try: several guests resumed at once under TCG (clones of a real
+    // distribution on two cores) can leave an agent silent for more than 2 s, and a guest left
+    // on the point's clock is worse than a clone that takes a few seconds more.
+    for (const auto timeout : {std::chrono::milliseconds(2s), std::chrono::milliseconds(6s)}) {
+        try {
+            qmp::guest_agent_options o;
+            o.sync_timeout = timeout;
+            o.command_timeout = timeout;
+            o.logger = logger;
+            // The caller's lock goes into the first try's session; a retry takes it anew.
+            auto lock = std::exchange(guest_lock, std::nullopt);
+            auto session = lock ? launcher::open_guest_agent(dir, def, o, std::move(*lock))
+                                : launcher::open_guest_agent(dir, def, o);
+            const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+            session.agent.execute("guest-set-time", {{"time", now}});
+            return;
+        } catch (const std::exception& e) {
+            if (timeout < 6s)
+                continue;
+            if (logger)
+                logger->warn("VM '{}': the guest's clock was not set to the host's ({}); it "
+                             "runs from the reset point's time",
+                             dir.vm_name(), e.what());
+        }
     }
 }
 
