@@ -149,7 +149,7 @@ struct ssh_options {
 int run_ssh(const context& ctx, const ssh_options& o) {
     auto dir = find_running_vm(ctx, o.vm);
     if (o.wait > 0)
-        launcher::wait_for_ssh(dir, o.user, milliseconds_of(o.wait));
+        launcher::wait_for_ssh(dir, milliseconds_of(o.wait));
     const auto argv = launcher::ssh_command(dir, {o.user, o.command});
     if (ctx.logger)
         ctx.logger->debug("running {}", launcher::describe(argv));
@@ -308,7 +308,7 @@ void register_guest_commands(CLI::App& app, context& ctx) {
     ssh->add_option("command", h->command, "command and arguments (after --)");
     ssh->add_option("-l,--user", h->user, "guest user (default: cloud_init.user)");
     ssh->add_option("--wait", h->wait,
-                    "seconds to wait for the guest's sshd to let the key in (default: no wait)")
+                    "seconds to wait for the guest's sshd to answer (default: no wait)")
         ->check(non_negative_number());
     ssh->callback([&ctx, h] { ctx.action = [&ctx, h] { return run_ssh(ctx, *h); }; });
 

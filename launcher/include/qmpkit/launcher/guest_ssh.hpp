@@ -23,9 +23,10 @@ struct ssh_target {
 // saying what to add, for a VM without a key (no cloud_init) or without a forward to port 22.
 std::vector<std::string> ssh_command(const state_directory& dir, const ssh_target& target);
 
-// Runs `ssh ... true` until it succeeds (the guest's sshd is up and takes the key) or `timeout`
-// passes (launcher::error, kind timed_out, with ssh's last complaint).
-void wait_for_ssh(const state_directory& dir, const std::string& user,
-                  std::chrono::milliseconds timeout);
+// Waits until the guest's sshd greets on the VM's forwarded port (its "SSH-2.0-..." line), or
+// `timeout` passes (launcher::error, kind timed_out). The greeting, not a login: a login costs
+// seconds of key exchange in a guest under TCG, and the caller logs in next anyway. With
+// cloud-init the key is in place by then: its init stage runs before sshd starts.
+void wait_for_ssh(const state_directory& dir, std::chrono::milliseconds timeout);
 
 } // namespace qmpkit::launcher
