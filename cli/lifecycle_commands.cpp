@@ -151,13 +151,7 @@ json::object status_json(const launcher::vm_status& st) {
         o["qemu_log_tail"] = json::value_from(st.log_tail);
     if (!st.standby.empty())
         o["standby"] = st.standby;
-    json::array forwards;
-    for (const auto& f : st.forwards)
-        forwards.push_back(json::object{{"protocol", f.protocol},
-                                        {"host_addr", f.host_addr},
-                                        {"host_port", f.host_port},
-                                        {"guest_port", f.guest_port}});
-    o["forwards"] = std::move(forwards);
+    o["forwards"] = json::value_from(st.forwards);
     return o;
 }
 

@@ -43,18 +43,19 @@ void write_runtime_info(const state_directory& dir, const runtime_info& info) {
                    {"qemu_version", info.qemu_version},
                    {"started_at", info.started_at},
                    {"serial_log_offset", info.serial_log_offset},
-                   {"command_line", json::value_from(info.command_line)}};
-    json::array forwards;
-    for (const auto& f : info.forwards)
-        forwards.push_back(json::object{{"protocol", f.protocol},
-                                        {"host_addr", f.host_addr},
-                                        {"host_port", f.host_port},
-                                        {"guest_port", f.guest_port}});
-    o["forwards"] = std::move(forwards);
+                   {"command_line", json::value_from(info.command_line)},
+                   {"forwards", json::value_from(info.forwards)}};
     // Describes a running process: nothing to keep across a power loss.
     write_file_atomically(dir.runtime_file(), json::serialize(o) + "\n",
                           std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
                           durability::atomic_only);
+}
+
+void tag_invoke(json::value_from_tag, json::value& out, const forwarded_port& port) {
+    out = json::object{{"protocol", port.protocol},
+                       {"host_addr", port.host_addr},
+                       {"host_port", port.host_port},
+                       {"guest_port", port.guest_port}};
 }
 
 std::optional<runtime_info> read_runtime_info(const state_directory& dir) {

@@ -4,6 +4,8 @@
 
 #include <qmpkit/launcher/state_directory.hpp>
 
+#include <boost/json/value_from.hpp>
+
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -21,6 +23,10 @@ struct forwarded_port {
 
     friend bool operator==(const forwarded_port&, const forwarded_port&) = default;
 };
+
+// As JSON ({"protocol", "host_addr", "host_port", "guest_port"}), for boost::json::value_from:
+// runtime.json and `qmpkit --json status` write the same object.
+void tag_invoke(boost::json::value_from_tag, boost::json::value& out, const forwarded_port& port);
 
 // runtime.json, written once qemu answers on QMP.
 struct runtime_info {
