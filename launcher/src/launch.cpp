@@ -199,9 +199,7 @@ bool is_running(const state_directory& dir) {
     if (!info || !process_alive(info->qemu_pid))
         return false;
     // A recycled pid would not be running qemu with this state directory's sockets.
-    std::ifstream cmdline("/proc/" + std::to_string(info->qemu_pid) + "/cmdline");
-    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
-    return args.find("qemu") != std::string::npos;
+    return process_command_line(info->qemu_pid).find("qemu") != std::string::npos;
 }
 
 launched_vm launch(const vm_definition& definition, const launch_options& options) {

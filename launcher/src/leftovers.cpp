@@ -3,6 +3,7 @@
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/leftovers.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/vm_lock.hpp>
 
@@ -27,8 +28,7 @@ std::vector<std::string> command_lines() {
         const auto name = it->path().filename().string();
         if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos)
             continue;
-        std::ifstream in(it->path() / "cmdline");
-        lines.emplace_back(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+        lines.push_back(process_command_line(std::stoi(name)));
     }
     return lines;
 }

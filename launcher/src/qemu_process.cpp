@@ -184,6 +184,30 @@ bool process_alive(pid_t pid) {
            text[close + 2] != 'X';
 }
 
+std::string process_command_line(pid_t pid) {
+    std::string args;
+    if (pid <= 0)
+        return args;
+    const int fd =
+        ::open(("/proc/" + std::to_string(pid) + "/cmdline").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return args;
+    char buffer[4096];
+    for (;;) {
+        const auto n = ::read(fd, buffer, sizeof buffer);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n < 0)
+                args.clear(); // gone mid-read: it no longer runs what it ran
+            break;
+        }
+        args.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return args;
+}
+
 bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout) {
     const int fd = detail::open_pidfd(pid);
     if (fd < 0)

@@ -46,9 +46,7 @@ std::optional<marker> read_marker(const fs::path& standby_dir) {
 bool is_standby_qemu(pid_t pid, const fs::path& standby_dir) {
     if (pid <= 0 || !process_alive(pid))
         return false;
-    std::ifstream cmdline("/proc/" + std::to_string(pid) + "/cmdline");
-    std::string args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
-    return args.find(standby_dir.string()) != std::string::npos;
+    return process_command_line(pid).find(standby_dir.string()) != std::string::npos;
 }
 
 } // namespace

@@ -324,9 +324,10 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
     auto processes_of = [](const std::filesystem::path& under) {
         int n = 0;
         for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-            std::ifstream in(e.path() / "cmdline");
-            std::string args((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
+            const auto name = e.path().filename().string();
+            if (name.find_first_not_of("0123456789") != std::string::npos)
+                continue;
+            const auto args = launcher::process_command_line(std::stoi(name));
             n += args.find("qemu-system") == 0 && args.find(under.string()) != std::string::npos;
         }
         return n;

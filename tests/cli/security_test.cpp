@@ -13,6 +13,7 @@
 #include "tiny_guest.hpp"
 
 #include <qmpkit/launcher/qemu_img.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 
@@ -135,7 +136,7 @@ protected:
 TEST_F(security_test, qemu_runs_sandboxed_as_the_run_as_user) {
     const auto pid = qemu_pid("sec");
     ASSERT_GT(pid, 0);
-    auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+    auto cmdline = launcher::process_command_line(pid);
     std::replace(cmdline.begin(), cmdline.end(), '\0', ' ');
     EXPECT_EQ(status_field(pid, "Seccomp"), "\t2") << "no seccomp filter";
     EXPECT_NE(cmdline.find("-sandbox on,obsolete=deny,elevateprivileges="), std::string::npos)
@@ -154,7 +155,7 @@ TEST_F(security_test, qemu_runs_sandboxed_as_the_run_as_user) {
     // The other VM keeps qmpkit's user, and the strictest filter.
     const auto other = qemu_pid("secx");
     EXPECT_EQ(status_field(other, "Uid").rfind("\t" + std::to_string(::geteuid()) + "\t", 0), 0u);
-    auto other_cmdline = read_file("/proc/" + std::to_string(other) + "/cmdline");
+    auto other_cmdline = launcher::process_command_line(other);
     EXPECT_NE(other_cmdline.find("elevateprivileges=deny"), std::string::npos);
 }
 
@@ -214,7 +215,7 @@ TEST_F(security_test, the_passphrase_is_in_no_argv_and_no_file_but_the_key) {
     for (const std::string vm : {"sec", "secx"}) {
         const auto pid = qemu_pid(vm);
         ASSERT_GT(pid, 0);
-        const auto cmdline = read_file("/proc/" + std::to_string(pid) + "/cmdline");
+        const auto cmdline = launcher::process_command_line(pid);
         EXPECT_EQ(cmdline.find(passphrase), std::string::npos) << vm;
         EXPECT_NE(cmdline.find(key_.string()), std::string::npos) << "qemu reads the key file";
     }

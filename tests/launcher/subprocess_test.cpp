@@ -1,4 +1,5 @@
 #include <qmpkit/launcher/error.hpp>
+#include <qmpkit/launcher/qemu_process.hpp>
 #include <qmpkit/launcher/subprocess.hpp>
 
 #include <gmock/gmock.h>
@@ -269,6 +270,31 @@ TEST(describe, quotes_only_what_a_shell_would_misread) {
     EXPECT_EQ(describe({"a b", "", "it's", "$HOME", "x;y", "*"}),
               "'a b' '' 'it'\\''s' '$HOME' 'x;y' '*'");
     EXPECT_EQ(describe({}), "");
+}
+
+// Processes come and go while /proc is scanned (the leftovers sweep, the running check): the
+// command line of one that has gone is empty, never an exception.
+TEST(process_command_line, is_the_argv_while_it_runs_and_empty_once_it_has_gone) {
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+        ::execlp("sleep", "sleep", "30", static_cast<char*>(nullptr));
+        ::_exit(127);
+    }
+    std::string args;
+    for (int i = 0; i < 200 && args.rfind("sleep", 0) != 0; ++i) {
+        args = process_command_line(child);
+        ::usleep(10000);
+    }
+    EXPECT_EQ(args, std::string("sleep\0"
+                                "30\0",
+                                9));
+    ::kill(child, SIGKILL);
+    ASSERT_EQ(::waitpid(child, nullptr, 0), child);
+    EXPECT_EQ(process_command_line(child), "");
+    EXPECT_EQ(process_command_line(0), "");
+    EXPECT_EQ(process_command_line(-1), "");
+    expect_no_children();
 }
 
 } // namespace

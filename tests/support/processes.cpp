@@ -1,5 +1,7 @@
 #include "processes.hpp"
 
+#include <qmpkit/launcher/qemu_process.hpp>
+
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -14,8 +16,7 @@ int processes_mentioning(const std::string& needle, const std::string& program) 
         const auto name = entry.path().filename().string();
         if (name.find_first_not_of("0123456789") != std::string::npos)
             continue;
-        std::ifstream in(entry.path() / "cmdline");
-        std::string args((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const auto args = launcher::process_command_line(std::stoi(name));
         std::string stat_text;
         std::ifstream stat(entry.path() / "stat");
         std::getline(stat, stat_text);
