@@ -101,6 +101,40 @@ void copy_ssh_identity(const state_directory& from, const state_directory& to) {
         fs::copy_file(source->known_hosts, ssh / "known_hosts", copy);
 }
 
+namespace {
+
+// shares[].mount: bootcmd runs at every boot, early; it puts the share's line into /etc/fstab
+// (replacing an older line of the same tag, so a changed mount point or option takes) and mounts
+// it. Later boots would mount it from fstab anyway; nofail keeps a boot going without it.
+void add_share_mounts(YAML::Emitter& out, const vm_definition& def) {
+    std::vector<std::string> scripts;
+    for (const auto& share : def.shares) {
+        if (share.mount.empty())
+            continue;
+        // The validator allows no blanks or quotes in the mount point, and tags are
+        // [A-Za-z0-9_.-]: single quotes suffice, and only '.' needs escaping in the pattern.
+        std::string pattern;
+        for (char c : share.tag)
+            pattern += c == '.' ? std::string("\\.") : std::string(1, c);
+        const auto line =
+            share.tag + " " + share.mount + " 9p " + share_mount_options(share) + ",nofail 0 0";
+        scripts.push_back("set -e; f=/etc/fstab; grep -v '^" + pattern +
+                          "[[:space:]]' $f >$f.qmpkit "
+                          "|| true; echo '" +
+                          line + "' >>$f.qmpkit; mv $f.qmpkit $f; mkdir -p '" + share.mount +
+                          "'; mountpoint -q '" + share.mount + "' || mount '" + share.mount + "'");
+    }
+    if (scripts.empty())
+        return;
+    out << YAML::Key << "bootcmd" << YAML::Value << YAML::BeginSeq;
+    for (const auto& script : scripts)
+        out << YAML::Flow << YAML::BeginSeq << "sh"
+            << "-c" << YAML::DoubleQuoted << script << YAML::EndSeq;
+    out << YAML::EndSeq;
+}
+
+} // namespace
+
 cloud_init_seed_files cloud_init_seed_contents(const vm_definition& def, std::string_view vm_key) {
     if (!def.cloud_init)
         throw error("VM '" + def.name + "' has no cloud_init section");
@@ -125,6 +159,7 @@ cloud_init_seed_files cloud_init_seed_contents(const vm_definition& def, std::st
         // cloud-init restart sshd in its config stage, which drops the connections of whoever
         // logged in as soon as the key was in place.
         out << YAML::EndSeq << YAML::EndMap << YAML::EndSeq;
+        add_share_mounts(out, def);
         out << YAML::EndMap;
         files.user_data = std::string("#cloud-config\n") + out.c_str() + "\n";
     }

@@ -26,9 +26,10 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view root_keys[] = {
-    "name",   "machine", "accel",    "cpus",       "memory",          "kernel",      "initrd",
-    "append", "boot",    "firmware", "nvram",      "command_channel", "guest_agent", "vmgenid",
-    "disks",  "serial",  "network",  "cloud_init", "extra_args",      "reset",       "security"};
+    "name",        "machine",    "accel", "cpus",     "memory",  "kernel",
+    "initrd",      "append",     "boot",  "firmware", "nvram",   "command_channel",
+    "guest_agent", "vmgenid",    "disks", "serial",   "network", "cloud_init",
+    "shares",      "extra_args", "reset", "security"};
 constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",      "backing",
                                           "bus",  "read_only", "cache",  "node_name", "encryption"};
 constexpr std::string_view encryption_keys[] = {"format", "key_file"};
@@ -38,6 +39,7 @@ constexpr std::string_view reset_keys[] = {"strategy"};
 constexpr std::string_view network_keys[] = {"mode", "forwards", "mac"};
 constexpr std::string_view cloud_init_keys[] = {"user", "hostname", "ssh_authorized_keys",
                                                 "user_data", "network_config"};
+constexpr std::string_view share_keys[] = {"tag", "path", "read_only", "mount"};
 constexpr std::string_view forward_keys[] = {"protocol", "host_addr", "host_port", "guest_port"};
 
 std::string join(std::string_view parent, std::string_view key) {
@@ -249,6 +251,7 @@ private:
     void parse_network(const YAML::Node& node, network_definition& network);
     void parse_forward(const YAML::Node& node, const std::string& field, port_forward& forward);
     void parse_cloud_init(const YAML::Node& node, cloud_init_definition& cloud_init);
+    void parse_share(const YAML::Node& node, const std::string& field, share_definition& share);
 
     source_map& sources_;
     fs::path base_dir_;
@@ -499,6 +502,14 @@ void parser::parse(const YAML::Node& root, vm_definition& def) {
         if (cloud_init.hostname.empty())
             cloud_init.hostname = def.name;
     }
+    if (auto n = f->get("shares"); present(n) && expect_list(n, "shares", "shares")) {
+        std::size_t i = 0;
+        for (const auto& item : n) {
+            auto field = indexed("shares", i++);
+            record(field, item, n.Mark());
+            parse_share(item, field, def.shares.emplace_back());
+        }
+    }
     if (auto n = f->get("extra_args"); present(n) && expect_list(n, "extra_args", "strings")) {
         std::size_t i = 0;
         for (const auto& item : n) {
@@ -714,6 +725,29 @@ void parser::parse_cloud_init(const YAML::Node& node, cloud_init_definition& clo
         cloud_init.user_data = read_path(n, "cloud_init.user_data");
     if (auto n = f->get("network_config"); present(n))
         cloud_init.network_config = read_path(n, "cloud_init.network_config");
+}
+
+void parser::parse_share(const YAML::Node& node, const std::string& field,
+                         share_definition& share) {
+    auto f = read_map(node, field, share_keys);
+    if (!f)
+        return;
+    for (auto [key, value] : {std::pair{"tag", &share.tag}, std::pair{"mount", &share.mount}})
+        if (auto n = f->get(key); present(n)) {
+            if (auto v = read_string(n, join(field, key)))
+                *value = *v;
+        } else if (value == &share.tag) {
+            fail(join(field, key), "required field is missing");
+        }
+    if (auto n = f->get("path"); present(n)) {
+        if (auto p = read_path(n, join(field, "path")))
+            share.path = *p;
+    } else {
+        fail(join(field, "path"), "required field is missing");
+    }
+    if (auto n = f->get("read_only"); present(n))
+        if (auto v = read_bool(n, join(field, "read_only")))
+            share.read_only = *v;
 }
 
 // Where the root node of one YAML document is.
@@ -939,6 +973,20 @@ std::string dump_definition(const vm_definition& def) {
         if (ci.network_config)
             emit_path(out, "network_config", *ci.network_config);
         out << YAML::EndMap;
+    }
+
+    if (!def.shares.empty()) {
+        out << YAML::Key << "shares" << YAML::Value << YAML::BeginSeq;
+        for (const auto& share : def.shares) {
+            out << YAML::BeginMap;
+            emit_string(out, "tag", share.tag);
+            emit_path(out, "path", share.path);
+            emit_plain(out, "read_only", share.read_only);
+            if (!share.mount.empty())
+                emit_string(out, "mount", share.mount);
+            out << YAML::EndMap;
+        }
+        out << YAML::EndSeq;
     }
 
     out << YAML::Key << "security" << YAML::Value << YAML::BeginMap;

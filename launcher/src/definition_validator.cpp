@@ -149,6 +149,7 @@ public:
         check_network();
         check_security();
         check_cloud_init();
+        check_shares();
         sort_by_position(diagnostics_);
         return std::move(diagnostics_);
     }
@@ -516,6 +517,50 @@ private:
                 fail("cloud_init", std::string(tool) +
                                        " not found (install Debian's genisoimage and "
                                        "openssh-client packages)");
+    }
+
+    void check_shares() {
+        std::map<std::string, std::size_t> tags;
+        std::map<std::string, std::size_t> mounts;
+        for (std::size_t i = 0; i < def_.shares.size(); ++i) {
+            const auto& share = def_.shares[i];
+            const auto field = "shares[" + std::to_string(i) + "]";
+            if (!share.tag.empty() && !valid_identifier(share.tag, 31, true, "_.-"))
+                fail(field + ".tag", "invalid tag '" + share.tag +
+                                         "': use up to 31 letters, digits, '_', '.' or '-'");
+            else if (auto [it, added] = tags.emplace(share.tag, i); !added)
+                fail(field + ".tag", "tag '" + share.tag + "' is also shares[" +
+                                         std::to_string(it->second) + "]'s");
+            if (!share.mount.empty()) {
+                // An fstab field: no blanks; absolute, and not a directory the system needs.
+                if (share.mount.front() != '/' ||
+                    share.mount.find_first_of(" \t\n\\'\"") != std::string::npos ||
+                    fs::path(share.mount).lexically_normal() == "/")
+                    fail(field + ".mount",
+                         "'" + share.mount +
+                             "' is not a guest directory (an absolute path without blanks, "
+                             "quotes or backslashes, not /)");
+                else if (auto [it, added] = mounts.emplace(share.mount, i); !added)
+                    fail(field + ".mount", "'" + share.mount + "' is also shares[" +
+                                               std::to_string(it->second) + "]'s mount point");
+                if (!def_.cloud_init)
+                    fail(field + ".mount", "needs a cloud_init: section (cloud-init adds the "
+                                           "mount to the guest's fstab); without one, mount "
+                                           "the tag in the guest yourself");
+                else if (def_.cloud_init->user_data)
+                    fail(field + ".mount",
+                         "cloud_init.user_data replaces the user-data that would mount it: "
+                         "mount the tag from your own user-data instead");
+            }
+            if (!options_.check_files || share.path.empty())
+                continue;
+            std::error_code ec;
+            const auto status = fs::status(share.path, ec);
+            if (!fs::exists(status))
+                fail(field + ".path", "directory not found: " + quoted(share.path));
+            else if (!fs::is_directory(status))
+                fail(field + ".path", "not a directory: " + quoted(share.path));
+        }
     }
 
     const vm_definition& def_;

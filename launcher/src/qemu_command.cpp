@@ -160,6 +160,7 @@ public:
         add_disks();
         add_cloud_init_seed();
         add_network();
+        add_shares();
         add_kernel();
         argv_.insert(argv_.end(), def_.extra_args.begin(), def_.extra_args.end());
         return std::move(argv_);
@@ -326,6 +327,24 @@ private:
                     {"id", "net0"},
                     {"netdev", "net0"},
                     {"mac", def_.network->mac}});
+    }
+
+    // security_model=none: the guest's chown and chmod act on the host's files as far as the user
+    // qemu runs as may (failures are not reported to the guest); no xattrs, so the host sees
+    // plain files. multidevs=remap keeps inode numbers unique when the directory spans file
+    // systems.
+    void add_shares() {
+        for (std::size_t i = 0; i < def_.shares.size(); ++i) {
+            const auto& share = def_.shares[i];
+            const auto id = "share" + std::to_string(i);
+            add({"-fsdev", "local,id=" + id + ",path=" + escape_path(share.path) +
+                               ",security_model=none,multidevs=remap" +
+                               (share.read_only ? ",readonly=on" : "")});
+            add_device({{"driver", microvm_ ? "virtio-9p-device" : "virtio-9p-pci"},
+                        {"id", id + "-dev"},
+                        {"fsdev", id},
+                        {"mount_tag", share.tag}});
+        }
     }
 
     void add_kernel() {

@@ -4,6 +4,7 @@
 #include "memory_state.hpp"
 #include "operation_journal.hpp"
 #include "qmp_jobs.hpp"
+#include "share_mounts.hpp"
 #include "vm_check.hpp"
 #include "vm_context.hpp"
 
@@ -598,6 +599,11 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     }
     if (request.memory_file)
         journal.creates.push_back(record.memory_file);
+    // Before anything changes: a mounted 9p share would make qemu refuse to save the memory.
+    std::optional<detail::shares_unmounted> shares;
+    if (record.memory)
+        shares.emplace(ctx.dir, ctx.def, *ctx.qmp, "take a snapshot with memory",
+                       ctx.options->logger);
     detail::write_journal(ctx.dir, journal);
     const std::string step = external ? "snapshot.external" : "snapshot.save";
 
@@ -634,6 +640,8 @@ snapshot_record snapshot_manager::create(const create_request& request) {
         throw;
     }
     detail::remove_journal(ctx.dir);
+    if (shares)
+        shares->remount();
     if (request.halt && ctx.running())
         ctx.stop_vm();
     return record;
@@ -962,6 +970,9 @@ void snapshot_manager::revert(const std::string& name, const revert_request& req
     }
     detail::remove_journal(ctx.dir);
     remove_abandoned_overlays(ctx, before);
+    // The state was saved with the shares unmounted (share_mounts.hpp).
+    if (rec.memory && ctx.running() && ctx.state == vm_state::running)
+        detail::mount_declared_shares(ctx.dir, ctx.def, ctx.options->logger);
 }
 
 // --- delete ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 #include "free_space.hpp"
 #include "interrupted_operation.hpp"
 #include "memory_state.hpp"
+#include "share_mounts.hpp"
 #include "vm_context.hpp"
 
 #include <qmpkit/launcher/cloud_init.hpp>
@@ -617,6 +618,8 @@ void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_de
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
             session.agent.execute("guest-set-time", {{"time", now}});
+            // The point was saved with the shares unmounted (share_mounts.hpp).
+            detail::mount_declared_shares(session.agent, def, logger);
             return;
         } catch (const std::exception& e) {
             if (timeout < 6s)
@@ -776,6 +779,9 @@ reset_point vm_reset::create_point(const std::string& name) {
     // A killed qmpkit leaves the journal: the next reset (or `snapshot check --repair`) then
     // resumes the guest, switches the capability off, and keeps or takes back the overlays
     // from what qemu runs on (interrupted_operation.hpp).
+    // Before anything changes: a mounted 9p share would make qemu refuse to save the state.
+    detail::shares_unmounted shares(ctx.dir, ctx.def, qmp, "create a reset point",
+                                    ctx.options->logger);
     detail::write_journal(ctx.dir, journal);
     try {
         detail::ignore_shared_ram(qmp, true);

@@ -32,7 +32,17 @@ protected:
         if (!open_suite())
             return;
         const auto started = std::chrono::steady_clock::now();
-        auto def = test::write_debian_guest(vm, scratch());
+        fs::create_directories(share_dir());
+        fs::create_directories(read_only_dir());
+        { std::ofstream(read_only_dir() / "from-host") << "read me\n"; }
+        auto def = test::write_debian_guest(vm, scratch(),
+                                            "shares:\n"
+                                            "  - {tag: hostdata, path: " +
+                                                share_dir().string() +
+                                                ", mount: /mnt/host}\n"
+                                                "  - {tag: hostro, path: " +
+                                                read_only_dir().string() +
+                                                ", read_only: true, mount: /mnt/ro}\n");
         auto r = qmpkit({"start", def.string()});
         ASSERT_EQ(r.code, 0) << r.out << r.err;
         // cloud-init has run once ssh lets the VM's key in: the key came from the seed.
@@ -64,6 +74,13 @@ protected:
         auto r = qmpkit({"exec", vm, "--", "sh", "-c", command});
         EXPECT_EQ(r.code, 0) << command << ": " << r.out << r.err;
         return r.out;
+    }
+
+    static fs::path share_dir() { return scratch() / "share"; }
+    static fs::path read_only_dir() { return scratch() / "share-ro"; }
+    // Which of the shares the guest has mounted, as "hostdata hostro" (its /proc/mounts order).
+    static std::string mounted_shares() {
+        return root("awk '$3 == \"9p\" { printf \"%s \", $1 }' /proc/mounts");
     }
 
     static fs::path nvram() { return scratch() / (std::string(vm) + "-nvram.qcow2"); }
@@ -134,6 +151,59 @@ TEST_F(debian_guest_test, boots_with_uefi_and_applies_the_cloud_init_seed) {
     r = qmpkit({"exec", vm, "--", "cat", "/etc/hostname"});
     EXPECT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(r.out, std::string(vm) + "\n");
+}
+
+// shares[].mount: cloud-init put them into fstab and mounted them; 9p carries bytes both ways,
+// and a read-only share refuses writes in the guest.
+TEST_F(debian_guest_test, shares_are_mounted_by_tag_read_write_and_read_only) {
+    EXPECT_EQ(mounted_shares(), "hostdata hostro ");
+    EXPECT_NE(root("grep '^hostdata ' /etc/fstab"), "");
+    std::string data(3 * 1024 * 1024 + 5, '\0');
+    std::mt19937 random(12);
+    for (auto& c : data)
+        c = static_cast<char>(random());
+    { std::ofstream(share_dir() / "from-host", std::ios::binary) << data; }
+    const auto digest = root("sha256sum < /mnt/host/from-host");
+    EXPECT_EQ(root("wc -c < /mnt/host/from-host"), std::to_string(data.size()) + "\n");
+    root("cp /mnt/host/from-host /mnt/host/from-guest && sync");
+    std::ifstream back(share_dir() / "from-guest", std::ios::binary);
+    const std::string copied((std::istreambuf_iterator<char>(back)), {});
+    EXPECT_TRUE(copied == data) << "the guest's copy differs (" << copied.size() << " bytes)";
+    EXPECT_EQ(root("cat /mnt/ro/from-host"), "read me\n");
+    auto r = qmpkit({"exec", vm, "--", "sh", "-c", "touch /mnt/ro/nope"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("Read-only"), std::string::npos) << r.err;
+    EXPECT_FALSE(fs::exists(read_only_dir() / "nope"));
+    EXPECT_FALSE(digest.empty());
+}
+
+// qemu saves no memory while a 9p share is mounted: qmpkit unmounts the shares through the
+// agent for the snapshot and mounts them again; where the guest cannot unmount one (a process
+// works in it), the snapshot is refused before anything changes.
+TEST_F(debian_guest_test, a_memory_snapshot_unmounts_the_shares_or_is_refused_untouched) {
+    root("setsid sh -c 'cd /mnt/host && exec sleep 600' </dev/null >/dev/null 2>&1 &");
+    auto r = qmpkit({"snapshot", "create", vm, "busy"});
+    EXPECT_NE(r.code, 0) << r.out;
+    EXPECT_NE(r.err.find("share 'hostdata'"), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("/mnt/host"), std::string::npos) << r.err;
+    EXPECT_EQ(qmpkit({"--json", "snapshot", "list", vm}).out.find("\"busy\""), std::string::npos);
+    r = qmpkit({"--json", "status", vm});
+    EXPECT_EQ(json::parse(r.out).at("state").as_string(), "running") << r.out;
+    EXPECT_EQ(mounted_shares(), "hostdata hostro ") << "a share was left unmounted";
+    r = qmpkit({"--json", "disk", "info", nvram().string()});
+    EXPECT_EQ(r.out.find("\"busy\""), std::string::npos) << "a half-taken snapshot: " << r.out;
+    root("pkill -f '^sleep 600' || true");
+
+    r = qmpkit({"snapshot", "create", vm, "with-shares"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(mounted_shares(), "hostdata hostro ") << "not mounted again after the snapshot";
+    root("umount /mnt/ro");
+    r = qmpkit({"snapshot", "revert", vm, "with-shares"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    // The state was saved with both unmounted: the revert mounts them again.
+    EXPECT_EQ(mounted_shares(), "hostdata hostro ") << "not mounted again after the revert";
+    EXPECT_EQ(root("cat /mnt/ro/from-host"), "read me\n");
+    EXPECT_EQ(qmpkit({"snapshot", "delete", vm, "with-shares"}).code, 0);
 }
 
 TEST_F(debian_guest_test, ssh_passes_the_exit_code_through_and_status_shows_the_port) {
@@ -268,6 +338,8 @@ TEST_F(debian_guest_test, standby_resets_bring_back_the_reset_point_and_ssh_answ
         // The forward follows the VM to its new qemu.
         r = qmpkit({"ssh", vm, "--wait", "60", "--", "true"});
         EXPECT_EQ(r.code, 0) << "ssh after reset " << round << ": " << r.err;
+        // The point was taken with the shares unmounted; the reset mounts them again.
+        EXPECT_EQ(mounted_shares(), "hostdata hostro ") << "after reset " << round;
     }
     EXPECT_EQ(ext4_errors(), "");
 }

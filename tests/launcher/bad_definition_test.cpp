@@ -168,6 +168,20 @@ const bad_case bad_cases[] = {
     {"cloud_init_missing_user_data", head + "cloud_init: {user_data: nope.yaml}\n",
      "cloud_init.user_data", 3, 25, "file not found"},
     {"cloud_init_not_a_map", head + "cloud_init: yes\n", "cloud_init", 3, 13, "expected a map"},
+    {"share_bad_tag", head + "shares:\n  - {tag: 'a b', path: .}\n", "shares[0].tag", 4, 11,
+     "invalid tag 'a b'"},
+    {"share_same_tag", head + "shares:\n  - {tag: d, path: .}\n  - {tag: d, path: .}\n",
+     "shares[1].tag", 5, 11, "tag 'd' is also shares[0]'s"},
+    {"share_without_path", head + "shares:\n  - {tag: d}\n", "shares[0].path", 4, 5,
+     "required field is missing"},
+    {"share_missing_directory", head + "shares:\n  - {tag: d, path: nope}\n", "shares[0].path", 4,
+     20, "directory not found"},
+    {"share_of_a_file", head + "shares:\n  - {tag: d, path: vmlinuz}\n", "shares[0].path", 4, 20,
+     "not a directory"},
+    {"share_mount_relative", head + "cloud_init: {}\nshares:\n  - {tag: d, path: ., mount: mnt}\n",
+     "shares[0].mount", 5, 30, "'mnt' is not a guest directory"},
+    {"share_mount_without_cloud_init", head + "shares:\n  - {tag: d, path: ., mount: /mnt}\n",
+     "shares[0].mount", 4, 30, "needs a cloud_init: section"},
     {"disk_named_cidata",
      "name: vm\ncloud_init: {}\ndisks:\n  - {name: cidata, file: system.qcow2}\n", "disks[0].name",
      4, 12, "disk name 'cidata' is also used by the cloud-init seed"},
@@ -322,8 +336,8 @@ turbo: true
                   "/defs/vm.yaml:6:1: turbo: unknown key 'turbo' (expected one of: name, "
                   "machine, accel, cpus, memory, kernel, initrd, append, boot, firmware, nvram, "
                   "command_channel, "
-                  "guest_agent, vmgenid, disks, serial, network, cloud_init, extra_args, reset, "
-                  "security)");
+                  "guest_agent, vmgenid, disks, serial, network, cloud_init, shares, extra_args, "
+                  "reset, security)");
     }
 }
 

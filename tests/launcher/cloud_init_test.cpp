@@ -94,5 +94,41 @@ TEST(cloud_init_seed, files_named_by_the_definition_are_passed_through) {
     std::filesystem::remove_all(dir);
 }
 
+// shares[].mount: a boot command puts the share's line into fstab (in place of an older line of
+// the same tag) and mounts it; a share without a mount point is left to the guest.
+TEST(cloud_init_seed, declared_share_mounts_are_written_to_fstab_and_mounted_at_boot) {
+    auto def = load_definition_from_string("name: web\nboot: disk\n"
+                                           "disks: [{name: system, file: s.qcow2}]\n"
+                                           "cloud_init: {}\n"
+                                           "shares:\n"
+                                           "  - {tag: host.data, path: /srv, mount: /mnt/data}\n"
+                                           "  - {tag: ro, path: /opt, read_only: true, "
+                                           "mount: /mnt/ro}\n"
+                                           "  - {tag: manual, path: /tmp}\n",
+                                           "/defs/web.yaml");
+    const auto data = YAML::Load(cloud_init_seed_contents(def, vm_key).user_data);
+    ASSERT_TRUE(data["bootcmd"]) << cloud_init_seed_contents(def, vm_key).user_data;
+    ASSERT_EQ(data["bootcmd"].size(), 2u);
+    const auto first = data["bootcmd"][0];
+    ASSERT_EQ(first.size(), 3u);
+    EXPECT_EQ(first[0].as<std::string>(), "sh");
+    EXPECT_EQ(first[1].as<std::string>(), "-c");
+    const auto script = first[2].as<std::string>();
+    EXPECT_NE(script.find("grep -v '^host\\.data[[:space:]]' $f"), std::string::npos) << script;
+    EXPECT_NE(script.find("echo 'host.data /mnt/data 9p "
+                          "trans=virtio,version=9p2000.L,msize=524288,nofail 0 0'"),
+              std::string::npos)
+        << script;
+    EXPECT_NE(script.find("mountpoint -q '/mnt/data' || mount '/mnt/data'"), std::string::npos)
+        << script;
+    EXPECT_NE(data["bootcmd"][1][2].as<std::string>().find(
+                  "ro /mnt/ro 9p trans=virtio,version=9p2000.L,msize=524288,ro,nofail 0 0"),
+              std::string::npos);
+    // The instance-id changes with them, so that cloud-init applies a changed mount.
+    def.shares[0].mount = "/data";
+    EXPECT_NE(instance_id(cloud_init_seed_contents(def, vm_key)),
+              instance_id(cloud_init_seed_contents(web("{}"), vm_key)));
+}
+
 } // namespace
 } // namespace qmpkit::launcher

@@ -309,6 +309,28 @@ network:
                        "-kernel", "/k"}}));
 }
 
+TEST(qemu_command, shares_are_9p_exports_by_tag_read_only_where_asked) {
+    EXPECT_EQ(
+        command(R"(name: vm
+kernel: /k
+shares:
+  - {tag: data, path: /srv/data}
+  - {tag: src.tree, path: "src,v2", read_only: true}
+)"),
+        concat({prologue(),
+                {"-fsdev", "local,id=share0,path=/srv/data,security_model=none,multidevs=remap",
+                 "-device",
+                 R"({"driver":"virtio-9p-pci","id":"share0-dev","fsdev":"share0",)"
+                 R"("mount_tag":"data"})",
+                 "-fsdev",
+                 "local,id=share1,path=/defs/src,,v2,security_model=none,multidevs=remap,"
+                 "readonly=on",
+                 "-device",
+                 R"({"driver":"virtio-9p-pci","id":"share1-dev","fsdev":"share1",)"
+                 R"("mount_tag":"src.tree"})",
+                 "-kernel", "/k"}}));
+}
+
 TEST(qemu_command, network_without_forwards_uses_the_derived_mac) {
     auto args = command("name: vm\nkernel: /k\nnetwork: {}\n");
     EXPECT_NE(std::find(args.begin(), args.end(), "user,id=net0"), args.end());

@@ -126,6 +126,24 @@ struct cloud_init_definition {
     friend bool operator==(const cloud_init_definition&, const cloud_init_definition&) = default;
 };
 
+// shares[]: a host directory exported to the guest over virtio-9p (qemu's "local" file system
+// driver, security_model=none: files keep the host's owners and modes, and what the guest creates
+// belongs to the user qemu runs as). The guest mounts it by its tag:
+//   mount -t 9p -o trans=virtio,version=9p2000.L TAG DIR
+// or qmpkit has cloud-init add that mount to the guest's fstab (`mount`). qemu refuses savevm and
+// migration while the guest has a share mounted; see snapshot::share_mounts for how memory
+// snapshots, reset points and clones deal with that.
+struct share_definition {
+    std::string tag{};
+    std::filesystem::path path{};
+    bool read_only = false;
+    // Where cloud-init mounts it in the guest (from the first boot with this content on; needs
+    // cloud_init: without its own user_data). Empty: the guest mounts it itself.
+    std::string mount{};
+
+    friend bool operator==(const share_definition&, const share_definition&) = default;
+};
+
 // reset: {strategy: auto|loadvm|template|standby}. template and standby keep the VM's RAM in a
 // named file so that a reset point can save only the device state and map the RAM back
 // copy-on-write; loadvm works with plain RAM.
@@ -174,6 +192,7 @@ struct vm_definition {
     serial_definition serial{};
     std::optional<network_definition> network{};
     std::optional<cloud_init_definition> cloud_init{};
+    std::vector<share_definition> shares{};
     std::vector<std::string> extra_args{};
     security_definition security{};
 
@@ -189,6 +208,9 @@ std::string default_mac_address(std::string_view vm_name);
 
 // The encryption of the disk named `disk`, nullopt when it is not encrypted or not there.
 std::optional<disk_encryption> disk_key(const vm_definition& def, std::string_view disk);
+
+// The options a guest mounts a share with (also those of the fstab line cloud-init writes).
+std::string share_mount_options(const share_definition& share);
 
 // Field path of disks[index], for diagnostics: "disks[2]".
 std::string disk_field(std::size_t index);
