@@ -8,11 +8,13 @@
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/subprocess.hpp>
 
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <csignal>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -160,6 +162,62 @@ TEST_F(pool_test, four_workers_share_three_vms_and_every_lease_is_clean) {
     std::cout << "100 leases by 4 workers from a pool of " << pool_size << " in "
               << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms\n";
     EXPECT_TRUE(wait_all_free());
+}
+
+// The same from outside the guest: after a release, no byte of RAM (pmemsave of all of it) holds
+// what the holder wrote, and the member's disk reads as the point's image (qemu-img compare of
+// the chain it runs on against the frozen image below it). Both checks first see the writes, so
+// they can see them.
+TEST_F(pool_test, a_released_vm_is_clean_from_outside_in_ram_and_on_disk) {
+    const auto l = lease();
+    ASSERT_FALSE(l.empty());
+    const auto vm = vm_of(l);
+    const std::string token =
+        "qmpkit-lease-token-" +
+        std::to_string(std::chrono::steady_clock::now().time_since_epoch().count());
+    auto r = qmpkit({"shell", vm, "--",
+                     "echo " + token + " > /run/marker; echo " + token + " > /mnt/marker; sync"});
+    ASSERT_EQ(r.code, 0) << r.err;
+
+    const auto ram = scratch() / (vm + ".ram");
+    const auto ram_holds_token = [&] {
+        r = qmpkit({"qmp", vm, "query-memory-size-summary"});
+        EXPECT_EQ(r.code, 0) << r.err;
+        const auto size = json::parse(r.out).at("base-memory").to_number<std::int64_t>();
+        r = qmpkit({"qmp", vm, "pmemsave", "val=0", "size=" + std::to_string(size),
+                    "filename=" + ram.string()});
+        EXPECT_EQ(r.code, 0) << r.err;
+        std::ifstream in(ram, std::ios::binary);
+        const std::string bytes((std::istreambuf_iterator<char>(in)), {});
+        EXPECT_EQ(bytes.size(), static_cast<std::size_t>(size));
+        fs::remove(ram);
+        return bytes.find(token) != std::string::npos;
+    };
+    // The disk the member runs on, and the image of the point below it.
+    const auto disk_matches_point = [&] {
+        r = qmpkit({"--json", "disks", vm});
+        EXPECT_EQ(r.code, 0) << r.err;
+        std::string top;
+        const auto disks = json::parse(r.out);
+        for (const auto& d : disks.as_array())
+            if (d.at("disk").as_string() == "system")
+                top = d.at("file").as_string();
+        const auto info = launcher::run({"qemu-img", "info", "-U", "--output=json", top});
+        EXPECT_TRUE(info.ok()) << info.err;
+        const auto backing = json::parse(info.out).at("full-backing-filename").as_string();
+        const auto compare =
+            launcher::run({"qemu-img", "compare", "-U", "-q", top, std::string(backing)});
+        EXPECT_LE(compare.exit_code, 1) << compare.err; // 0 identical, 1 different, 2+ error
+        return compare.exit_code == 0;
+    };
+    EXPECT_TRUE(ram_holds_token()) << "pmemsave does not show what the guest wrote";
+    EXPECT_FALSE(disk_matches_point()) << "qemu-img compare does not show what the guest wrote";
+
+    r = qmpkit({"pool", "release", "p", vm, "--lease", std::string(l.at("lease").as_string())});
+    ASSERT_EQ(r.code, 0) << r.err;
+    ASSERT_TRUE(wait_all_free());
+    EXPECT_FALSE(ram_holds_token()) << vm << "'s RAM still holds the last holder's writes";
+    EXPECT_TRUE(disk_matches_point()) << vm << "'s disk differs from the reset point's";
 }
 
 TEST_F(pool_test, a_lapsed_lease_goes_back_to_the_pool_and_its_holder_cannot_release_it) {
