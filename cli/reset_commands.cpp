@@ -70,6 +70,7 @@ void register_reset_commands(CLI::App& app, context& ctx) {
         std::string vm, point, prefix;
         int count = 1;
         bool paused = false;
+        bool new_identity = false;
     };
     auto cl = std::make_shared<clone_options>();
     auto* clone = app.add_subcommand(
@@ -83,12 +84,17 @@ void register_reset_commands(CLI::App& app, context& ctx) {
     clone->add_option("--prefix", cl->prefix,
                       "clones are named PREFIX1, PREFIX2, ... (default: VM-clone-)");
     clone->add_flag("--paused", cl->paused, "leave them paused");
+    clone->add_flag(
+        "--new-identity", cl->new_identity,
+        "give each clone, through the guest agent, its own machine-id, SSH host keys and "
+        "host name (its VM name): without it they are the origin's");
     clone->callback([&ctx, cl] {
         ctx.action = [&ctx, cl] {
             snapshot::clone_request request;
             request.count = cl->count;
             request.prefix = cl->prefix;
             request.paused = cl->paused;
+            request.new_identity = cl->new_identity;
             if (!cl->point.empty())
                 request.point = cl->point;
             const auto result = reset_for(ctx, cl->vm).clone(request);

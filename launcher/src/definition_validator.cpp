@@ -590,6 +590,10 @@ bool is_valid_node_name(std::string_view name) noexcept {
     return valid_identifier(name, max_node_name, false, "_.-");
 }
 
+bool is_valid_hostname(std::string_view name) noexcept {
+    return valid_hostname(name);
+}
+
 std::vector<diagnostic> check_definition(const vm_definition& def,
                                          const validate_options& options) {
     return checker(def, options).run();

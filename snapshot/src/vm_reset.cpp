@@ -1,3 +1,4 @@
+#include "clone_identity.hpp"
 #include "free_space.hpp"
 #include "interrupted_operation.hpp"
 #include "memory_state.hpp"
@@ -959,6 +960,14 @@ clone_result vm_reset::clone(const clone_request& request) {
 
     sweep_interrupted_clones(root, options_);
 
+    const auto origin = launcher::load_definition(state.definition_copy());
+    if (request.new_identity && (request.paused || !origin.guest_agent))
+        throw error(error_kind::unsupported,
+                    request.paused ? "new identities are given to running clones: leave out "
+                                     "--paused, or --new-identity"
+                                   : "VM '" + vm_ +
+                                         "' has no guest agent (guest_agent: true), which gives "
+                                         "clones identities of their own");
     clone_result result;
     for (const auto& name : request.names) {
         if (!launcher::is_valid_vm_name(name))
@@ -1018,9 +1027,12 @@ clone_result vm_reset::clone(const clone_request& request) {
             launcher::fault_point("clone.after-load", dir);
         }
         if (!request.paused)
-            for (const auto& dir : made)
-                set_guest_clock(dir, launcher::load_definition(dir.definition_copy()),
-                                options_.logger);
+            for (const auto& dir : made) {
+                const auto def = launcher::load_definition(dir.definition_copy());
+                set_guest_clock(dir, def, options_.logger);
+                if (request.new_identity)
+                    detail::give_new_identity(dir, def, options_.logger);
+            }
         // Whole: from here on they are VMs like any other.
         for (const auto& dir : made)
             fs::remove(clone_marker(dir));

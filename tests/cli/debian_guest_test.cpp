@@ -8,6 +8,8 @@
 #include "cli_suite.hpp"
 #include "debian_guest.hpp"
 
+#include <qmpkit/launcher/subprocess.hpp>
+
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
@@ -15,6 +17,7 @@
 #include <fstream>
 #include <random>
 #include <set>
+#include <sstream>
 #include <sys/stat.h>
 
 namespace {
@@ -325,6 +328,47 @@ TEST_F(debian_guest_test, a_quiesced_external_snapshot_freezes_ext4_for_real) {
     EXPECT_EQ(active_file(vm, "system"), system_disk()) << "the overlay was merged back";
 }
 
+// An external snapshot with memory saves through migration, which a mounted share blocks too;
+// its revert starts qemu again on new overlays and loads the memory, and mounts the shares again.
+TEST_F(debian_guest_test, an_external_snapshot_with_memory_reverts_with_the_shares_mounted) {
+    root("echo before > /root/external; sync");
+    const auto state = scratch() / "ext1.state";
+    auto r = qmpkit({"snapshot", "create", vm, "ext1", "--memspec", state.string()});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(mounted_shares(), "hostdata hostro ") << "not mounted again after the snapshot";
+    root("echo after > /root/external; sync");
+    r = qmpkit({"snapshot", "revert", vm, "ext1"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(root("cat /root/external"), "before\n");
+    EXPECT_EQ(mounted_shares(), "hostdata hostro ") << "not mounted again after the revert";
+    EXPECT_EQ(ext4_errors(), "");
+    r = qmpkit({"ssh", vm, "--wait", "60", "--", "true"});
+    EXPECT_EQ(r.code, 0) << "ssh after the revert: " << r.err;
+}
+
+// Hot-plug on a real kernel (PCIe hot-plug on q35): the guest finds the disk by its name, writes
+// to it, lets it go; the bytes are checked from outside with qemu-io.
+TEST_F(debian_guest_test, a_disk_attached_while_running_is_used_by_the_guest_and_detached) {
+    const auto image = scratch() / "hot.qcow2";
+    auto r = qmpkit({"attach-disk", vm, image.string(), "--name", "hot", "--size", "64M"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    const std::string device = "/dev/disk/by-id/virtio-hot";
+    root("for i in $(seq 100); do test -b " + device + " && break; sleep 0.2; done; test -b " +
+         device);
+    root("tr '\\000' '\\132' < /dev/zero | head -c 1048576 | dd of=" + device +
+         " bs=1M oflag=direct status=none");
+    r = qmpkit({"detach-disk", vm, "hot"});
+    ASSERT_EQ(r.code, 0) << r.out << r.err;
+    EXPECT_EQ(root("for i in $(seq 100); do test -b " + device +
+                   " || break; sleep 0.2; done; test -b " + device +
+                   " && echo present || echo gone"),
+              "gone\n");
+    const auto check =
+        launcher::run({"qemu-io", "-f", "qcow2", "-r", "-c", "read -P 0x5a 0 1M", image.string()});
+    EXPECT_TRUE(check.ok()) << check.out << check.err;
+    EXPECT_EQ(check.out.find("Pattern verification failed"), std::string::npos) << check.out;
+}
+
 TEST_F(debian_guest_test, standby_resets_bring_back_the_reset_point_and_ssh_answers) {
     root("rm -f /root/dirty; sync");
     auto r = qmpkit({"reset-point", "create", vm, "rp"});
@@ -344,19 +388,43 @@ TEST_F(debian_guest_test, standby_resets_bring_back_the_reset_point_and_ssh_answ
     EXPECT_EQ(ext4_errors(), "");
 }
 
-TEST_F(debian_guest_test, clones_answer_ssh_each_on_its_own_port) {
-    auto r = qmpkit({"--json", "clone", vm, "--count", "2"});
+// --new-identity: each clone gets its own machine-id, SSH host keys and host name through the
+// agent; ssh to it accepts its new key (the clone's known_hosts is its own), and the port forward
+// still reaches it (the MAC, and with it the guest's address, stays).
+TEST_F(debian_guest_test, clones_answer_ssh_each_on_its_own_port_with_an_identity_of_their_own) {
+    const auto identity_of = [](const std::string& name) {
+        auto r = qmpkit({"exec", name, "--", "sh", "-c",
+                         "cat /etc/machine-id; hostname; ssh-keygen -lf "
+                         "/etc/ssh/ssh_host_ed25519_key.pub | cut -d' ' -f2"});
+        EXPECT_EQ(r.code, 0) << name << ": " << r.err;
+        return r.out;
+    };
+    const auto origin = identity_of(vm);
+    auto r = qmpkit({"--json", "clone", vm, "--count", "2", "--new-identity"});
     ASSERT_EQ(r.code, 0) << r.out << r.err;
     std::vector<std::string> clones;
     const auto made = json::parse(r.out);
     for (const auto& n : made.at("clones").as_array())
         clones.emplace_back(n.as_string());
     ASSERT_EQ(clones.size(), 2u);
+    std::cerr << "[ debian ] 2 clones with identities of their own in "
+              << made.at("ms").to_number<double>() << " ms\n";
     std::set<std::int64_t> ports{ssh_port(vm)};
     for (const auto& c : clones) {
         ports.insert(ssh_port(c));
         r = qmpkit({"ssh", c, "--wait", "60", "--", "echo", "mine", ">", "/tmp/only-here"});
         EXPECT_EQ(r.code, 0) << c << ": " << r.err;
+        // Three lines, none the origin's: machine-id, host name, host key.
+        const auto mine = identity_of(c);
+        std::istringstream a(origin), b(mine);
+        std::string x, y;
+        int lines = 0;
+        while (std::getline(a, x) && std::getline(b, y)) {
+            EXPECT_NE(x, y) << c << " kept line " << lines << " of its origin's identity";
+            ++lines;
+        }
+        EXPECT_EQ(lines, 3) << origin << "\n" << mine;
+        EXPECT_NE(mine.find(c + "\n"), std::string::npos) << mine;
     }
     EXPECT_EQ(ports.size(), 3u) << "two VMs forward the same host port";
     r = qmpkit({"ssh", vm, "--", "test", "-e", "/tmp/only-here"});

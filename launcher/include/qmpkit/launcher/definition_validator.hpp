@@ -34,5 +34,8 @@ bool is_valid_user_name(std::string_view name) noexcept;
 // A qemu block node name ([A-Za-z][A-Za-z0-9_.-]) short enough that "<name>-file", the protocol
 // node under it, still fits qemu's 31 characters.
 bool is_valid_node_name(std::string_view name) noexcept;
+// A host name: dot-separated labels of letters, digits and '-' (not first or last), up to 63
+// each and 253 in all (cloud_init.hostname; a clone's own host name).
+bool is_valid_hostname(std::string_view name) noexcept;
 
 } // namespace qmpkit::launcher

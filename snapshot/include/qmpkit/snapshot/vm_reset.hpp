@@ -52,6 +52,14 @@ struct clone_request {
     // How the clones reset; default: as their origin does.
     std::optional<launcher::reset_strategy> strategy;
     bool paused = false;
+    // A clone is a copy of its origin's RAM: the same machine-id, SSH host keys and host name.
+    // With new_identity, each clone is given its own through the guest agent once it runs: a
+    // new /etc/machine-id, new SSH host keys of the same types (sshd restarted), and its name as
+    // host name. The MAC address stays the origin's: on qemu's user-mode network each VM is a
+    // network of its own, and a new MAC would have the guest's DHCP client take a new address,
+    // which the port forwards do not reach. Needs a guest agent and running clones; a clone whose
+    // guest refuses is removed and the whole clone fails.
+    bool new_identity = false;
 };
 
 struct clone_result {
