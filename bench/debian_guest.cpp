@@ -98,8 +98,15 @@ double all_answer_ssh(const std::vector<std::string>& names) {
 } // namespace
 
 int main(int argc, char** argv) {
-    for (int i = 1; i + 1 < argc; i += 2) {
+    const auto usage = [](const std::string& a) {
+        std::fprintf(stderr, "usage: debian_guest [--count N] [--boots N] [--clones N] "
+                             "[--cold4 0|1] [--qmpkit PATH] [--image FILE]\n");
+        return a == "--help" || a == "-h" ? 0 : 2;
+    };
+    for (int i = 1; i < argc; i += 2) {
         const std::string a = argv[i];
+        if (i + 1 == argc) // --help, or an option without its value
+            return usage(a);
         if (a == "--count")
             opts.count = std::atoi(argv[i + 1]);
         else if (a == "--boots")
@@ -112,11 +119,8 @@ int main(int argc, char** argv) {
             opts.qmpkit = argv[i + 1];
         else if (a == "--image")
             opts.image = argv[i + 1];
-        else {
-            std::fprintf(stderr, "usage: debian_guest [--count N] [--boots N] [--clones N] "
-                                 "[--cold4 0|1] [--qmpkit PATH] [--image FILE]\n");
-            return 2;
-        }
+        else
+            return usage(a);
     }
     if (!fs::exists(opts.image)) {
         std::fprintf(stderr, "debian_guest: %s is missing: run scripts/build-debian-guest\n",

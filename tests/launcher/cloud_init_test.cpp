@@ -51,6 +51,11 @@ TEST(cloud_init_seed, user_data_makes_the_user_with_sudo_and_every_key) {
     EXPECT_EQ(user["ssh_authorized_keys"][1].as<std::string>(), "ssh-rsa AAAAB3 me");
     // Setting it would make cloud-init restart sshd under the first ssh session.
     EXPECT_FALSE(data["ssh_pwauth"]) << files.user_data;
+    // The user's systemd stays between logins (linger): a login costs half as much.
+    ASSERT_TRUE(data["bootcmd"]) << files.user_data;
+    ASSERT_EQ(data["bootcmd"].size(), 1u);
+    EXPECT_EQ(data["bootcmd"][0][2].as<std::string>(),
+              "mkdir -p /var/lib/systemd/linger && touch /var/lib/systemd/linger/ops");
 }
 
 TEST(cloud_init_seed, the_instance_id_follows_the_content) {
@@ -108,8 +113,8 @@ TEST(cloud_init_seed, declared_share_mounts_are_written_to_fstab_and_mounted_at_
                                            "/defs/web.yaml");
     const auto data = YAML::Load(cloud_init_seed_contents(def, vm_key).user_data);
     ASSERT_TRUE(data["bootcmd"]) << cloud_init_seed_contents(def, vm_key).user_data;
-    ASSERT_EQ(data["bootcmd"].size(), 2u);
-    const auto first = data["bootcmd"][0];
+    ASSERT_EQ(data["bootcmd"].size(), 3u);
+    const auto first = data["bootcmd"][1];
     ASSERT_EQ(first.size(), 3u);
     EXPECT_EQ(first[0].as<std::string>(), "sh");
     EXPECT_EQ(first[1].as<std::string>(), "-c");
@@ -121,7 +126,7 @@ TEST(cloud_init_seed, declared_share_mounts_are_written_to_fstab_and_mounted_at_
         << script;
     EXPECT_NE(script.find("mountpoint -q '/mnt/data' || mount '/mnt/data'"), std::string::npos)
         << script;
-    EXPECT_NE(data["bootcmd"][1][2].as<std::string>().find(
+    EXPECT_NE(data["bootcmd"][2][2].as<std::string>().find(
                   "ro /mnt/ro 9p trans=virtio,version=9p2000.L,msize=524288,ro,nofail 0 0"),
               std::string::npos);
     // The instance-id changes with them, so that cloud-init applies a changed mount.
