@@ -192,7 +192,7 @@ void add_create(CLI::App* cmd, context& ctx, bool with_name = true) {
 struct list_options_cli {
     std::string vm;
     bool tree = false, roots = false, leaves = false, parent = false, internal = false,
-         external = false;
+         external = false, names = false;
 };
 
 void warn_about_drift(const context& ctx, snapshot_manager& m) {
@@ -212,6 +212,7 @@ void add_list(CLI::App* cmd, context& ctx) {
     cmd->add_flag("--parent", o->parent, "show each snapshot's parent");
     cmd->add_flag("--internal", o->internal, "only internal snapshots");
     cmd->add_flag("--external", o->external, "only external snapshots");
+    cmd->add_flag("--name", o->names, "the names alone, one a line (for scripts, as virsh's)");
     cmd->callback([&ctx, o, form] {
         form->finish();
         o->vm = form->value(0);
@@ -229,6 +230,7 @@ void add_list(CLI::App* cmd, context& ctx) {
                 l.roots = o->roots;
                 l.leaves = o->leaves;
                 l.parent_column = o->parent;
+                l.names_only = o->names;
                 if (o->internal)
                     l.location = snapshot_location::internal;
                 if (o->external)

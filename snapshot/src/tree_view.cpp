@@ -110,6 +110,7 @@ std::string render_tree(const snapshot_tree& tree) {
 std::string render_list(const snapshot_tree& tree, const list_options& options,
                         const time_formatter& format_time) {
     std::vector<std::vector<std::string>> rows{{"Name", "Creation Time", "State", "Location"}};
+    std::string names;
     if (options.parent_column)
         rows.front().push_back("Parent");
     const auto leaves = tree.leaves();
@@ -122,6 +123,10 @@ std::string render_list(const snapshot_tree& tree, const list_options& options,
             continue;
         if (options.location && r->location != *options.location)
             continue;
+        if (options.names_only) {
+            names += printable(r->name) + "\n";
+            continue;
+        }
         std::vector<std::string> row{name_label(tree, r->name, options.mark_current),
                                      format_time(r->created_at), std::string(to_string(r->state)),
                                      std::string(to_string(r->location))};
@@ -129,7 +134,7 @@ std::string render_list(const snapshot_tree& tree, const list_options& options,
             row.push_back(r->parent ? printable(*r->parent) : "");
         rows.push_back(std::move(row));
     }
-    return table(rows);
+    return options.names_only ? names : table(rows);
 }
 
 std::string render_info(const snapshot_tree& tree, std::string_view name, std::string_view vm_name,

@@ -87,6 +87,9 @@ TEST_F(virsh_spelling_test, named_options_do_what_the_positional_forms_do) {
               ok({"snapshot", "dump", "vt", "n1"}));
     EXPECT_EQ(ok({"--json", "snapshot-list", "--domain", "vt"}),
               ok({"--json", "snapshot", "list", "vt"}));
+    // --name: the names alone, one a line, as scripts read virsh's.
+    EXPECT_EQ(ok({"snapshot-list", "--domain", "vt", "--name"}), "n1\nn2\nn3\n");
+    EXPECT_EQ(ok({"snapshot", "list", "vt", "--name"}), "n1\nn2\nn3\n");
     EXPECT_EQ(ok({"snapshot-parent", "--domain", "vt", "--snapshotname", "n2"}), "n1\n");
     EXPECT_EQ(ok({"snapshot", "parent", "vt", "n2"}), "n1\n");
     EXPECT_EQ(ok({"snapshot-current", "--domain", "vt"}), "n3\n");

@@ -139,6 +139,17 @@ TEST_F(tree_view, list_with_parent_column_and_no_marker) {
               " s4     2023-11-14 22:16:20 +0000   running   external   s1\n");
 }
 
+// virsh snapshot-list --name: the names, one a line, in creation order, filters applied; no
+// header, no marker.
+TEST_F(tree_view, list_of_names_only) {
+    list_options o;
+    o.names_only = true;
+    EXPECT_EQ(render_list(example(), o), "s1\ns2\ns3\ns4\n");
+    o.location = snapshot_location::external;
+    EXPECT_EQ(render_list(example(), o), "s3\ns4\n");
+    EXPECT_EQ(render_list(snapshot_tree{}, o), "");
+}
+
 std::vector<std::string> listed(const snapshot_tree& t, const list_options& o) {
     std::vector<std::string> names;
     const auto text = render_list(t, o, [](std::int64_t s) { return std::to_string(s); });

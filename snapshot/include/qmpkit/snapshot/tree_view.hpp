@@ -44,6 +44,7 @@ struct list_options {
     std::optional<snapshot_location> location{}; // --internal / --external
     bool parent_column = false;                  // --parent: add a Parent column
     bool mark_current = true;                    // " *" after the current snapshot's name
+    bool names_only = false; // --name: the names alone, one a line (virsh snapshot-list --name)
 };
 
 // Like `virsh snapshot-list`: columns Name, Creation Time, State, Location (and Parent), in
