@@ -194,8 +194,8 @@ void make_cloud_init_seed(const vm_definition& def, const state_directory& dir) 
     // What the image there was built from: its meta-data, which names the instance-id.
     const auto built_from = fs::path(seed.string() + ".meta-data");
     std::error_code ec;
-    if (fs::exists(seed, ec) && fs::exists(built_from, ec) &&
-        read_file(built_from) == files.meta_data)
+    const bool had_seed = fs::exists(seed, ec) && fs::exists(built_from, ec);
+    if (had_seed && read_file(built_from) == files.meta_data)
         return;
 
     // Several qemus of one VM may start at once (standbys): each builds its own and renames it
@@ -225,6 +225,11 @@ void make_cloud_init_seed(const vm_definition& def, const state_directory& dir) 
         fs::rename(making / "cidata.iso", seed);
         write_file_atomically(built_from, files.meta_data);
         fs::remove_all(making, ec);
+        // A new instance-id: at its next boot cloud-init makes new SSH host keys (ssh_deletekeys),
+        // and `qmpkit ssh` would refuse them as a changed key. The VM's known_hosts learns them
+        // anew.
+        if (had_seed)
+            fs::remove(identity.known_hosts, ec);
     } catch (...) {
         fs::remove_all(making, ec);
         throw;

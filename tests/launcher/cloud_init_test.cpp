@@ -3,6 +3,8 @@
 
 #include <qmpkit/launcher/cloud_init.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/subprocess.hpp>
 
 #include <gtest/gtest.h>
 #include <yaml-cpp/yaml.h>
@@ -97,6 +99,28 @@ TEST(cloud_init_seed, files_named_by_the_definition_are_passed_through) {
             << e.what();
     }
     std::filesystem::remove_all(dir);
+}
+
+// A changed cloud_init section means a new instance-id, and cloud-init makes new host keys at
+// the next boot: the VM's known_hosts must not insist on the old ones. The same content keeps it.
+TEST(cloud_init_seed, a_new_seed_forgets_the_guests_host_keys) {
+    for (const auto* tool : {"genisoimage", "ssh-keygen"})
+        if (!run({"sh", "-c", "command -v \"$0\" >/dev/null", tool}).ok())
+            GTEST_SKIP() << tool << " is not installed";
+    const auto root =
+        std::filesystem::temp_directory_path() / ("qmpkit-seed-test-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(root);
+    const state_directory dir(root, "web");
+    dir.create();
+    make_cloud_init_seed(web("{}"), dir);
+    ASSERT_TRUE(std::filesystem::exists(dir.cloud_init_seed()));
+    const auto known_hosts = dir.ssh_directory() / "known_hosts";
+    std::ofstream(known_hosts) << "qmpkit-web ssh-ed25519 AAAAold\n";
+    make_cloud_init_seed(web("{}"), dir);
+    EXPECT_TRUE(std::filesystem::exists(known_hosts)) << "the same seed forgot the host keys";
+    make_cloud_init_seed(web("{hostname: www}"), dir);
+    EXPECT_FALSE(std::filesystem::exists(known_hosts)) << "a new instance kept the old host keys";
+    std::filesystem::remove_all(root);
 }
 
 // shares[].mount: a boot command puts the share's line into fstab (in place of an older line of

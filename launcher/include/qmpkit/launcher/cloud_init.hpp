@@ -48,8 +48,10 @@ cloud_init_seed_files cloud_init_seed_contents(const vm_definition& def, std::st
 
 // Builds <state>/cidata.iso (state_directory::cloud_init_seed) with genisoimage unless the one
 // there holds the same files, making the VM's SSH key first if needed. The image is written
-// under a temporary name and renamed into place, so a qemu never sees half of one. Does nothing
-// for a definition without cloud_init.
+// under a temporary name and renamed into place, so a qemu never sees half of one. When it
+// replaces a seed of other content, the VM's known_hosts goes: the new instance-id makes
+// cloud-init generate new SSH host keys at the next boot. Does nothing for a definition without
+// cloud_init.
 void make_cloud_init_seed(const vm_definition& def, const state_directory& dir);
 
 } // namespace qmpkit::launcher
