@@ -36,19 +36,6 @@ qmp::guest_exec_status guest_run(qmp::guest_agent& agent, std::vector<std::strin
     return agent.exec(request, std::chrono::seconds(30));
 }
 
-bool succeeded(const qmp::guest_exec_status& status) {
-    return status.exit_code && *status.exit_code == 0;
-}
-
-std::string complaint(const qmp::guest_exec_status& status) {
-    auto text = status.err.empty() ? status.out : status.err;
-    while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
-        text.pop_back();
-    if (text.empty())
-        text = status.exit_code ? "exit code " + std::to_string(*status.exit_code) : "killed";
-    return text;
-}
-
 std::string octal(unsigned mode) {
     std::ostringstream out;
     out << std::oct << (mode & 07777);
@@ -91,7 +78,7 @@ std::uint64_t copy_to_guest(qmp::guest_agent& agent, const fs::path& host_file,
 
     auto target = guest_path;
     if (target.empty() || target.back() == '/' ||
-        succeeded(guest_run(agent, {"test", "-d", target})))
+        guest_run(agent, {"test", "-d", target}).succeeded())
         target = (target.empty() ? "" : target + (target.back() == '/' ? "" : "/")) +
                  host_file.filename().string();
     const auto part = part_name(target);
@@ -124,10 +111,10 @@ std::uint64_t copy_to_guest(qmp::guest_agent& agent, const fs::path& host_file,
                 progress(done, total);
         }
         agent.file_close(std::exchange(out.handle, -1));
-        if (auto s = guest_run(agent, {"chmod", octal(st.st_mode), part}); !succeeded(s))
-            throw error("guest file " + target + ": chmod failed: " + complaint(s));
-        if (auto s = guest_run(agent, {"mv", "-f", part, target}); !succeeded(s))
-            throw error("cannot write guest file " + target + ": " + complaint(s));
+        if (auto s = guest_run(agent, {"chmod", octal(st.st_mode), part}); !s.succeeded())
+            throw error("guest file " + target + ": chmod failed: " + s.failure());
+        if (auto s = guest_run(agent, {"mv", "-f", part, target}); !s.succeeded())
+            throw error("cannot write guest file " + target + ": " + s.failure());
     } catch (...) {
         try {
             guest_run(agent, {"rm", "-f", part});
@@ -142,8 +129,8 @@ std::uint64_t copy_from_guest(qmp::guest_agent& agent, const std::string& guest_
                               const fs::path& host_path, const copy_progress& progress) {
     // Mode, size and type in one question; stat's own message for a path that is not there.
     const auto info = guest_run(agent, {"stat", "-L", "-c", "%a %s %F", guest_file});
-    if (!succeeded(info))
-        throw error("guest file " + guest_file + ": " + complaint(info));
+    if (!info.succeeded())
+        throw error("guest file " + guest_file + ": " + info.failure());
     std::istringstream fields(info.out);
     std::string mode_text, type;
     std::uint64_t total = 0;

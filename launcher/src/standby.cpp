@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <csignal>
-#include <fstream>
 #include <thread>
 
 namespace qmpkit::launcher {

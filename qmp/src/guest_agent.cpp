@@ -506,4 +506,15 @@ void guest_agent::shutdown(std::string_view mode, milliseconds error_window) {
     }
 }
 
+std::string guest_exec_status::failure() const {
+    auto text = err.empty() ? out : err;
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r'))
+        text.pop_back();
+    if (!text.empty())
+        return text;
+    if (exit_code)
+        return "exit code " + std::to_string(*exit_code);
+    return signal ? "killed by signal " + std::to_string(*signal) : "killed";
+}
+
 } // namespace qmpkit::qmp

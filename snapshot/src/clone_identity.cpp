@@ -56,10 +56,10 @@ qmp::guest_exec_status in_guest(qmp::guest_agent& agent, const std::string& vm,
     request.args = std::move(args);
     request.input = std::move(input);
     auto status = agent.exec(request, 120s);
-    if (!status.exit_code || *status.exit_code != 0)
-        throw error(error_kind::other, "giving clone '" + vm +
-                                           "' an identity of its own failed in the guest: " +
-                                           (status.err.empty() ? status.out : status.err));
+    if (!status.succeeded())
+        throw error(error_kind::other,
+                    "giving clone '" + vm +
+                        "' an identity of its own failed in the guest: " + status.failure());
     return status;
 }
 

@@ -47,24 +47,12 @@ qmp::guest_exec_status run(qmp::guest_agent& agent, std::string path,
     return agent.exec(request, 30s);
 }
 
-bool succeeded(const qmp::guest_exec_status& s) {
-    return s.exit_code && *s.exit_code == 0;
-}
-
-std::string why(const qmp::guest_exec_status& s) {
-    auto text = s.err.empty() ? s.out : s.err;
-    while (!text.empty() && (text.back() == '\n' || text.back() == ' '))
-        text.pop_back();
-    if (text.empty())
-        text = s.exit_code ? "exit code " + std::to_string(*s.exit_code) : "killed";
-    return text;
-}
-
 std::vector<guest_share_mount> mounted_shares(qmp::guest_agent& agent,
                                               const launcher::vm_definition& def) {
     const auto s = run(agent, "cat", {"/proc/self/mounts"});
-    if (!succeeded(s))
-        throw error(error_kind::other, "reading the guest's /proc/self/mounts failed: " + why(s));
+    if (!s.succeeded())
+        throw error(error_kind::other,
+                    "reading the guest's /proc/self/mounts failed: " + s.failure());
     return parse_share_mounts(s.out, def);
 }
 
@@ -72,16 +60,16 @@ std::vector<guest_share_mount> mounted_shares(qmp::guest_agent& agent,
 bool mount_again(qmp::guest_agent& agent, const launcher::vm_definition& def,
                  const guest_share_mount& m, std::string& problem) {
     auto s = run(agent, "mount", {"-t", "9p", "-o", m.options, m.tag, m.directory});
-    if (succeeded(s))
+    if (s.succeeded())
         return true;
     for (const auto& share : def.shares)
         if (share.tag == m.tag) {
             s = run(agent, "mount",
                     {"-t", "9p", "-o", launcher::share_mount_options(share), m.tag, m.directory});
-            if (succeeded(s))
+            if (s.succeeded())
                 return true;
         }
-    problem = why(s);
+    problem = s.failure();
     return false;
 }
 
@@ -125,7 +113,7 @@ std::vector<std::string> blocking_share_tags(qmp::client& qmp, const launcher::v
 
 shares_unmounted::shares_unmounted(const launcher::state_directory& dir,
                                    const launcher::vm_definition& def, qmp::client& qmp,
-                                   const std::string& operation,
+                                   bool guest_running, const std::string& operation,
                                    std::shared_ptr<spdlog::logger> logger)
     : vm_(dir.vm_name())
     , def_(def)
@@ -142,9 +130,7 @@ shares_unmounted::shares_unmounted(const launcher::state_directory& dir,
         throw error(error_kind::unsupported,
                     cannot + "; unmount it in the guest first, or give the VM a guest agent "
                              "(guest_agent: true) so that qmpkit unmounts it for the operation");
-    const auto status = qmp.execute("query-status");
-    if (!status.is_object() || status.as_object().if_contains("running") == nullptr ||
-        !status.as_object().at("running").as_bool())
+    if (!guest_running)
         throw error(error_kind::unsupported,
                     cannot + "; the guest is paused, so its agent cannot unmount it: resume it "
                              "first (qmpkit resume)");
@@ -160,9 +146,10 @@ shares_unmounted::shares_unmounted(const launcher::state_directory& dir,
         std::reverse(mounts.begin(), mounts.end());
         for (const auto& m : mounts) {
             const auto s = run(session_->agent, "umount", {m.directory});
-            if (!succeeded(s))
+            if (!s.succeeded())
                 throw error(error_kind::unsupported,
-                            cannot + "; unmounting it from " + m.directory + " failed: " + why(s) +
+                            cannot + "; unmounting it from " + m.directory +
+                                " failed: " + s.failure() +
                                 " (a process in the guest works in it: end it, or unmount the "
                                 "share yourself)");
             unmounted_.insert(unmounted_.begin(), m);

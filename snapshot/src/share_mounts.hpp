@@ -47,8 +47,10 @@ public:
     // is mounted. Throws snapshot::error (unsupported), having mounted again whatever it
     // unmounted, when a share is mounted and the VM has no guest agent, is paused, or the guest
     // cannot unmount it (a process works in it).
+    // guest_running: the caller's knowledge of the run state (a paused guest's agent cannot
+    // answer).
     shares_unmounted(const launcher::state_directory& dir, const launcher::vm_definition& def,
-                     qmp::client& qmp, const std::string& operation,
+                     qmp::client& qmp, bool guest_running, const std::string& operation,
                      std::shared_ptr<spdlog::logger> logger);
     // Mounts again (the guest must run by then); a failure is logged as a warning.
     ~shares_unmounted();

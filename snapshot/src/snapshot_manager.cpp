@@ -602,8 +602,8 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     // Before anything changes: a mounted 9p share would make qemu refuse to save the memory.
     std::optional<detail::shares_unmounted> shares;
     if (record.memory)
-        shares.emplace(ctx.dir, ctx.def, *ctx.qmp, "take a snapshot with memory",
-                       ctx.options->logger);
+        shares.emplace(ctx.dir, ctx.def, *ctx.qmp, ctx.state == vm_state::running,
+                       "take a snapshot with memory", ctx.options->logger);
     detail::write_journal(ctx.dir, journal);
     const std::string step = external ? "snapshot.external" : "snapshot.save";
 

@@ -781,7 +781,7 @@ reset_point vm_reset::create_point(const std::string& name) {
     // resumes the guest, switches the capability off, and keeps or takes back the overlays
     // from what qemu runs on (interrupted_operation.hpp).
     // Before anything changes: a mounted 9p share would make qemu refuse to save the state.
-    detail::shares_unmounted shares(ctx.dir, ctx.def, qmp, "create a reset point",
+    detail::shares_unmounted shares(ctx.dir, ctx.def, qmp, was_running, "create a reset point",
                                     ctx.options->logger);
     detail::write_journal(ctx.dir, journal);
     try {

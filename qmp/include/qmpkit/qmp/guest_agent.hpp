@@ -67,6 +67,12 @@ struct guest_exec_status {
     std::optional<int> signal;    // when a signal ended it
     std::string out, err;
     bool out_truncated = false, err_truncated = false;
+
+    // Exited with 0.
+    bool succeeded() const noexcept { return exit_code && *exit_code == 0; }
+    // For a failure's message: stderr (else stdout) without its trailing line breaks, else the
+    // exit code or signal.
+    std::string failure() const;
 };
 
 struct guest_info {
