@@ -1,4 +1,5 @@
 #include "instance_files.hpp"
+#include "session_priority.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/error.hpp>
@@ -147,6 +148,9 @@ std::string read_report(int fd) {
     const std::pair<vm_definition, std::vector<std::filesystem::path>>& prepared,
     const std::vector<std::filesystem::path>& batch_owned, int report) {
     detach_from_caller(dir, {report});
+    // A standby only waits: its start yields to the VM's guest and to the calls of whoever
+    // drives it. promote_standby puts it back to the normal priority.
+    detail::set_session_nice(0, detail::background_nice);
     int code = 1;
     std::error_code ignored;
     try {
@@ -206,6 +210,7 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
 [[noreturn]] void become_standby_preparer(const state_directory& dir, const standby_plan& plan,
                                           int lock_fd) {
     detach_from_caller(dir, {lock_fd});
+    detail::set_session_nice(0, detail::background_nice);
     int code = 0;
     try {
         discard_standbys_locked(dir, plan.key);
@@ -415,6 +420,7 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
         // waits its turn in the background and fills the pool then (at once done if full).
         if (fork_detached(true)) {
             detach_from_caller(dir, {});
+            detail::set_session_nice(0, detail::background_nice);
             if (plan.garbage) {
                 sync_directory(dir.path());
                 std::error_code ignored;

@@ -1,4 +1,6 @@
 #include "instance_files.hpp"
+#include "pidfd.hpp"
+#include "session_priority.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
@@ -11,6 +13,9 @@
 
 #include <algorithm>
 #include <csignal>
+#include <set>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <thread>
 
 namespace qmpkit::launcher {
@@ -110,6 +115,8 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
                 auto runtime = read_runtime_info(files);
                 if (!runtime || !is_standby_qemu(runtime->qemu_pid, path))
                     continue;
+                // Prepared at the lowest priority; the caller is about to talk to it.
+                detail::set_session_nice(runtime->qemu_pid, 0);
                 return standby{m->key, files, *runtime, load_definition(files.definition_copy()),
                                m->owned_files};
             } catch (const error&) {
@@ -125,6 +132,22 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
                 return true;
         return false;
     };
+    // Standbys are prepared at the lowest priority; one that a caller waits for is not
+    // background work any more.
+    std::set<pid_t> hurried;
+    auto hurry = [&] {
+        for (const auto& path : instance_directories(dir, "standby")) {
+            state_directory files(dir.path(), path.filename().string());
+            try {
+                if (auto runtime = read_runtime_info(files);
+                    runtime && hurried.insert(runtime->qemu_pid).second &&
+                    is_standby_qemu(runtime->qemu_pid, path))
+                    detail::set_session_nice(runtime->qemu_pid, 0);
+            } catch (const error&) {
+                // Being written: the next round.
+            }
+        }
+    };
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
         if (any_marked())
@@ -136,6 +159,7 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
             return ready(); // the preparation may have ended since the look above
         if (std::chrono::steady_clock::now() >= deadline)
             return std::nullopt;
+        hurry();
         std::this_thread::sleep_for(2ms);
     }
 }
@@ -150,6 +174,8 @@ bool standby_being_prepared(const state_directory& dir) {
 }
 
 void promote_standby(const state_directory& dir, const standby& s) {
+    // Prepared at the lowest priority; the VM's guest runs at the normal one.
+    detail::set_session_nice(s.runtime.qemu_pid, 0);
     move_sockets(s.files, dir);
     auto runtime = s.runtime;
     std::error_code ec;
@@ -161,6 +187,27 @@ void promote_standby(const state_directory& dir, const standby& s) {
     // Without the marker its supervisor knows the qemu is the VM's now.
     fs::remove(s.files.path() / standby_marker_name);
     fs::remove_all(s.files.path(), ec);
+}
+
+void retire_replaced_qemu(const state_directory& dir, const runtime_info& replaced) {
+    const pid_t pid = replaced.qemu_pid;
+    if (pid <= 0)
+        return;
+    // The pidfd pins the process: the signal cannot reach another one that gets the pid later.
+    const int pidfd = detail::open_pidfd(pid);
+    if (pidfd < 0)
+        return; // gone already
+    if (process_command_line(pid).find(dir.path().string() + "/") != std::string::npos) {
+        // Its session's priority where the kernel groups sessions, its threads' where not.
+        detail::set_session_nice(pid, detail::background_nice);
+        std::error_code ec;
+        for (const auto& task :
+             fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec))
+            ::setpriority(PRIO_PROCESS, static_cast<id_t>(std::stoi(task.path().filename())),
+                          detail::background_nice);
+        ::syscall(SYS_pidfd_send_signal, pidfd, SIGTERM, nullptr, 0);
+    }
+    ::close(pidfd);
 }
 
 void discard_standbys(const state_directory& dir) {

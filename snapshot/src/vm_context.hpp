@@ -75,14 +75,24 @@ struct vm_context {
     std::string run_state; // qemu's, as query-status names it; empty when shut off
     const manager_options* options = nullptr;
 
-    vm_context(const std::string& vm, const manager_options& o, std::string_view purpose)
+    // When to open the QMP session to a running VM's qemu: at once, or when the operation asks
+    // (connect_if_running). A standby reset never talks to the qemu it replaces.
+    enum class session { now, on_demand };
+
+    vm_context(const std::string& vm, const manager_options& o, std::string_view purpose,
+               session when = session::now)
         : dir(o.state_root.empty() ? launcher::default_state_root() : o.state_root, vm)
         , lock((require_known(),
                 launcher::vm_lock::acquire(dir.lock_file(), purpose, o.lock_timeout)))
         , def(launcher::load_definition(dir.definition_copy()))
         , tree(metadata_store(dir).load())
         , options(&o) {
-        if (launcher::is_running(dir))
+        if (when == session::now)
+            connect_if_running();
+    }
+
+    void connect_if_running() {
+        if (!qmp && launcher::is_running(dir))
             connect();
     }
 

@@ -132,7 +132,7 @@ protected:
             wait_for_standby();
     }
 
-    // Until the VM's pool of standbys is full (two ready ones) and no preparation is under way.
+    // Until the VM's pool of standbys is full (three ready ones) and no preparation is under way.
     void wait_for_standby() {
         const launcher::state_directory dir(scratch_->path() / "state", vm());
         auto ready = [&] {
@@ -146,7 +146,7 @@ protected:
         ASSERT_TRUE(ready()) << "no full pool of standbys after 120 s";
     }
 
-    static constexpr std::size_t standby_pool = 2;
+    static constexpr std::size_t standby_pool = 3;
 
     // The seeds-style check: the disk and the RAM counter are the known state's, and the guest
     // was not rebooted. The counter is read first: it runs on while the checks run.

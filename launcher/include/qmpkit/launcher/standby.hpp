@@ -71,8 +71,10 @@ struct standby_plan {
 // threads (it forks).
 void prepare_standby_in_background(const state_directory& dir, standby_plan plan);
 
-// A ready standby with this key. If none is ready but one is being prepared, waits up to
-// `timeout` for it, and takes it the moment it is ready (not when the whole pool is).
+// A ready standby with this key, for the caller to promote. If none is ready but one is being
+// prepared, waits up to `timeout` for it, and takes it the moment it is ready (not when the whole
+// pool is). Standbys are prepared at the lowest CPU priority; the one returned, and any the call
+// waits for, are raised to the normal one.
 std::optional<standby> find_standby(const state_directory& dir, const std::string& key,
                                     std::chrono::milliseconds timeout);
 
@@ -80,8 +82,18 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
 bool standby_being_prepared(const state_directory& dir);
 
 // Makes the standby the VM's qemu: sockets, runtime record and definition (see above). The
-// caller holds the VM's lock, and tells the replaced qemu to quit afterwards.
+// caller holds the VM's lock, and ends the replaced qemu afterwards (retire_replaced_qemu).
 void promote_standby(const state_directory& dir, const standby& s);
+
+// Ends the qemu a promoted standby replaced (`replaced`: the VM's runtime record before the
+// promotion), without waiting and without a QMP conversation: a TCG guest that runs holds
+// qemu's main lock most of the time, so connecting to it and waiting for `quit` to be answered
+// cost the caller 3-15 ms. Every thread of it drops to the lowest CPU priority first (its
+// teardown would otherwise take CPU time from the guest replacing it and from the caller on a
+// small machine), then it gets SIGTERM, which qemu takes as a shutdown request. Its supervisor
+// sees that the VM's record names another qemu and touches nothing of the VM's. A pid that no
+// longer runs this VM's qemu is left alone.
+void retire_replaced_qemu(const state_directory& dir, const runtime_info& replaced);
 
 // Stops every standby of the VM (their qemus are killed: they hold no guest state) and waits
 // until they have cleaned up. Also removes leftovers of standbys whose supervisor died.
