@@ -8,8 +8,16 @@
 //   including any wait for a free VM;
 // - the naive way on the same machine: as many workers, each with its own VM and an internal
 //   snapshot, `snapshot revert` then the same test;
-// - memory: the summed PSS of the qemus of 1, 4 and 8 clones of a 256 MiB guest's reset point,
-//   against one VM booted normally.
+// - memory of 1, 4 and 8 clones of a 256 MiB guest's reset point, against one VM booted
+//   normally. A clone's qemu maps the point's RAM file copy-on-write: the pages the guests only
+//   read stay one copy in the page cache, shared by all of them, while each qemu's own memory
+//   (heap, device state, and under TCG its translated code and soft-MMU TLBs) is per clone. Two
+//   figures: the summed PSS of the clones' qemus (shared pages split among their mappers), and
+//   the host's memory for them, each qemu's USS (what is its alone) plus the point's RAM file's
+//   resident pages once (mincore). Twice: clones of the idle guest's point (it has touched
+//   ~40 MiB of its RAM), and clones of a point taken after the guest wrote --fill MiB (96) to
+//   its tmpfs, each clone reading them back, as a guest that uses its memory does.
+//   --memory-only skips everything else.
 //
 // Every CLI figure is one process per call (posix_spawn), timed from just before the spawn to
 // just after waitpid.
@@ -18,8 +26,9 @@
 // A pool as large as the number of workers gains nothing under load: every released VM is the
 // one its worker waits for. The spare VMs are what lets a lease find one already reset.
 //
-//   pool_throughput [--seconds S] [--leases N] [--workers N] [--size N] [--qmpkit PATH]
-//                   [--guest DIR]
+//   pool_throughput [--seconds S] [--leases N] [--workers N] [--size N]
+//                   [--strategy template|standby] [--fill MIB] [--memory-only]
+//                   [--qmpkit PATH] [--guest DIR]
 
 #include "cli_timing.hpp"
 
@@ -31,11 +40,13 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <sys/mman.h>
 #include <thread>
 #include <unistd.h>
 #include <vector>
@@ -53,11 +64,14 @@ struct options {
     fs::path guest = fs::path(QMPKIT_BENCH_SOURCE_DIR) / "build" / "guest";
     int seconds = 60; // per sustained run
     int leases = 50;  // idle-pool leases
+    int fill = 96;    // MiB the guest writes before the second memory point
+    bool memory_only = false;
 };
 options opts;
 fs::path scratch, state;
 int workers = 2;
 int pool_size = 4;
+std::string strategy = "template"; // how the pool's members reset
 
 bench::timed_call call(const std::vector<std::string>& args, bool capture = false) {
     auto r = bench::run_timed(opts.qmpkit, args, state, capture);
@@ -121,34 +135,111 @@ long pss_kib(int pid) {
     return 0;
 }
 
-long pss_of_vms(const std::vector<std::string>& names) {
+// What only this process maps: its private pages.
+long uss_kib(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    long sum = 0;
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind("Private_Clean:", 0) == 0 || line.rfind("Private_Dirty:", 0) == 0)
+            sum += std::atol(line.c_str() + line.find(':') + 1);
+    return sum;
+}
+
+long sum_over_vms(const std::vector<std::string>& names, long (*of)(int)) {
     long sum = 0;
     for (const auto& n : names)
         if (const auto info = launcher::read_runtime_info(launcher::state_directory(state, n)))
-            sum += pss_kib(info->qemu_pid);
+            sum += of(info->qemu_pid);
     return sum;
+}
+
+// The file's pages in the page cache (mincore), in KiB.
+long resident_kib(const fs::path& file) {
+    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    const auto size = static_cast<std::size_t>(fs::file_size(file));
+    long kib = 0;
+    if (void* map = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0); map != MAP_FAILED) {
+        const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+        std::vector<unsigned char> in_core((size + page - 1) / page);
+        if (::mincore(map, size, in_core.data()) == 0)
+            for (const auto c : in_core)
+                kib += (c & 1) ? static_cast<long>(page / 1024) : 0;
+        ::munmap(map, size);
+    }
+    ::close(fd);
+    return kib;
+}
+
+// 1, 4 and 8 clones of the origin's reset point `point`; with `read_back`, each clone reads the
+// guest's fill file (its pages mapped, as a workload that uses them maps them).
+void clone_memory(const std::string& point, bool read_back) {
+    const auto ram = state / "origin" / "reset" / point / "ram";
+    std::printf("\nmemory of clones of reset point '%s'%s (MiB):\n", point.c_str(),
+                read_back ? ", each clone reading the fill back" : "");
+    std::printf("  %6s %10s %12s %16s %28s\n", "clones", "PSS sum", "(x 1 clone)", "USS sum + RAM",
+                "(x 1 clone; per clone more)");
+    std::vector<std::string> clones;
+    long pss_one = 0, host_one = 0;
+    for (const int target : {1, 4, 8}) {
+        const auto more = target - static_cast<int>(clones.size());
+        const auto r = call({"--json", "clone", "origin", "--point", point, "--prefix", point + "-",
+                             "--count", std::to_string(more)},
+                            true);
+        const auto made = json::parse(r.out);
+        for (const auto& n : made.at("clones").as_array()) {
+            clones.emplace_back(n.as_string());
+            if (read_back)
+                call({"shell", clones.back(), "--", "md5sum", "/run/fill"});
+        }
+        std::this_thread::sleep_for(3s);
+        const long pss = sum_over_vms(clones, pss_kib);
+        const long host = sum_over_vms(clones, uss_kib) + resident_kib(ram);
+        if (target == 1) {
+            pss_one = pss;
+            host_one = host;
+        }
+        std::printf("  %6d %10.1f %11.2fx %16.1f %10.2fx %16.1f\n", target, pss / 1024.0,
+                    static_cast<double>(pss) / static_cast<double>(pss_one), host / 1024.0,
+                    static_cast<double>(host) / static_cast<double>(host_one),
+                    target > 1 ? (host - host_one) / 1024.0 / (target - 1) : 0.0);
+    }
+    for (const auto& c : clones) {
+        call({"destroy", c});
+        call({"remove", c});
+    }
 }
 
 } // namespace
 
 int main(int argc, char** argv) {
-    for (int i = 1; i + 1 < argc; i += 2) {
+    for (int i = 1; i < argc; ++i) {
         const std::string a = argv[i];
-        if (a == "--seconds")
-            opts.seconds = std::atoi(argv[i + 1]);
-        else if (a == "--leases")
-            opts.leases = std::atoi(argv[i + 1]);
-        else if (a == "--workers")
-            workers = std::atoi(argv[i + 1]);
-        else if (a == "--size")
-            pool_size = std::atoi(argv[i + 1]);
-        else if (a == "--qmpkit")
-            opts.qmpkit = argv[i + 1];
-        else if (a == "--guest")
-            opts.guest = argv[i + 1];
+        const bool has_value = i + 1 < argc;
+        if (a == "--memory-only")
+            opts.memory_only = true;
+        else if (a == "--seconds" && has_value)
+            opts.seconds = std::atoi(argv[++i]);
+        else if (a == "--leases" && has_value)
+            opts.leases = std::atoi(argv[++i]);
+        else if (a == "--workers" && has_value)
+            workers = std::atoi(argv[++i]);
+        else if (a == "--size" && has_value)
+            pool_size = std::atoi(argv[++i]);
+        else if (a == "--strategy" && has_value)
+            strategy = argv[++i];
+        else if (a == "--fill" && has_value)
+            opts.fill = std::atoi(argv[++i]);
+        else if (a == "--qmpkit" && has_value)
+            opts.qmpkit = argv[++i];
+        else if (a == "--guest" && has_value)
+            opts.guest = argv[++i];
         else {
-            std::fprintf(stderr, "usage: pool_throughput [--seconds S] [--leases N] "
-                                 "[--workers N] [--size N] [--qmpkit PATH] [--guest DIR]\n");
+            std::fprintf(stderr, "usage: pool_throughput [--seconds S] [--leases N] [--workers N] "
+                                 "[--size N] [--strategy template|standby] [--fill MIB] "
+                                 "[--memory-only] [--qmpkit PATH] "
+                                 "[--guest DIR]\n");
             return 2;
         }
     }
@@ -156,105 +247,100 @@ int main(int argc, char** argv) {
     char tmpl[] = "/tmp/qmpkit-pool-bench-XXXXXX";
     scratch = ::mkdtemp(tmpl);
     state = scratch / "state";
-    std::printf("qmpkit %s, state %s, %d workers, a pool of %d, %d s per sustained run\n",
-                opts.qmpkit.c_str(), state.c_str(), workers, pool_size, opts.seconds);
+    std::printf("qmpkit %s, state %s, %d workers, a pool of %d (%s), %d s per sustained run\n",
+                opts.qmpkit.c_str(), state.c_str(), workers, pool_size, strategy.c_str(),
+                opts.seconds);
 
     call({"start", definition("origin").string(), "--wait-ready"});
     call({"reset-point", "create", "origin", "clean"});
     // A settled guest before measuring memory: the booted VM alone.
-    const long one_booted = pss_of_vms({"origin"});
-    call({"pool", "create", "p", "--from", "origin", "--size", std::to_string(pool_size)});
+    const long one_booted = sum_over_vms({"origin"}, pss_kib);
+    std::vector<std::string> bodies;
+    std::vector<double> pool_rate, naive_rate, lease_ms, revert_latency;
+    if (!opts.memory_only) {
+        call({"pool", "create", "p", "--from", "origin", "--size", std::to_string(pool_size),
+              "--strategy", strategy});
 
-    std::printf("\n%-62s %5s %9s %9s  %s\n", "what (ms; one process per call)", "n", "median",
-                "p99", "note");
-    std::vector<double> lease_ms, release_ms;
-    for (int i = 0; i < opts.leases; ++i) {
-        std::this_thread::sleep_for(1s);
-        const auto l = call({"pool", "lease", "p", "--wait", "120"}, true);
-        lease_ms.push_back(l.ms);
-        const auto vm = std::string(json::parse(l.out).at("vm").as_string());
-        release_ms.push_back(call({"pool", "release", "p", vm}).ms);
-    }
-    row("pool lease, a free VM waiting", lease_ms);
-    row("pool release (the reset runs in the background)", release_ms);
+        std::printf("\n%-62s %5s %9s %9s  %s\n", "what (ms; one process per call)", "n", "median",
+                    "p99", "note");
+        std::vector<double> release_ms;
+        for (int i = 0; i < opts.leases; ++i) {
+            std::this_thread::sleep_for(1s);
+            const auto l = call({"pool", "lease", "p", "--wait", "120"}, true);
+            lease_ms.push_back(l.ms);
+            const auto vm = std::string(json::parse(l.out).at("vm").as_string());
+            release_ms.push_back(call({"pool", "release", "p", vm}).ms);
+        }
+        row("pool lease, a free VM waiting", lease_ms);
+        row("pool release (the reset runs in the background)", release_ms);
 
-    // Two test bodies: `true` (nothing but the VM answering: the resets' own rate) and
-    // `sleep 1` (a test that takes a second, during which the background resets run).
-    const std::vector<std::string> bodies = {"true", "sleep 1"};
-    std::vector<double> pool_rate, naive_rate;
-    for (const auto& body : bodies) {
-        std::vector<double> latency;
-        pool_rate.push_back(sustained(
-            [&body](int w) {
-                const auto l = call(
-                    {"pool", "lease", "p", "--wait", "120", "--holder", std::to_string(w)}, true);
-                const auto vm = std::string(json::parse(l.out).at("vm").as_string());
-                call({"shell", vm, "--", body});
-                call({"pool", "release", "p", vm});
-                return l.ms;
-            },
-            latency));
-        row("pool lease under load, test `" + body + "`, incl. any wait", latency,
-            std::to_string(static_cast<int>(pool_rate.back())) + " tests/min");
-    }
-    call({"pool", "destroy", "p"});
+        // Two test bodies: `true` (nothing but the VM answering: the resets' own rate) and
+        // `sleep 1` (a test that takes a second, during which the background resets run).
+        bodies = {"true", "sleep 1"};
+        for (const auto& body : bodies) {
+            std::vector<double> latency;
+            pool_rate.push_back(sustained(
+                [&body](int w) {
+                    const auto l =
+                        call({"pool", "lease", "p", "--wait", "120", "--holder", std::to_string(w)},
+                             true);
+                    const auto vm = std::string(json::parse(l.out).at("vm").as_string());
+                    call({"shell", vm, "--", body});
+                    call({"pool", "release", "p", vm});
+                    return l.ms;
+                },
+                latency));
+            row("pool lease under load, test `" + body + "`, incl. any wait", latency,
+                std::to_string(static_cast<int>(pool_rate.back())) + " tests/min");
+        }
+        call({"pool", "destroy", "p"});
 
-    // The naive way: a VM per worker, each reverted to its snapshot before every test.
-    {
-        std::vector<std::thread> boots;
+        // The naive way: a VM per worker, each reverted to its snapshot before every test.
+        {
+            std::vector<std::thread> boots;
+            for (int w = 0; w < workers; ++w)
+                boots.emplace_back([w] {
+                    const auto name = "naive" + std::to_string(w);
+                    call({"start", definition(name).string(), "--wait-ready"});
+                    call({"snapshot", "create", name, "s0"});
+                });
+            for (auto& b : boots)
+                b.join();
+        }
+        for (const auto& body : bodies) {
+            std::vector<double> latency;
+            naive_rate.push_back(sustained(
+                [&body](int w) {
+                    const auto name = "naive" + std::to_string(w);
+                    const double ms = call({"snapshot", "revert", name, "s0"}).ms;
+                    call({"shell", name, "--", body});
+                    return ms;
+                },
+                latency));
+            row("snapshot revert per test (a VM per worker), test `" + body + "`", latency,
+                std::to_string(static_cast<int>(naive_rate.back())) + " tests/min");
+            revert_latency.insert(revert_latency.end(), latency.begin(), latency.end());
+        }
         for (int w = 0; w < workers; ++w)
-            boots.emplace_back([w] {
-                const auto name = "naive" + std::to_string(w);
-                call({"start", definition(name).string(), "--wait-ready"});
-                call({"snapshot", "create", name, "s0"});
-            });
-        for (auto& b : boots)
-            b.join();
+            call({"destroy", "naive" + std::to_string(w)});
     }
-    std::vector<double> revert_latency;
-    for (const auto& body : bodies) {
-        std::vector<double> latency;
-        naive_rate.push_back(sustained(
-            [&body](int w) {
-                const auto name = "naive" + std::to_string(w);
-                const double ms = call({"snapshot", "revert", name, "s0"}).ms;
-                call({"shell", name, "--", body});
-                return ms;
-            },
-            latency));
-        row("snapshot revert per test (a VM per worker), test `" + body + "`", latency,
-            std::to_string(static_cast<int>(naive_rate.back())) + " tests/min");
-        revert_latency.insert(revert_latency.end(), latency.begin(), latency.end());
-    }
-    for (int w = 0; w < workers; ++w)
-        call({"destroy", "naive" + std::to_string(w)});
 
-    // Memory of clones of the point, summed PSS of their qemus, settled a moment.
-    std::printf("\nmemory (summed PSS of the qemu processes, MiB):\n");
-    std::printf("  one VM booted normally (256 MiB guest): %.1f\n", one_booted / 1024.0);
-    std::vector<std::string> clones;
-    long pss_one = 0;
-    for (const int target : {1, 4, 8}) {
-        const auto more = target - static_cast<int>(clones.size());
-        const auto r = call({"--json", "clone", "origin", "--count", std::to_string(more)}, true);
-        const auto made = json::parse(r.out);
-        for (const auto& n : made.at("clones").as_array())
-            clones.emplace_back(n.as_string());
-        std::this_thread::sleep_for(3s);
-        const long pss = pss_of_vms(clones);
-        if (target == 1)
-            pss_one = pss;
-        std::printf("  %d clone(s): %.1f (%.2fx one clone)\n", target, pss / 1024.0,
-                    pss_one ? static_cast<double>(pss) / static_cast<double>(pss_one) : 0.0);
+    std::printf("\nmemory: one VM booted normally (256 MiB guest), PSS %.1f MiB\n",
+                one_booted / 1024.0);
+    clone_memory("clean", false);
+    call({"shell", "origin", "--", "dd", "if=/dev/urandom", "of=/run/fill", "bs=65536",
+          "count=" + std::to_string(opts.fill * 16)});
+    call({"reset-point", "create", "origin", "used"});
+    clone_memory("used", true);
+
+    if (!opts.memory_only) {
+        std::printf("\nratios:\n");
+        for (std::size_t i = 0; i < bodies.size(); ++i)
+            std::printf("  test `%s`: pool / naive tests per minute = %.2fx\n", bodies[i].c_str(),
+                        pool_rate[i] / naive_rate[i]);
+        std::printf("  snapshot revert median / pool lease median (a VM free) = %.1fx\n",
+                    percentile(revert_latency, 50) / percentile(lease_ms, 50));
     }
-    std::printf("\nratios:\n");
-    for (std::size_t i = 0; i < bodies.size(); ++i)
-        std::printf("  test `%s`: pool / naive tests per minute = %.2fx\n", bodies[i].c_str(),
-                    pool_rate[i] / naive_rate[i]);
-    std::printf("  snapshot revert median / pool lease median (a VM free) = %.1fx\n",
-                percentile(revert_latency, 50) / percentile(lease_ms, 50));
-    for (const auto& c : clones)
-        call({"destroy", c});
     call({"destroy", "origin"});
     std::error_code ignored;
     fs::remove_all(scratch, ignored);

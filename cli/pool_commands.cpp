@@ -91,7 +91,7 @@ void register_pool_commands(CLI::App& app, context& ctx) {
         ->default_val(600);
     create
         ->add_option("--strategy", c->strategy,
-                     "how released VMs reset: template (a new qemu per reset) or standby (two "
+                     "how released VMs reset: template (a new qemu per reset) or standby (three "
                      "more qemus per VM kept ready)")
         ->check(CLI::IsMember({"template", "standby"}))
         ->default_val("template");

@@ -8,14 +8,18 @@
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/vm_control.hpp>
 #include <qmpkit/launcher/vm_lock.hpp>
+#include <qmpkit/qmp/post_completion.hpp>
 #include <qmpkit/snapshot/error.hpp>
 #include <qmpkit/snapshot/vm_pool.hpp>
 #include <qmpkit/snapshot/vm_reset.hpp>
 
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <iostream>
+#include <memory>
 #include <thread>
 #include <unistd.h>
 
@@ -287,57 +291,133 @@ pool_status vm_pool::create(const pool_spec& spec) {
     }
 }
 
-vm_lease vm_pool::lease(const lease_request& request) {
-    const auto started = std::chrono::steady_clock::now();
+vm_pool::lease_attempt vm_pool::begin_lease(const lease_request& request) const {
+    return {request, detail::hex_id() + detail::hex_id(), holder_or_default(request.holder),
+            std::chrono::steady_clock::now()};
+}
+
+std::optional<vm_lease> vm_pool::try_lease(const lease_attempt& attempt) const {
+    const auto& request = attempt.request;
     const auto root = root_of(options_);
-    const auto dir = pool_directory(root, name_);
-    const auto id = detail::hex_id() + detail::hex_id();
-    const auto holder = holder_or_default(request.holder);
-    for (;;) {
-        {
-            auto locked = open_locked(dir, "leasing a VM", options_.lock_timeout);
-            auto& pool = locked.pool;
-            // A waiting lease looks every 20 ms: the record is written only when it changes.
-            const auto as_read = detail::dump_pool(pool);
-            if (pool.destroying)
-                throw error(error_kind::not_found, "pool '" + name_ + "' is being destroyed");
-            const auto now = now_seconds();
-            const auto ttl = request.ttl.value_or(pool.lease_timeout).count();
-            if (ttl < 1)
-                throw error(error_kind::other, "a lease must live at least 1 second");
-            detail::reclaim_lapsed(pool, now);
-            detail::retry_broken(pool, now, broken_backoff_seconds);
-            std::vector<std::string> dead;
-            const auto* taken = detail::take_free(
-                pool,
-                [&](const std::string& vm) {
-                    return launcher::is_running(launcher::state_directory(root, vm));
-                },
-                now, ttl, id, holder, dead);
-            if (detail::dump_pool(pool) != as_read)
-                locked.save();
-            for (const auto& vm : dead)
-                if (options_.logger)
-                    options_.logger->warn("pool '{}': VM '{}' was not running; it is replaced",
-                                          name_, vm);
-            restore_pending(root, pool, options_);
-            if (taken) {
-                auto l = lease_of(root, pool, *taken);
-                l.waited = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::steady_clock::now() - started);
-                return l;
-            }
-            if (std::chrono::steady_clock::now() - started >= request.wait)
-                throw error(error_kind::timeout,
-                            "no VM of pool '" + name_ + "' was free" +
-                                (request.wait.count() > 0
-                                     ? " within " + std::to_string(request.wait.count()) + " ms"
-                                     : std::string()) +
-                                " (" + detail::count_by_state(pool) + ")");
-        }
-        // A member becomes free when its background reset records it: a few hundred ms.
-        std::this_thread::sleep_for(20ms);
+    auto locked = open_locked(pool_directory(root, name_), "leasing a VM", options_.lock_timeout);
+    auto& pool = locked.pool;
+    // A waiting lease looks every 20 ms: the record is written only when it changes.
+    const auto as_read = detail::dump_pool(pool);
+    if (pool.destroying)
+        throw error(error_kind::not_found, "pool '" + name_ + "' is being destroyed");
+    const auto now = now_seconds();
+    const auto ttl = request.ttl.value_or(pool.lease_timeout).count();
+    if (ttl < 1)
+        throw error(error_kind::other, "a lease must live at least 1 second");
+    detail::reclaim_lapsed(pool, now);
+    detail::retry_broken(pool, now, broken_backoff_seconds);
+    std::vector<std::string> dead;
+    const auto* taken = detail::take_free(
+        pool,
+        [&](const std::string& vm) {
+            return launcher::is_running(launcher::state_directory(root, vm));
+        },
+        now, ttl, attempt.id, attempt.holder, dead);
+    if (detail::dump_pool(pool) != as_read)
+        locked.save();
+    for (const auto& vm : dead)
+        if (options_.logger)
+            options_.logger->warn("pool '{}': VM '{}' was not running; it is replaced", name_, vm);
+    restore_pending(root, pool, options_);
+    if (taken) {
+        auto l = lease_of(root, pool, *taken);
+        l.waited = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - attempt.started);
+        return l;
     }
+    if (std::chrono::steady_clock::now() - attempt.started >= request.wait)
+        throw error(error_kind::timeout,
+                    "no VM of pool '" + name_ + "' was free" +
+                        (request.wait.count() > 0
+                             ? " within " + std::to_string(request.wait.count()) + " ms"
+                             : std::string()) +
+                        " (" + detail::count_by_state(pool) + ")");
+    return std::nullopt;
+}
+
+// A member becomes free when its background reset records it: a few hundred ms.
+constexpr auto lease_poll_interval = 20ms;
+
+vm_lease vm_pool::lease(const lease_request& request) {
+    const auto attempt = begin_lease(request);
+    for (;;) {
+        if (auto l = try_lease(attempt))
+            return *l;
+        std::this_thread::sleep_for(lease_poll_interval);
+    }
+}
+
+namespace detail {
+
+// async_lease: try_lease, then a timer, until a member is free or the wait is over.
+struct async_lease_op : std::enable_shared_from_this<async_lease_op> {
+    async_lease_op(vm_pool pool, vm_pool::lease_attempt attempt, boost::asio::any_io_executor ex,
+                   boost::asio::any_completion_handler<vm_pool::lease_signature> h)
+        : pool(std::move(pool))
+        , attempt(std::move(attempt))
+        , executor(ex)
+        , timer(ex) {
+        handler.emplace(std::move(h));
+    }
+
+    void look() {
+        std::optional<vm_lease> lease;
+        try {
+            lease = pool.try_lease(attempt);
+        } catch (...) {
+            return finish(std::current_exception(), {});
+        }
+        if (lease)
+            return finish(nullptr, std::move(*lease));
+        timer.expires_after(lease_poll_interval);
+        timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+            if (ec)
+                return self->finish(
+                    std::make_exception_ptr(
+                        error(error_kind::other,
+                              "leasing from pool '" + self->pool.name() + "' was cancelled")),
+                    {});
+            self->look();
+        });
+    }
+
+    void finish(std::exception_ptr failure, vm_lease lease) {
+        qmp::detail::post_completion(executor, std::move(*handler), failure, std::move(lease));
+        handler.reset();
+    }
+
+    vm_pool pool;
+    vm_pool::lease_attempt attempt;
+    boost::asio::any_io_executor executor;
+    boost::asio::steady_timer timer;
+    std::optional<boost::asio::any_completion_handler<vm_pool::lease_signature>> handler;
+};
+
+} // namespace detail
+
+void vm_pool::start_lease(boost::asio::any_io_executor executor, lease_request request,
+                          boost::asio::any_completion_handler<lease_signature> handler) {
+    auto op = std::make_shared<detail::async_lease_op>(*this, begin_lease(request), executor,
+                                                       std::move(handler));
+    // The first look is posted too: the caller's code after async_lease runs first.
+    boost::asio::post(executor, [op] { op->look(); });
+}
+
+void vm_pool::start_release(boost::asio::any_io_executor executor, std::string vm,
+                            release_request request,
+                            boost::asio::any_completion_handler<release_signature> handler) {
+    std::exception_ptr failure;
+    try {
+        release(vm, request);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    qmp::detail::post_completion(executor, std::move(handler), failure);
 }
 
 void vm_pool::release(const std::string& vm, const release_request& request) {

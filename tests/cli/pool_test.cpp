@@ -9,7 +9,10 @@
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
 #include <qmpkit/launcher/subprocess.hpp>
+#include <qmpkit/snapshot/error.hpp>
+#include <qmpkit/snapshot/vm_pool.hpp>
 
+#include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
@@ -242,6 +245,82 @@ TEST_F(pool_test, a_lapsed_lease_goes_back_to_the_pool_and_its_holder_cannot_rel
     others.push_back(again);
     for (const auto& l : others)
         EXPECT_EQ(qmpkit({"pool", "release", "p", vm_of(l)}).code, 0);
+    EXPECT_TRUE(wait_all_free());
+}
+
+// The library's asynchronous forms: every lease and release of one harness on one io_context
+// and one thread. A lease that finds the pool empty waits on a timer, not in the thread, and
+// takes the VM released meanwhile; a lease that may not wait fails as a timeout.
+TEST_F(pool_test, asynchronous_leases_share_one_thread_and_never_hand_out_a_vm_twice) {
+    snapshot::manager_options options;
+    options.state_root = run().state_root();
+    snapshot::vm_pool pool("p", options);
+    const auto size = static_cast<std::size_t>(pool_size);
+    boost::asio::io_context io;
+    std::vector<snapshot::vm_lease> leases;
+    std::vector<std::exception_ptr> failures;
+    auto on_lease = [&](std::exception_ptr failure, snapshot::vm_lease lease) {
+        if (failure)
+            failures.push_back(failure);
+        else
+            leases.push_back(std::move(lease));
+    };
+    auto run_until = [&](auto done) {
+        const auto deadline = std::chrono::steady_clock::now() + 120s;
+        io.restart(); // it stops whenever it runs out of work
+        while (!done() && std::chrono::steady_clock::now() < deadline)
+            io.run_one_for(1s);
+        return done();
+    };
+    snapshot::lease_request waiting;
+    waiting.wait = 120s;
+    waiting.holder = "async";
+    for (int i = 0; i < pool_size + 1; ++i)
+        pool.async_lease(io.get_executor(), waiting, on_lease);
+    EXPECT_TRUE(leases.empty()) << "a completion ran inside async_lease";
+    ASSERT_TRUE(run_until([&] { return leases.size() + failures.size() >= size; }));
+    ASSERT_TRUE(failures.empty());
+    std::set<std::string> vms;
+    for (const auto& l : leases)
+        vms.insert(l.vm);
+    EXPECT_EQ(vms.size(), size);
+
+    // The pool is empty: one more that may not wait fails at once, as a timeout.
+    snapshot::lease_request now;
+    now.wait = 0ms;
+    pool.async_lease(io.get_executor(), now, on_lease);
+    ASSERT_TRUE(run_until([&] { return !failures.empty(); }));
+    try {
+        std::rethrow_exception(failures.front());
+    } catch (const snapshot::error& e) {
+        EXPECT_EQ(e.kind(), snapshot::error_kind::timeout) << e.what();
+    }
+    failures.clear();
+
+    // The one still waiting takes the VM given back, once its background reset is done.
+    for (const auto& l : leases)
+        EXPECT_EQ(qmpkit({"shell", l.vm, "--", check_and_mark}).out, "checked\n");
+    const auto given_back = leases.front().vm;
+    bool released = false;
+    pool.async_release(io.get_executor(), given_back, {}, [&](std::exception_ptr failure) {
+        EXPECT_FALSE(failure);
+        released = true;
+    });
+    EXPECT_FALSE(released) << "a completion ran inside async_release";
+    ASSERT_TRUE(run_until([&] { return leases.size() + failures.size() > size; }));
+    ASSERT_TRUE(failures.empty());
+    EXPECT_TRUE(released);
+    EXPECT_EQ(leases.back().vm, given_back);
+    EXPECT_EQ(qmpkit({"shell", given_back, "--", check_and_mark}).out, "checked\n")
+        << "the VM was handed out before its reset";
+
+    int back = 0;
+    for (std::size_t i = 1; i < leases.size(); ++i)
+        pool.async_release(io.get_executor(), leases[i].vm, {}, [&](std::exception_ptr failure) {
+            EXPECT_FALSE(failure);
+            ++back;
+        });
+    ASSERT_TRUE(run_until([&] { return back == pool_size; }));
     EXPECT_TRUE(wait_all_free());
 }
 

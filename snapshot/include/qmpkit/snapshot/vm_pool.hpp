@@ -10,15 +10,21 @@
 //
 // The record lives in <state root>/.pools/<name>/pool.json; members are ordinary VMs named
 // <pool>-<n> (qmpkit status, console, snapshot work on them). release() and lease() fork (the
-// background reset): call them while the process has no other threads.
+// background reset): call them while the process has no other threads. Each has an
+// asynchronous form (async_lease, async_release) for a harness that serves many workers from one
+// io_context.
 
 #include <qmpkit/launcher/vm_definition.hpp>
 #include <qmpkit/snapshot/snapshot_manager.hpp>
 
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
 #include <boost/json/object.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -33,7 +39,7 @@ struct pool_spec {
     // What a lease lives for unless lease() says otherwise.
     std::chrono::seconds lease_timeout{std::chrono::minutes(10)};
     // How members reset when released. template starts a new qemu per reset (off the caller's
-    // path anyway); standby keeps two more qemus per member to make resets faster still.
+    // path anyway); standby keeps three more qemus per member to make resets faster still.
     launcher::reset_strategy strategy = launcher::reset_strategy::template_ram;
 };
 
@@ -94,6 +100,10 @@ struct release_request {
 // A pool as JSON: what pool.json holds (with its format) and `qmpkit --json pool status` prints.
 boost::json::object to_json(const pool_status& pool);
 
+namespace detail {
+struct async_lease_op;
+}
+
 class vm_pool {
 public:
     vm_pool(std::string name, manager_options options = {});
@@ -106,12 +116,62 @@ public:
     // Stops and removes every member, leased or not, and the pool.
     void destroy();
 
+    // The asynchronous forms: the same operations, with a lease's waits for a free member on
+    // `executor`'s timers instead of a blocked thread, so that one thread leases for many
+    // workers at once. They complete, on the handler's executor and never inside the call, with
+    // what the blocking form throws (null on success; snapshot::error, kind timeout, when no
+    // member became free in time). Each look at the pool and the release itself take the pool's
+    // lock for a few ms on the executor's thread; like the blocking forms they may fork, so the
+    // io_context runs on the process's only thread. The operation keeps its own copy of the
+    // pool's name and options: this object may go before it completes.
+    using lease_signature = void(std::exception_ptr, vm_lease);
+    using release_signature = void(std::exception_ptr);
+
+    template <typename Token>
+    auto async_lease(boost::asio::any_io_executor executor, lease_request request, Token&& token) {
+        return boost::asio::async_initiate<Token, lease_signature>(
+            [this](auto handler, boost::asio::any_io_executor ex, lease_request r) {
+                start_lease(std::move(ex), std::move(r), std::move(handler));
+            },
+            token, std::move(executor), std::move(request));
+    }
+
+    template <typename Token>
+    auto async_release(boost::asio::any_io_executor executor, std::string vm,
+                       release_request request, Token&& token) {
+        return boost::asio::async_initiate<Token, release_signature>(
+            [this](auto handler, boost::asio::any_io_executor ex, std::string v,
+                   release_request r) {
+                start_release(std::move(ex), std::move(v), std::move(r), std::move(handler));
+            },
+            token, std::move(executor), std::move(vm), std::move(request));
+    }
+
     // The names of the pools under the state root.
     static std::vector<std::string> list(manager_options options = {});
 
     const std::string& name() const noexcept { return name_; }
 
 private:
+    friend struct detail::async_lease_op;
+
+    // One lease() from its start: what every look at the pool needs.
+    struct lease_attempt {
+        lease_request request;
+        std::string id, holder;
+        std::chrono::steady_clock::time_point started;
+    };
+
+    lease_attempt begin_lease(const lease_request& request) const;
+    // One look at the pool under its lock: the lease when a member is free, nullopt when none
+    // is yet; throws once the attempt has waited as long as it may. Both forms repeat it.
+    std::optional<vm_lease> try_lease(const lease_attempt& attempt) const;
+    void start_lease(boost::asio::any_io_executor executor, lease_request request,
+                     boost::asio::any_completion_handler<lease_signature> handler);
+    void start_release(boost::asio::any_io_executor executor, std::string vm,
+                       release_request request,
+                       boost::asio::any_completion_handler<release_signature> handler);
+
     std::string name_;
     manager_options options_;
 };
