@@ -38,11 +38,13 @@
 #include <boost/json.hpp>
 
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -135,17 +137,27 @@ long pss_kib(int pid) {
     return 0;
 }
 
-// What only this process maps: its private pages.
-long uss_kib(int pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+// What only this process maps (its private pages), leaving out its mapping of `shared_file`:
+// the point's RAM is counted once, for all clones (a page of it that only one clone maps would
+// count as that clone's private page, and twice).
+long uss_kib(int pid, const fs::path& shared_file) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
     long sum = 0;
-    for (std::string line; std::getline(in, line);)
-        if (line.rfind("Private_Clean:", 0) == 0 || line.rfind("Private_Dirty:", 0) == 0)
+    bool skip = false;
+    for (std::string line; std::getline(in, line);) {
+        // A mapping's header starts with its address range ("7f12...-7f13... rw-p ...").
+        if (!line.empty() && std::isxdigit(static_cast<unsigned char>(line[0])) &&
+            line.find('-') < line.find(' '))
+            skip =
+                line.size() >= shared_file.string().size() && line.ends_with(shared_file.string());
+        else if (!skip &&
+                 (line.rfind("Private_Clean:", 0) == 0 || line.rfind("Private_Dirty:", 0) == 0))
             sum += std::atol(line.c_str() + line.find(':') + 1);
+    }
     return sum;
 }
 
-long sum_over_vms(const std::vector<std::string>& names, long (*of)(int)) {
+long sum_over_vms(const std::vector<std::string>& names, const std::function<long(int)>& of) {
     long sum = 0;
     for (const auto& n : names)
         if (const auto info = launcher::read_runtime_info(launcher::state_directory(state, n)))
@@ -195,7 +207,8 @@ void clone_memory(const std::string& point, bool read_back) {
         }
         std::this_thread::sleep_for(3s);
         const long pss = sum_over_vms(clones, pss_kib);
-        const long host = sum_over_vms(clones, uss_kib) + resident_kib(ram);
+        const long host =
+            sum_over_vms(clones, [&ram](int pid) { return uss_kib(pid, ram); }) + resident_kib(ram);
         if (target == 1) {
             pss_one = pss;
             host_one = host;
