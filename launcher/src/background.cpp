@@ -1,4 +1,5 @@
 #include "instance_files.hpp"
+#include "log_rotation.hpp"
 #include "session_priority.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
@@ -48,6 +49,7 @@ void detach_from_caller(const state_directory& dir, std::vector<int> keep) {
         next = static_cast<unsigned>(fd) + 1;
     }
     ::close_range(next, ~0U, 0);
+    detail::rotate_log_if_large(dir.supervisor_log());
     const int log =
         ::open(dir.supervisor_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -1,5 +1,6 @@
 #include "disk_creation.hpp"
 #include "instance_files.hpp"
+#include "log_rotation.hpp"
 
 #include <qmpkit/launcher/accel.hpp>
 #include <qmpkit/launcher/atomic_file.hpp>
@@ -289,6 +290,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
                                  .count();
         {
             // Created owner-only; the header line separates this run's output from earlier ones.
+            detail::rotate_log_if_large(dir.qemu_log());
             owned_fd log(
                 ::open(dir.qemu_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
             const auto header = std::string("--- qmpkit: starting ") +

@@ -5,6 +5,7 @@
 #include "cli_runner.hpp"
 #include "tiny_guest.hpp"
 
+#include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/qemu_process.hpp>
@@ -29,6 +30,7 @@ namespace {
 using namespace qmpkit;
 using namespace std::chrono_literals;
 namespace json = boost::json;
+namespace fs = std::filesystem;
 
 using test::cli_result;
 
@@ -262,6 +264,9 @@ TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_
     ASSERT_EQ(qmpkit({"wait-ready", "fgreset", "--timeout", "120"}).code, 0);
     ASSERT_EQ(qmpkit({"reset-point", "create", "fgreset", "clean"}).code, 0);
     const launcher::state_directory dir(state_root(), "fgreset");
+    // Logs that resets made long are moved aside (LOG.1) when the next qemu starts.
+    for (const auto& log : {dir.qemu_log(), dir.supervisor_log()})
+        std::ofstream(log, std::ios::app) << std::string(5u << 20, 'x') << "\n";
     for (int i = 0; i < 5; ++i) {
         for (int wait = 0; wait < 300 && launcher::ready_standby_keys(dir).empty(); ++wait)
             std::this_thread::sleep_for(100ms);
@@ -271,6 +276,14 @@ TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_
         ASSERT_TRUE(run.still_running()) << "run ended with reset " << i + 1;
     }
     EXPECT_EQ(guest("fgreset", "echo alive"), "alive\n");
+    for (const auto& log : {dir.qemu_log(), dir.supervisor_log()}) {
+        const fs::path old = log.string() + ".1";
+        ASSERT_TRUE(fs::exists(old)) << log;
+        EXPECT_GT(fs::file_size(old), 5u << 20) << old;
+        EXPECT_LT(fs::file_size(log), 1u << 20) << log;
+    }
+    EXPECT_NE(launcher::read_file(dir.qemu_log()).find("--- qmpkit: starting a standby"),
+              std::string::npos);
     EXPECT_EQ(run.terminate(), 0) << "0: the guest powered off; 6: it had to be stopped";
     auto record = launcher::read_exit_record(dir);
     ASSERT_TRUE(record);
