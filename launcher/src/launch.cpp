@@ -268,6 +268,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         qemu_command_options command_options;
         command_options.qemu_binary = options.qemu_binary;
         command_options.start_paused = options.paused;
+        read_host_facts(definition, accel, qemu_img(), command_options);
         auto argv = build_qemu_command(definition, paths, accel, command_options);
         argv.insert(argv.end(), options.extra_args.begin(), options.extra_args.end());
 

@@ -20,26 +20,6 @@ namespace json = boost::json;
 // measure; telling it the rate skips the calibration.
 constexpr std::string_view microvm_tcg_tsc = "tsc_early_khz=";
 
-// The host's TSC rate in kHz, which the guest's TSC runs at under TCG: a wrong value makes guest
-// time run fast or slow. From /proc/cpuinfo's "cpu MHz"; 1 GHz when it says nothing.
-std::string host_tsc_khz() {
-    std::ifstream cpuinfo("/proc/cpuinfo");
-    std::string line;
-    while (std::getline(cpuinfo, line)) {
-        if (line.rfind("cpu MHz", 0) != 0)
-            continue;
-        const auto colon = line.find(':');
-        try {
-            const double mhz = std::stod(line.substr(colon + 1));
-            if (mhz > 0)
-                return std::to_string(static_cast<long long>(mhz * 1000));
-        } catch (const std::exception&) {
-        }
-        break;
-    }
-    return "1000000";
-}
-
 // In qemu's "key=value,..." option strings a comma inside a value is written twice.
 std::string escape_option(std::string_view value) {
     std::string out;
@@ -277,9 +257,9 @@ private:
                                               {"file", disk.encryption->key_file.string()}})});
             // An encrypted backing file opened from the image's header would get no key: the
             // whole chain is spelled out instead. A missing image is created encrypted, alone.
-            std::error_code ec;
-            if (std::filesystem::exists(disk.file, ec))
-                chain = qemu_img(options_.qemu_img_binary).info_chain(disk.file);
+            if (const auto known = options_.encrypted_chains.find(disk.name);
+                known != options_.encrypted_chains.end())
+                chain = known->second;
         }
         for (const auto& node : disk_block_nodes(disk, chain))
             add({"-blockdev", json::serialize(node)});
@@ -357,7 +337,7 @@ private:
         if (microvm_ && accel_ == accel_mode::tcg &&
             !sets_kernel_parameter(append, microvm_tcg_tsc))
             append += (append.empty() ? "" : " ") + std::string(microvm_tcg_tsc) +
-                      (options_.tsc_khz ? std::to_string(options_.tsc_khz) : host_tsc_khz());
+                      std::to_string(required_tsc_khz());
         if (def_.append || !append.empty())
             add({"-append", append});
     }
@@ -366,6 +346,13 @@ private:
     const launch_paths& paths_;
     accel_mode accel_;
     const qemu_command_options& options_;
+
+    std::uint64_t required_tsc_khz() const {
+        if (options_.tsc_khz == 0)
+            throw error("a microvm under TCG needs the host's TSC rate: set "
+                        "qemu_command_options::tsc_khz (read_host_facts)");
+        return options_.tsc_khz;
+    }
     bool microvm_;
     std::vector<std::string> argv_;
 };
@@ -513,6 +500,36 @@ std::filesystem::path serial_log_file(const vm_definition& def, const launch_pat
     if (!def.serial.log)
         return {};
     return def.serial.log_file.empty() ? paths.serial_log : def.serial.log_file;
+}
+
+std::uint64_t host_tsc_khz() {
+    std::ifstream cpuinfo("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(cpuinfo, line)) {
+        if (line.rfind("cpu MHz", 0) != 0)
+            continue;
+        const auto colon = line.find(':');
+        try {
+            const double mhz = std::stod(line.substr(colon + 1));
+            if (mhz > 0)
+                return static_cast<std::uint64_t>(mhz * 1000);
+        } catch (const std::exception&) {
+        }
+        break;
+    }
+    return 1000000;
+}
+
+void read_host_facts(const vm_definition& def, accel_mode accel, const qemu_img& img,
+                     qemu_command_options& options) {
+    if (def.machine == machine_type::microvm && accel == accel_mode::tcg && options.tsc_khz == 0)
+        options.tsc_khz = host_tsc_khz();
+    for (const auto& disk : def.disks) {
+        std::error_code ec;
+        if (disk.encryption && !options.encrypted_chains.contains(disk.name) &&
+            fs::exists(disk.file, ec))
+            options.encrypted_chains[disk.name] = img.info_chain(disk.file);
+    }
 }
 
 std::vector<std::string> build_qemu_command(const vm_definition& def, const launch_paths& paths,

@@ -578,6 +578,44 @@ TEST(qemu_command, an_encrypted_disks_backing_chain_is_spelled_out) {
     EXPECT_TRUE(nodes[1].at("backing").as_object().contains("encrypt"));
 }
 
+// The builder reads nothing: an encrypted image's chain and the host's TSC rate come in through
+// the options (read_host_facts), and a missing fact is an error, not a read.
+TEST(qemu_command, builds_from_its_inputs_alone) {
+    auto def = definition(R"(name: vm
+kernel: /k
+disks:
+  - {name: data, file: /nowhere/data.qcow2, size: 1M, encryption: {key_file: /keys/data.key}}
+)");
+    qemu_command_options options;
+    std::vector<image_info> chain(2);
+    chain[0].filename = "/nowhere/data.qcow2";
+    chain[0].format = "qcow2";
+    chain[0].encrypted = true;
+    chain[0].full_backing_file = "/nowhere/base.qcow2";
+    chain[1].filename = "/nowhere/base.qcow2";
+    chain[1].format = "qcow2";
+    chain[1].encrypted = true;
+    options.encrypted_chains["data"] = chain;
+    const auto args = build_qemu_command(def, paths, accel_mode::tcg, options);
+    std::string nodes;
+    for (const auto& a : args)
+        nodes += a + "\n";
+    EXPECT_NE(nodes.find(R"("filename":"/nowhere/base.qcow2")"), std::string::npos) << nodes;
+
+    auto microvm = definition("name: vm\nmachine: microvm\nkernel: /k\n");
+    try {
+        build_qemu_command(microvm, paths, accel_mode::tcg, {});
+        ADD_FAILURE() << "built a microvm TCG command without the host's TSC rate";
+    } catch (const error& e) {
+        EXPECT_NE(std::string(e.what()).find("tsc_khz"), std::string::npos) << e.what();
+    }
+    qemu_command_options facts;
+    read_host_facts(microvm, accel_mode::tcg, qemu_img(), facts);
+    EXPECT_EQ(facts.tsc_khz, host_tsc_khz());
+    EXPECT_GT(facts.tsc_khz, 0u);
+    EXPECT_NO_THROW(build_qemu_command(microvm, paths, accel_mode::tcg, facts));
+}
+
 TEST(qemu_command, encrypted_overlays_are_added_without_backing) {
     disk_definition disk{.name = "d", .file = "/img/d.qcow2", .read_only = false, .node_name = "d"};
     disk.encryption = disk_encryption{encryption_format::luks, "/k"};

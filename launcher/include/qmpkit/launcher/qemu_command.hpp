@@ -8,6 +8,7 @@
 #include <array>
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -83,22 +84,35 @@ launch_paths default_launch_paths(const std::filesystem::path& state_dir, int qm
 // Empty when serial logging is off.
 std::filesystem::path serial_log_file(const vm_definition& def, const launch_paths& paths);
 
+// What the host says that a qemu command line depends on, read beforehand (read_host_facts) so
+// that building the command reads nothing.
 struct qemu_command_options {
     std::string qemu_binary = "qemu-system-x86_64";
-    // For the backing chains of encrypted disks.
-    std::string qemu_img_binary = "qemu-img";
     // -S: stop before the first instruction, e.g. to load a snapshot over QMP before running.
     bool start_paused = false;
-    // microvm under TCG: the TSC rate the guest is told (tsc_early_khz); 0 reads the host's.
+    // microvm under TCG: the TSC rate the guest is told (tsc_early_khz); required there.
     std::uint64_t tsc_khz = 0;
+    // Encrypted disks whose image exists: the image's backing chain (qemu_img::info_chain, the
+    // image itself first), by disk name.
+    std::map<std::string, std::vector<image_info>> encrypted_chains{};
 };
 
+// The host's TSC rate in kHz, which a guest's TSC runs at under TCG (a wrong value makes guest
+// time run fast or slow): /proc/cpuinfo's "cpu MHz", 1 GHz when it says nothing.
+std::uint64_t host_tsc_khz();
+
+// Fills in what building `def`'s command needs from the host: the TSC rate where the machine is
+// microvm and accel is tcg, and the backing chains of encrypted disks whose images exist (read
+// with `img`).
+void read_host_facts(const vm_definition& def, accel_mode accel, const qemu_img& img,
+                     qemu_command_options& options);
+
 // The qemu argv (binary first, never a shell string) for a definition that has passed
-// validate_definition. qemu runs under its seccomp sandbox and switches to security.run_as as
-// the definition says; encrypted disks get a secret object that reads their key file (their
-// existing images' backing chains are read with qemu-img). accel must be resolved (kvm or tcg; see
-// resolve_accel). Throws error when the runtime inputs cannot be expressed, e.g. a socket path
-// longer than a UNIX socket allows.
+// validate_definition: a pure function of its inputs (no file, process or host is consulted;
+// see read_host_facts). qemu runs under its seccomp sandbox and switches to security.run_as as
+// the definition says; encrypted disks get a secret object that reads their key file. accel must
+// be resolved (kvm or tcg; see resolve_accel). Throws error when the inputs cannot be expressed,
+// e.g. a socket path longer than a UNIX socket allows, or a host fact it needs is missing.
 //
 // The guest's devices depend only on the definition's hardware, never on paths or on the serial
 // log and socket settings, so that a snapshot taken under one launch loads under the next.
