@@ -151,8 +151,10 @@ std::string read_report(int fd) {
     const std::vector<std::filesystem::path>& batch_owned, int report) {
     detach_from_caller(dir, {report});
     // A standby only waits: its start yields to the VM's guest and to the calls of whoever
-    // drives it. promote_standby puts it back to the normal priority.
-    detail::set_session_nice(0, detail::background_nice);
+    // drives it. promote_standby puts it back to the normal priority, which only a process free
+    // of the kernel's rate limit can be sure to do (session_priority.hpp).
+    if (detail::session_nice_unlimited())
+        detail::set_session_nice(0, detail::background_nice);
     int code = 1;
     std::error_code ignored;
     try {

@@ -116,7 +116,7 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
                 if (!runtime || !is_standby_qemu(runtime->qemu_pid, path))
                     continue;
                 // Prepared at the lowest priority; the caller is about to talk to it.
-                detail::set_session_nice(runtime->qemu_pid, 0);
+                detail::raise_session_to_normal(runtime->qemu_pid);
                 return standby{m->key, files, *runtime, load_definition(files.definition_copy()),
                                m->owned_files};
             } catch (const error&) {
@@ -142,7 +142,7 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
                 if (auto runtime = read_runtime_info(files);
                     runtime && hurried.insert(runtime->qemu_pid).second &&
                     is_standby_qemu(runtime->qemu_pid, path))
-                    detail::set_session_nice(runtime->qemu_pid, 0);
+                    detail::raise_session_to_normal(runtime->qemu_pid);
             } catch (const error&) {
                 // Being written: the next round.
             }
@@ -175,7 +175,7 @@ bool standby_being_prepared(const state_directory& dir) {
 
 void promote_standby(const state_directory& dir, const standby& s) {
     // Prepared at the lowest priority; the VM's guest runs at the normal one.
-    detail::set_session_nice(s.runtime.qemu_pid, 0);
+    detail::raise_session_to_normal(s.runtime.qemu_pid);
     move_sockets(s.files, dir);
     auto runtime = s.runtime;
     std::error_code ec;
@@ -198,8 +198,10 @@ void retire_replaced_qemu(const state_directory& dir, const runtime_info& replac
     if (pidfd < 0)
         return; // gone already
     if (process_command_line(pid).find(dir.path().string() + "/") != std::string::npos) {
-        // Its session's priority where the kernel groups sessions, its threads' where not.
-        detail::set_session_nice(pid, detail::background_nice);
+        // Its session's priority where the kernel groups sessions (when the session is its
+        // supervisor's own, not the caller's of `qmpkit run`), its threads' where not.
+        if (::getsid(pid) == replaced.supervisor_pid)
+            detail::set_session_nice(pid, detail::background_nice);
         std::error_code ec;
         for (const auto& task :
              fs::directory_iterator("/proc/" + std::to_string(pid) + "/task", ec))

@@ -13,6 +13,7 @@
 #include <qmpkit/snapshot/vm_pool.hpp>
 #include <qmpkit/snapshot/vm_reset.hpp>
 
+#include <boost/asio/associated_cancellation_slot.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <spdlog/spdlog.h>
@@ -343,7 +344,7 @@ std::optional<vm_lease> vm_pool::try_lease(const lease_attempt& attempt) const {
 // A member becomes free when its background reset records it: a few hundred ms.
 constexpr auto lease_poll_interval = 20ms;
 
-vm_lease vm_pool::lease(const lease_request& request) {
+vm_lease vm_pool::lease(const lease_request& request) const {
     const auto attempt = begin_lease(request);
     for (;;) {
         if (auto l = try_lease(attempt))
@@ -366,6 +367,8 @@ struct async_lease_op : std::enable_shared_from_this<async_lease_op> {
     }
 
     void look() {
+        if (cancelled)
+            return finish(cancelled_error(), {});
         std::optional<vm_lease> lease;
         try {
             lease = pool.try_lease(attempt);
@@ -377,13 +380,14 @@ struct async_lease_op : std::enable_shared_from_this<async_lease_op> {
         timer.expires_after(lease_poll_interval);
         timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
             if (ec)
-                return self->finish(
-                    std::make_exception_ptr(
-                        error(error_kind::other,
-                              "leasing from pool '" + self->pool.name() + "' was cancelled")),
-                    {});
+                return self->finish(self->cancelled_error(), {});
             self->look();
         });
+    }
+
+    std::exception_ptr cancelled_error() const {
+        return std::make_exception_ptr(
+            error(error_kind::other, "leasing from pool '" + pool.name() + "' was cancelled"));
     }
 
     void finish(std::exception_ptr failure, vm_lease lease) {
@@ -395,22 +399,33 @@ struct async_lease_op : std::enable_shared_from_this<async_lease_op> {
     vm_pool::lease_attempt attempt;
     boost::asio::any_io_executor executor;
     boost::asio::steady_timer timer;
+    bool cancelled = false; // the handler's cancellation slot was signalled
     std::optional<boost::asio::any_completion_handler<vm_pool::lease_signature>> handler;
 };
 
 } // namespace detail
 
 void vm_pool::start_lease(boost::asio::any_io_executor executor, lease_request request,
-                          boost::asio::any_completion_handler<lease_signature> handler) {
+                          boost::asio::any_completion_handler<lease_signature> handler) const {
     auto op = std::make_shared<detail::async_lease_op>(*this, begin_lease(request), executor,
                                                        std::move(handler));
+    // A cancelled lease stops waiting: it completes at its next look, at once if it waits.
+    if (auto slot = boost::asio::get_associated_cancellation_slot(*op->handler);
+        slot.is_connected())
+        slot.assign(
+            [weak = std::weak_ptr<detail::async_lease_op>(op)](boost::asio::cancellation_type) {
+                if (auto o = weak.lock()) {
+                    o->cancelled = true;
+                    o->timer.cancel();
+                }
+            });
     // The first look is posted too: the caller's code after async_lease runs first.
     boost::asio::post(executor, [op] { op->look(); });
 }
 
 void vm_pool::start_release(boost::asio::any_io_executor executor, std::string vm,
                             release_request request,
-                            boost::asio::any_completion_handler<release_signature> handler) {
+                            boost::asio::any_completion_handler<release_signature> handler) const {
     std::exception_ptr failure;
     try {
         release(vm, request);
@@ -420,7 +435,7 @@ void vm_pool::start_release(boost::asio::any_io_executor executor, std::string v
     qmp::detail::post_completion(executor, std::move(handler), failure);
 }
 
-void vm_pool::release(const std::string& vm, const release_request& request) {
+void vm_pool::release(const std::string& vm, const release_request& request) const {
     const auto root = root_of(options_);
     auto locked = open_locked(pool_directory(root, name_), "releasing a VM", options_.lock_timeout);
     auto& pool = locked.pool;

@@ -349,7 +349,8 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
 
     {
         // A VM whose lock stays held is not looked at, and gc says so.
-        auto held = launcher::vm_lock::acquire(dir.lock_file(), "a test holding the VM", 0ms);
+        // (The standbys' preparation may still hold it for a moment: wait for that.)
+        auto held = launcher::vm_lock::acquire(dir.lock_file(), "a test holding the VM", 10s);
         auto busy = qmpkit({"--lock-timeout", "0.2", "gc", "--dry-run"});
         EXPECT_EQ(busy.code, 1) << busy.out;
         EXPECT_NE(busy.err.find("VM 'litter' is busy"), std::string::npos) << busy.err;

@@ -12,6 +12,8 @@
 #include <qmpkit/snapshot/error.hpp>
 #include <qmpkit/snapshot/vm_pool.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
@@ -296,6 +298,23 @@ TEST_F(pool_test, asynchronous_leases_share_one_thread_and_never_hand_out_a_vm_t
         EXPECT_EQ(e.kind(), snapshot::error_kind::timeout) << e.what();
     }
     failures.clear();
+
+    // A waiting lease that is cancelled completes at once, as cancelled, and takes nothing.
+    boost::asio::cancellation_signal stop;
+    pool.async_lease(io.get_executor(), waiting,
+                     boost::asio::bind_cancellation_slot(stop.slot(), on_lease));
+    io.restart();
+    io.run_for(100ms);
+    EXPECT_TRUE(failures.empty());
+    stop.emit(boost::asio::cancellation_type::terminal);
+    ASSERT_TRUE(run_until([&] { return !failures.empty(); }));
+    try {
+        std::rethrow_exception(failures.front());
+    } catch (const snapshot::error& e) {
+        EXPECT_NE(std::string(e.what()).find("cancelled"), std::string::npos) << e.what();
+    }
+    failures.clear();
+    EXPECT_EQ(leases.size(), size);
 
     // The one still waiting takes the VM given back, once its background reset is done.
     for (const auto& l : leases)

@@ -112,8 +112,8 @@ public:
 
     // Clones spec.size members and returns when all run. All or nothing.
     pool_status create(const pool_spec& spec);
-    vm_lease lease(const lease_request& request = {});
-    void release(const std::string& vm, const release_request& request = {});
+    vm_lease lease(const lease_request& request = {}) const;
+    void release(const std::string& vm, const release_request& request = {}) const;
     pool_status status() const;
     // Stops and removes every member, leased or not, and the pool.
     void destroy();
@@ -132,8 +132,9 @@ public:
     template <typename Token>
     auto async_lease(boost::asio::any_io_executor executor, lease_request request, Token&& token) {
         return boost::asio::async_initiate<Token, lease_signature>(
-            [this](auto handler, boost::asio::any_io_executor ex, lease_request r) {
-                start_lease(std::move(ex), std::move(r), std::move(handler));
+            // A copy: with a deferred token the initiation may run after this object is gone.
+            [pool = *this](auto handler, boost::asio::any_io_executor ex, lease_request r) {
+                pool.start_lease(std::move(ex), std::move(r), std::move(handler));
             },
             token, std::move(executor), std::move(request));
     }
@@ -142,9 +143,9 @@ public:
     auto async_release(boost::asio::any_io_executor executor, std::string vm,
                        release_request request, Token&& token) {
         return boost::asio::async_initiate<Token, release_signature>(
-            [this](auto handler, boost::asio::any_io_executor ex, std::string v,
-                   release_request r) {
-                start_release(std::move(ex), std::move(v), std::move(r), std::move(handler));
+            [pool = *this](auto handler, boost::asio::any_io_executor ex, std::string v,
+                           release_request r) {
+                pool.start_release(std::move(ex), std::move(v), std::move(r), std::move(handler));
             },
             token, std::move(executor), std::move(vm), std::move(request));
     }
@@ -169,10 +170,10 @@ private:
     // is yet; throws once the attempt has waited as long as it may. Both forms repeat it.
     std::optional<vm_lease> try_lease(const lease_attempt& attempt) const;
     void start_lease(boost::asio::any_io_executor executor, lease_request request,
-                     boost::asio::any_completion_handler<lease_signature> handler);
+                     boost::asio::any_completion_handler<lease_signature> handler) const;
     void start_release(boost::asio::any_io_executor executor, std::string vm,
                        release_request request,
-                       boost::asio::any_completion_handler<release_signature> handler);
+                       boost::asio::any_completion_handler<release_signature> handler) const;
 
     std::string name_;
     manager_options options_;
