@@ -48,7 +48,11 @@ protected:
 
     static void TearDownTestSuite() {
         if (scratch_) {
-            qmpkit({"destroy", "shared"});
+            // Every VM, and what a test that failed half-way left (standbys of a VM whose qemu
+            // it killed): nothing may outlive the suite.
+            for (const auto& vm : launcher::state_directory::list(state_root()))
+                qmpkit({"destroy", vm});
+            qmpkit({"gc"});
             delete scratch_;
             scratch_ = nullptr;
         }

@@ -13,9 +13,13 @@ bool cli_suite::open_suite() {
 }
 
 void cli_suite::close_suite() {
-    if (run_)
+    if (run_) {
         for (const auto& vm : launcher::state_directory::list(run_->state_root()))
             (*run_)({"destroy", vm});
+        // What a test that failed half-way left (standbys of a VM whose qemu it killed, RAM
+        // files) must not outlive the suite.
+        (*run_)({"gc"});
+    }
     run_.reset();
     scratch_.reset();
 }
