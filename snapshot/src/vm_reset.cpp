@@ -554,10 +554,9 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
                           point.name);
         return std::nullopt;
     }
-    // The qemu to end once the standby has its place.
-    std::optional<launcher::runtime_info> replaced;
-    if (launcher::is_running(ctx.dir))
-        replaced = launcher::read_runtime_info(ctx.dir);
+    // The qemu to end once the standby has its place (retire_replaced_qemu checks it still runs
+    // this VM).
+    const auto replaced = launcher::read_runtime_info(ctx.dir);
     std::optional<qmp::client> qmp;
     try {
         qmp::client_options o;
@@ -888,13 +887,14 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         const bool standby = strategy == launcher::reset_strategy::standby;
         // After a standby reset, what the background process needs: the VM's definition before
         // and after, and the guest lock for the clock setter.
-        std::optional<launcher::vm_definition> old_definition, now;
+        launcher::vm_definition old_definition;
+        std::optional<launcher::vm_definition> now;
         std::optional<launcher::vm_lock> guest_lock;
         {
             vm_context ctx(vm_, options_, "resetting the VM",
                            standby ? vm_context::session::on_demand : vm_context::session::now);
             settle_left_operation(ctx);
-            step("locking the VM and connecting to its qemu");
+            step(standby ? "locking the VM" : "locking the VM and connecting to its qemu");
             old_definition = ctx.def;
             if (standby) {
                 now = reset_from_standby(ctx, point, paused, step);
@@ -909,7 +909,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
                 // The slow path may follow a reset that died half-way: tidy up now, while this
                 // holds the VM and no standby is being prepared.
                 std::error_code ignored;
-                for (const auto& file : superseded_overlays(state, *old_definition, *now))
+                for (const auto& file : superseded_overlays(state, old_definition, *now))
                     fs::remove(file, ignored);
                 sweep_overlays(state);
                 step("cleaning up");
@@ -933,7 +933,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         if (standby) {
             // The process that prepares the next standbys works out and removes the replaced
             // qemu's overlays first.
-            prepare_standby(state, point, [state, old = *old_definition, now = *now] {
+            prepare_standby(state, point, [state, old = old_definition, now = *now] {
                 return superseded_overlays(state, old, now);
             });
             step("handing the clean-up to the background");

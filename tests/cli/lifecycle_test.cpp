@@ -22,6 +22,7 @@
 #include <fstream>
 #include <set>
 #include <spawn.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
 
@@ -280,6 +281,27 @@ TEST_F(lifecycle_test, run_lasts_through_standby_resets_and_still_shuts_down_on_
         ASSERT_TRUE(run.still_running()) << "run ended with reset " << i + 1;
     }
     EXPECT_EQ(guest("fgreset", "echo alive"), "alive\n");
+    // Standbys start at a low priority and the replaced qemus end at one: the promoted guest runs
+    // at the normal priority, and the session of `run`'s caller (this test, which the first
+    // qemu shared) was left alone.
+    auto session_nice = [](const std::string& pid) {
+        std::ifstream in("/proc/" + pid + "/autogroup");
+        std::string group, word;
+        int nice = 0;
+        in >> group >> word >> nice;
+        return nice;
+    };
+    const auto now = launcher::read_runtime_info(dir);
+    ASSERT_TRUE(now);
+    const auto qemu = std::to_string(now->qemu_pid);
+    EXPECT_EQ(session_nice(qemu), 0);
+    for (const auto& task : fs::directory_iterator("/proc/" + qemu + "/task"))
+        EXPECT_EQ(::getpriority(PRIO_PROCESS,
+                                static_cast<id_t>(std::stoi(task.path().filename().string()))),
+                  0)
+            << "qemu thread " << task.path().filename();
+    EXPECT_EQ(session_nice("self"), 0) << "a reset lowered the session of run's caller";
+    EXPECT_EQ(::getpriority(PRIO_PROCESS, 0), 0);
     for (const auto& log : {dir.qemu_log(), dir.supervisor_log()}) {
         const fs::path old = log.string() + ".1";
         ASSERT_TRUE(fs::exists(old)) << log;
