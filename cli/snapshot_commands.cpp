@@ -95,6 +95,18 @@ constexpr const char* reuse_note =
     "is not supported: qmpkit always creates the overlay files and refuses existing ones";
 constexpr const char* validate_note = "has no meaning here: qmpkit takes no snapshot XML";
 
+constexpr const char* print_plan_help =
+    "print the steps it would take, as JSON, and do nothing: QMP commands as they would be sent "
+    "({\"execute\", \"arguments\"}), qemu-img calls, qemu stopped and started, the journal and "
+    "records written; after the same checks, which refuse the same way";
+
+void print_plan(const std::vector<json::object>& steps) {
+    json::array plan;
+    for (const auto& step : steps)
+        plan.push_back(step);
+    print_json(plan);
+}
+
 struct create_options {
     std::string vm, name, description, memspec;
     std::vector<std::string> diskspecs;
@@ -125,10 +137,7 @@ int run_create(const context& ctx, const create_options& o) {
         r.disks.push_back(parse_diskspec(s));
     auto manager = manager_for(ctx, o.vm);
     if (o.print_plan) {
-        json::array plan;
-        for (auto& step : manager.plan(r))
-            plan.push_back(step);
-        print_json(plan);
+        print_plan(manager.plan(r));
         return exit_code::ok;
     }
     auto record = manager.create(r);
@@ -164,7 +173,7 @@ void add_create(CLI::App* cmd, context& ctx, bool with_name = true) {
                   "with --disk-only: freeze the guest's file systems through its guest agent "
                   "while the overlays are taken");
     cmd->add_flag("--no-metadata", o->no_metadata, "take it, but keep no record");
-    cmd->add_flag("--print-plan", o->print_plan, "print the commands it would send, send nothing");
+    cmd->add_flag("--print-plan", o->print_plan, print_plan_help);
     form->add_note_flag("--atomic", atomic_note,
                         "accepted for virsh compatibility: " + std::string(atomic_note));
     form->add_note_flag("--live", live_note,
@@ -366,16 +375,22 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
     add_named(par_v, ctx, parent, true, true);
 
     auto revert_flags = std::make_shared<revert_request>();
+    auto revert_print_plan = std::make_shared<bool>(false);
     auto [rev, rev_v] = add("revert", "snapshot-revert", "Bring the VM back to a snapshot");
     for (auto* cmd : {rev, rev_v}) {
         cmd->add_flag("--running", revert_flags->running, "leave the VM running");
         cmd->add_flag("--paused", revert_flags->paused, "leave the VM paused");
         cmd->add_flag("--force", revert_flags->force,
                       "revert even though the VM's configuration changed since");
+        cmd->add_flag("--print-plan", *revert_print_plan, print_plan_help);
         add_named(
             cmd, ctx,
-            [revert_flags](const context&, snapshot_manager& m, const std::string& vm,
-                           const std::string& name) {
+            [revert_flags, revert_print_plan](const context&, snapshot_manager& m,
+                                              const std::string& vm, const std::string& name) {
+                if (*revert_print_plan) {
+                    print_plan(m.plan(name, *revert_flags));
+                    return exit_code::ok;
+                }
                 m.revert(name, *revert_flags);
                 std::cout << "VM " << vm << " reverted to " << name << "\n";
                 return exit_code::ok;

@@ -4,6 +4,7 @@
 // lock, definition, snapshot tree, QMP session) and small facts about its block graph.
 
 #include "memory_state.hpp"
+#include "same_file.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
@@ -56,11 +57,6 @@ inline std::map<std::string, launcher::block_device> live_disks(qmp::client& qmp
     for (auto& d : launcher::list_block_devices(qmp))
         disks[d.disk] = d;
     return disks;
-}
-
-inline bool same_file(const fs::path& a, const fs::path& b) {
-    std::error_code ec;
-    return fs::weakly_canonical(a, ec) == fs::weakly_canonical(b, ec);
 }
 
 // Everything one operation needs: the VM's lock (held throughout), its definition, its

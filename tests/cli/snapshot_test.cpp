@@ -258,15 +258,50 @@ TEST_F(snapshot_test, delete_children_metadata_only_and_no_metadata) {
         << qmpkit({"snapshot", "check", "snap"}).out;
 }
 
-TEST_F(snapshot_test, print_plan_shows_the_qmp_commands_and_sends_nothing) {
-    auto r =
-        qmpkit({"--json", "snapshot", "create", "snap", "planned", "--disk-only", "--print-plan"});
-    ASSERT_EQ(r.code, 0) << r.err;
-    auto plan = json::parse(r.out).as_array();
-    ASSERT_EQ(plan.size(), 1u);
-    EXPECT_EQ(plan[0].at("execute").as_string(), "transaction");
-    EXPECT_EQ(plan[0].at("arguments").at("actions").as_array().size(), 2u);
+// --print-plan prints the steps the executor would run (the same list), after the same checks,
+// and changes nothing.
+TEST_F(snapshot_test, print_plan_shows_the_steps_and_does_nothing) {
+    auto steps_of = [](const test::cli_result& r) {
+        EXPECT_EQ(r.code, 0) << r.err;
+        return r.code == 0 ? json::parse(r.out).as_array() : json::array{};
+    };
+    auto find = [](const json::array& plan, std::string_view key, std::string_view value) {
+        for (const auto& s : plan)
+            if (const auto* v = s.as_object().if_contains(key);
+                v && v->is_string() && v->as_string() == value)
+                return s.as_object();
+        return json::object{};
+    };
+    auto plan = steps_of(
+        qmpkit({"--json", "snapshot", "create", "snap", "planned", "--disk-only", "--print-plan"}));
+    ASSERT_FALSE(plan.empty());
+    EXPECT_EQ(plan.front().at("write"), "journal");
+    const auto transaction = find(plan, "execute", "transaction");
+    ASSERT_FALSE(transaction.empty()) << json::serialize(plan);
+    EXPECT_EQ(transaction.at("arguments").at("actions").as_array().size(), 2u);
+    EXPECT_FALSE(find(plan, "write", "definition").empty()) << "restarts use the overlays";
     EXPECT_EQ(qmpkit({"snapshot", "info", "snap", "planned"}).code, 1);
+    EXPECT_FALSE(std::filesystem::exists(scratch() / "snap-system.planned.qcow2"));
+    EXPECT_FALSE(std::filesystem::exists(run().state_root() / "snap" / "snapshot-op.json"));
+
+    // A plan is refused where the operation would be.
+    ASSERT_EQ(qmpkit({"snapshot", "create", "snap", "planbase"}).code, 0);
+    auto r = qmpkit({"snapshot", "create", "snap", "planbase", "--print-plan"});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("already has a snapshot named 'planbase'"), std::string::npos) << r.err;
+
+    // A paused revert stops the guest before the load job, which would otherwise resume it.
+    plan = steps_of(
+        qmpkit({"--json", "snapshot", "revert", "snap", "planbase", "--paused", "--print-plan"}));
+    ASSERT_GE(plan.size(), 3u) << json::serialize(plan);
+    EXPECT_EQ(plan[1].at("run-state"), "paused");
+    EXPECT_EQ(plan[2].at("execute"), "snapshot-load");
+    EXPECT_EQ(plan[2].at("arguments").at("tag"), "planbase");
+    r = qmpkit({"--json", "status", "snap"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(json::parse(r.out).at("state"), "running") << "a printed plan changes nothing";
+    EXPECT_EQ(qmpkit({"snapshot", "revert", "snap", "nosuch", "--print-plan"}).code, 1);
+    EXPECT_EQ(qmpkit({"snapshot", "delete", "snap", "planbase"}).code, 0);
 }
 
 // Walkthrough 4: a shut-off VM, the way libvirt does it (qemu-img snapshot).

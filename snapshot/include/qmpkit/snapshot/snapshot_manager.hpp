@@ -84,10 +84,13 @@ public:
     repair_result repair();
 
     snapshot_record create(const create_request& request);
-    // The QMP commands create() would send (like virsh --print-xml), without sending them.
-    std::vector<boost::json::object> plan(const create_request& request);
-
     void revert(const std::string& name, const revert_request& request);
+    // What create() and revert() would do, step by step, without doing any of it: the very
+    // steps they run (QMP commands as sent, qemu-img calls, qemu stopped and started, the
+    // journal and the records written), after the same checks, which refuse the same way. One
+    // JSON object per step; what the steps hold is listed by the CLI's --print-plan help.
+    std::vector<boost::json::object> plan(const create_request& request);
+    std::vector<boost::json::object> plan(const std::string& name, const revert_request& request);
     // Returns the names deleted, deepest first.
     std::vector<std::string> remove(const std::string& name, const delete_request& request);
     void set_current(const std::string& name);

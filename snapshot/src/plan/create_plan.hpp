@@ -1,0 +1,47 @@
+#pragma once
+
+// Private: `snapshot create` as a plan (plan_step.hpp). What it needs to know is read first
+// (create_facts), then plan_create decides everything — the name, the checks that refuse, the
+// record, the journal, the steps — without touching anything.
+
+#include "../operation_journal.hpp"
+#include "plan_host.hpp"
+#include "plan_step.hpp"
+
+#include <qmpkit/launcher/vm_control.hpp>
+#include <qmpkit/snapshot/snapshot_manager.hpp>
+
+#include <map>
+#include <optional>
+#include <string>
+
+namespace qmpkit::snapshot::detail {
+
+struct create_facts {
+    launcher::vm_definition def;
+    snapshot_tree tree;
+    bool qemu_runs = false;
+    vm_state state = vm_state::shutoff; // the guest's; shutoff without qemu
+    std::string run_state;              // qemu's (query-status), empty without qemu
+    // With qemu: its block devices by disk name (the active layers may be overlays the
+    // definition does not name yet).
+    std::map<std::string, launcher::block_device> live{};
+    bool snapshot_jobs = true; // qemu has snapshot-save (6.0+)
+    std::string metadata_digest;
+    std::int64_t now = 0; // seconds since the epoch
+    std::int64_t pid = 0;
+    plan_host host;
+};
+
+struct create_plan {
+    snapshot_record record;
+    operation_journal journal;
+    operation_plan steps;
+};
+
+// Throws snapshot::error, before anything changes, for a request it refuses: a name taken (in
+// the metadata, or as a tag or an id in an image), an overlay that exists, raw disks for an
+// internal snapshot, --quiesce or --memspec without what they need, a guest left in restore-vm.
+create_plan plan_create(const create_facts& facts, const create_request& request);
+
+} // namespace qmpkit::snapshot::detail

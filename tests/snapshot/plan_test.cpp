@@ -1,0 +1,436 @@
+// The plans of snapshot create and revert, built from made-up facts: no qemu, no qemu-img, no
+// file. What the executor does with each step is tested against a real qemu (tests/cli).
+
+#include "plan/create_plan.hpp"
+#include "plan/revert_plan.hpp"
+
+#include <qmpkit/launcher/definition_loader.hpp>
+#include <qmpkit/snapshot/error.hpp>
+
+#include <boost/json.hpp>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+namespace qmpkit::snapshot::detail {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+launcher::vm_definition definition(std::string_view extra = {}) {
+    std::string yaml = R"(name: vm
+kernel: /boot/vmlinuz
+memory: 256M
+disks:
+  - name: system
+    file: /img/system.qcow2
+  - name: data
+    file: /img/data.qcow2
+  - name: iso
+    file: /img/tools.raw
+    format: raw
+    read_only: true
+)";
+    yaml += extra;
+    return launcher::load_definition_from_string(yaml, "/state/vm/definition.yaml");
+}
+
+// Images as qemu-img would describe them, and the files that exist.
+struct fake_host {
+    std::map<fs::path, launcher::image_info> images;
+    std::set<fs::path> files;
+    int ids = 0;
+
+    void snapshot(const fs::path& image, std::string name, std::string id) {
+        launcher::image_snapshot s;
+        s.id = std::move(id);
+        s.name = std::move(name);
+        images[image].snapshots.push_back(s);
+    }
+
+    plan_host host() {
+        plan_host h;
+        h.image_info = [this](const fs::path& p) {
+            auto info = images[p];
+            info.filename = p;
+            info.format = "qcow2";
+            return info;
+        };
+        h.exists = [this](const fs::path& p) { return files.contains(p); };
+        h.new_id = [this] { return "id" + std::to_string(++ids); };
+        h.job_id = [](const std::string& what) { return "qmpkit-" + what + "-1"; };
+        return h;
+    }
+};
+
+launcher::block_device live(std::string disk, std::string node, std::string file) {
+    launcher::block_device d;
+    d.disk = std::move(disk);
+    d.node_name = std::move(node);
+    d.file = std::move(file);
+    d.format = "qcow2";
+    return d;
+}
+
+create_facts running_vm(fake_host& host) {
+    create_facts f;
+    f.def = definition();
+    f.qemu_runs = true;
+    f.state = vm_state::running;
+    f.run_state = "running";
+    f.live = {{"system", live("system", "system", "/img/system.qcow2")},
+              {"data", live("data", "data", "/img/data.qcow2")},
+              {"iso", live("iso", "iso", "/img/tools.raw")}};
+    f.now = 1700000000;
+    f.pid = 42;
+    f.metadata_digest = "absent";
+    f.host = host.host();
+    return f;
+}
+
+create_facts shut_off_vm(fake_host& host) {
+    auto f = running_vm(host);
+    f.qemu_runs = false;
+    f.state = vm_state::shutoff;
+    f.run_state.clear();
+    f.live.clear();
+    return f;
+}
+
+// The printed steps' keys, in order ("execute:NAME" for QMP commands).
+std::vector<std::string> shape(const operation_plan& plan) {
+    std::vector<std::string> out;
+    for (const auto& step : describe(plan)) {
+        if (const auto* e = step.if_contains("execute"))
+            out.push_back("execute:" + std::string(e->as_string()));
+        else if (const auto* w = step.if_contains("write"))
+            out.push_back("write:" + std::string(w->as_string()));
+        else
+            out.push_back(std::string(step.begin()->key()));
+    }
+    return out;
+}
+
+template <class T>
+const T* find_step(const operation_plan& plan) {
+    for (const auto& s : plan)
+        if (const auto* a = std::get_if<T>(&s.action))
+            return a;
+    return nullptr;
+}
+
+error_kind refusal(const std::function<void()>& f) {
+    try {
+        f();
+    } catch (const error& e) {
+        return e.kind();
+    }
+    ADD_FAILURE() << "not refused";
+    return error_kind::other;
+}
+
+TEST(create_plan, internal_of_a_running_vm_is_one_save_job_over_the_writable_disks) {
+    fake_host host;
+    create_request r;
+    r.name = "s1";
+    auto plan = plan_create(running_vm(host), r);
+    EXPECT_EQ(shape(plan.steps), (std::vector<std::string>{"write:journal", "execute:snapshot-save",
+                                                           "write:metadata", "remove"}));
+    const auto* job = find_step<qmp_job>(plan.steps);
+    ASSERT_NE(job, nullptr);
+    EXPECT_EQ(job->arguments.at("tag"), "s1");
+    EXPECT_EQ(job->arguments.at("job-id"), "qmpkit-save-1");
+    EXPECT_EQ(job->arguments.at("vmstate"), "system");
+    EXPECT_EQ(job->arguments.at("devices"), (json::array{"system", "data"}))
+        << "the read-only disk is left out";
+    EXPECT_EQ(plan.record.name, "s1");
+    EXPECT_TRUE(plan.record.memory);
+    EXPECT_EQ(plan.record.location, snapshot_location::internal);
+    EXPECT_EQ(plan.journal.operation, "create-internal");
+    ASSERT_EQ(plan.journal.tags.size(), 2u);
+    EXPECT_EQ(plan.journal.tags[1].image, "/img/data.qcow2");
+    const auto* meta = find_step<metadata_write>(plan.steps);
+    ASSERT_NE(meta, nullptr);
+    EXPECT_EQ(meta->tree.current(), "s1");
+}
+
+TEST(create_plan, an_old_qemu_gets_savevm) {
+    fake_host host;
+    auto f = running_vm(host);
+    f.snapshot_jobs = false;
+    create_request r;
+    r.name = "s1";
+    auto plan = plan_create(f, r);
+    const auto* hmp = find_step<hmp_command>(plan.steps);
+    ASSERT_NE(hmp, nullptr);
+    EXPECT_EQ(hmp->line, "savevm s1");
+}
+
+TEST(create_plan, a_shut_off_vm_gets_qemu_img_on_each_disk_all_or_none) {
+    fake_host host;
+    create_request r;
+    r.name = "cold";
+    auto plan = plan_create(shut_off_vm(host), r);
+    EXPECT_EQ(shape(plan.steps), (std::vector<std::string>{"write:journal", "qemu-img", "qemu-img",
+                                                           "write:metadata", "remove"}));
+    EXPECT_FALSE(plan.record.memory);
+    const auto described = describe(plan.steps);
+    EXPECT_EQ(described[1].at("qemu-img"),
+              (json::array{"snapshot", "-c", "cold", "/img/system.qcow2"}));
+    // Each snapshot is taken back if a later disk fails; the last one settles it.
+    EXPECT_TRUE(plan.steps[1].undo.has_value());
+    EXPECT_FALSE(plan.steps[1].settles);
+    EXPECT_TRUE(plan.steps[2].settles);
+    const auto& undo = std::get<image_snapshot_change>(*plan.steps[1].undo);
+    EXPECT_EQ(undo.what, image_snapshot_change::kind::remove);
+}
+
+TEST(create_plan, external_with_memory_saves_then_snapshots_the_disks_at_that_point) {
+    fake_host host;
+    create_request r;
+    r.name = "ext";
+    r.memory_file = "/mem/ext.state";
+    auto plan = plan_create(running_vm(host), r);
+    EXPECT_EQ(
+        shape(plan.steps),
+        (std::vector<std::string>{"write:journal", "save-memory", "execute:transaction",
+                                  "execute:cont", "write:definition", "write:metadata", "remove"}));
+    const auto* t = find_step<qmp_command>(plan.steps);
+    ASSERT_NE(t, nullptr);
+    ASSERT_EQ(t->name, "transaction");
+    const auto& actions = t->arguments.at("actions").as_array();
+    ASSERT_EQ(actions.size(), 2u);
+    EXPECT_EQ(actions[0].at("data").at("snapshot-file"), "/img/vm-system.ext.qcow2");
+    EXPECT_EQ(actions[1].at("data").at("node-name"), "data");
+    const auto* def = find_step<definition_write>(plan.steps);
+    ASSERT_NE(def, nullptr);
+    EXPECT_EQ(def->definition.disks[0].file, "/img/vm-system.ext.qcow2")
+        << "restarts use the overlays";
+    EXPECT_EQ(def->definition.disks[2].file, "/img/tools.raw");
+    EXPECT_EQ(plan.journal.creates, std::vector<fs::path>{"/mem/ext.state"});
+    // The fault points sit where the tests kill qmpkit, and are not printed.
+    std::vector<std::string> faults;
+    for (const auto& s : plan.steps)
+        if (const auto* p = std::get_if<fault_point_step>(&s.action))
+            faults.push_back(p->name);
+    EXPECT_EQ(faults, (std::vector<std::string>{"snapshot.memory.after-migration",
+                                                "snapshot.external.before-transaction",
+                                                "snapshot.external.after-transaction",
+                                                "snapshot.external.before-metadata",
+                                                "snapshot.external.after-metadata"}));
+}
+
+TEST(create_plan, quiesce_freezes_for_the_transaction_only) {
+    fake_host host;
+    create_request r;
+    r.name = "q";
+    r.disk_only = true;
+    r.quiesce = true;
+    auto plan = plan_create(running_vm(host), r);
+    EXPECT_EQ(
+        shape(plan.steps),
+        (std::vector<std::string>{"write:journal", "guest-agent", "execute:transaction",
+                                  "guest-agent", "write:definition", "write:metadata", "remove"}));
+}
+
+TEST(create_plan, the_default_name_moves_aside_for_a_taken_one_and_an_image_id) {
+    fake_host host;
+    auto f = running_vm(host);
+    host.snapshot("/img/data.qcow2", "other", "1700000000");
+    auto plan = plan_create(f, {});
+    EXPECT_EQ(plan.record.name, "snapshot-1700000000")
+        << "the seconds are the id of a snapshot in an image";
+}
+
+TEST(create_plan, refuses_before_anything_changes) {
+    fake_host host;
+    create_request named;
+    named.name = "s1";
+    {
+        auto f = running_vm(host);
+        host.snapshot("/img/system.qcow2", "s1", "1");
+        EXPECT_EQ(refusal([&] { plan_create(f, named); }), error_kind::name_taken);
+        host.images.clear();
+    }
+    {
+        auto f = running_vm(host);
+        f.run_state = "restore-vm";
+        EXPECT_EQ(refusal([&] { plan_create(f, named); }), error_kind::unsupported);
+    }
+    {
+        create_request r = named;
+        r.quiesce = true; // without --disk-only
+        EXPECT_EQ(refusal([&] { plan_create(running_vm(host), r); }), error_kind::unsupported);
+    }
+    {
+        create_request r = named;
+        r.memory_file = "/mem/x";
+        EXPECT_EQ(refusal([&] { plan_create(shut_off_vm(host), r); }), error_kind::not_running);
+    }
+    {
+        create_request r = named;
+        r.disk_only = true;
+        host.files.insert("/img/vm-data.s1.qcow2");
+        EXPECT_EQ(refusal([&] { plan_create(running_vm(host), r); }), error_kind::name_taken);
+        host.files.clear();
+    }
+    {
+        auto f = running_vm(host);
+        f.def.disks[1].format = launcher::disk_format::raw;
+        EXPECT_EQ(refusal([&] { plan_create(f, named); }), error_kind::unsupported);
+    }
+}
+
+// --- revert ------------------------------------------------------------------------------------
+
+snapshot_record internal_snapshot(const launcher::vm_definition& def, std::string name,
+                                  bool memory) {
+    snapshot_record r;
+    r.name = std::move(name);
+    r.created_at = 1;
+    r.state = memory ? vm_state::running : vm_state::shutoff;
+    r.memory = memory;
+    r.definition = launcher::dump_definition(def);
+    for (const auto& d : def.disks)
+        r.disks.push_back(
+            {d.name, d.read_only ? disk_snapshot::mode::excluded : disk_snapshot::mode::internal,
+             d.file, "", d.name});
+    return r;
+}
+
+revert_facts revert_on_running(fake_host& host, const snapshot_record& rec) {
+    revert_facts f;
+    f.def = definition();
+    f.definition_file = "/state/vm/definition.yaml";
+    f.tree.add(rec);
+    f.qemu_runs = true;
+    f.state = vm_state::running;
+    for (const auto& d : f.def.disks) {
+        f.active_files[d.name] = d.file;
+        f.live[d.name] = live(d.name, d.name, d.file.string());
+        f.node_snapshots[d.name] = {rec.name};
+    }
+    f.overlays_dir = "/state/vm/overlays";
+    f.now = 1700000000;
+    f.pid = 42;
+    f.host = host.host();
+    return f;
+}
+
+TEST(revert_plan, into_the_running_qemu_is_one_load_job) {
+    fake_host host;
+    const auto rec = internal_snapshot(definition(), "s1", true);
+    auto plan = plan_revert(revert_on_running(host, rec), "s1", {});
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"write:journal", "execute:snapshot-load", "run-state",
+                                        "write:metadata", "remove"}));
+    const auto* job = find_step<qmp_job>(plan.steps);
+    EXPECT_EQ(job->arguments.at("devices"), (json::array{"system", "data"}));
+}
+
+TEST(revert_plan, paused_stops_the_guest_before_the_load) {
+    fake_host host;
+    revert_request paused;
+    paused.paused = true;
+    const auto rec = internal_snapshot(definition(), "s1", true);
+    auto plan = plan_revert(revert_on_running(host, rec), "s1", paused);
+    ASSERT_GE(plan.steps.size(), 3u);
+    EXPECT_EQ(std::get<set_run_state>(plan.steps[1].action).wanted, vm_state::paused)
+        << "the load job would resume a running guest past the snapshot";
+    EXPECT_TRUE(std::holds_alternative<qmp_job>(plan.steps[2].action));
+}
+
+TEST(revert_plan, a_snapshot_qemu_does_not_see_is_refused) {
+    fake_host host;
+    const auto rec = internal_snapshot(definition(), "s1", true);
+    auto f = revert_on_running(host, rec);
+    f.node_snapshots["data"].clear();
+    EXPECT_EQ(refusal([&] { plan_revert(f, "s1", {}); }), error_kind::drift);
+}
+
+TEST(revert_plan, under_an_overlay_qemu_restarts_on_the_image_unless_something_froze_it) {
+    fake_host host;
+    const auto rec = internal_snapshot(definition(), "s1", true);
+    auto f = revert_on_running(host, rec);
+    // A reset left the system disk on an overlay of qmpkit's.
+    f.active_files["system"] = "/state/vm/overlays/system.r1.qcow2";
+    f.live["system"].file = "/state/vm/overlays/system.r1.qcow2";
+    f.def.disks[0].file = "/state/vm/overlays/system.r1.qcow2";
+    auto plan = plan_revert(f, "s1", {});
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"write:journal", "qemu", "qemu", "run-state",
+                                        "write:metadata", "remove", "remove"}));
+    const auto* start = find_step<start_qemu>(plan.steps);
+    ASSERT_NE(start, nullptr);
+    EXPECT_EQ(start->extra_args, (std::vector<std::string>{"-loadvm", "s1"}));
+    EXPECT_EQ(start->definition.disks[0].file, "/img/system.qcow2");
+    EXPECT_EQ(describe(plan.steps).back().at("remove"), "/state/vm/overlays/system.r1.qcow2")
+        << "the overlay nothing names any more is removed";
+
+    // A reset point froze the image: refused, nothing planned.
+    reset_point p;
+    p.name = "rp1";
+    p.disks.push_back({});
+    p.disks.back().base = "/img/system.qcow2";
+    f.points.push_back(p);
+    try {
+        plan_revert(f, "s1", {});
+        FAIL() << "not refused";
+    } catch (const error& e) {
+        EXPECT_EQ(e.kind(), error_kind::unsupported);
+        EXPECT_NE(std::string(e.what()).find("reset point 'rp1'"), std::string::npos) << e.what();
+    }
+}
+
+TEST(revert_plan, a_changed_configuration_needs_force_and_restarts_qemu) {
+    fake_host host;
+    auto then = definition();
+    then.memory = 512ull << 20;
+    const auto rec = internal_snapshot(then, "s1", true);
+    auto f = revert_on_running(host, rec);
+    EXPECT_EQ(refusal([&] { plan_revert(f, "s1", {}); }), error_kind::config_mismatch);
+    revert_request force;
+    force.force = true;
+    auto plan = plan_revert(f, "s1", force);
+    const auto* start = find_step<start_qemu>(plan.steps);
+    ASSERT_NE(start, nullptr);
+    EXPECT_EQ(start->definition.memory, 512ull << 20);
+}
+
+TEST(revert_plan, external_gets_fresh_overlays_over_the_frozen_images) {
+    fake_host host;
+    auto def = definition();
+    snapshot_record rec;
+    rec.name = "ext";
+    rec.location = snapshot_location::external;
+    rec.state = vm_state::shutoff;
+    rec.definition = launcher::dump_definition(def);
+    rec.disks.push_back({"system", disk_snapshot::mode::external, "/img/system.qcow2",
+                         "/img/vm-system.ext.qcow2", "ov1"});
+    rec.disks.push_back({"data", disk_snapshot::mode::external, "/img/data.qcow2",
+                         "/img/vm-data.ext.qcow2", "ov2"});
+    auto f = revert_on_running(host, rec);
+    // A later external snapshot froze the system overlay: a new one goes to overlays/.
+    snapshot_record later = rec;
+    later.name = "later";
+    later.parent = "ext";
+    later.disks = {{"system", disk_snapshot::mode::external, "/img/vm-system.ext.qcow2",
+                    "/img/vm-system.later.qcow2", "ov3"}};
+    f.tree.add(later);
+    revert_request running;
+    running.running = true;
+    auto plan = plan_revert(f, "ext", running);
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"write:journal", "qemu", "qemu-img", "remove", "qemu-img",
+                                        "qemu", "write:metadata", "remove"}));
+    const auto* start = find_step<start_qemu>(plan.steps);
+    ASSERT_NE(start, nullptr);
+    EXPECT_EQ(start->definition.disks[0].file, "/state/vm/overlays/system.rid1.qcow2");
+    EXPECT_EQ(start->definition.disks[1].file, "/img/vm-data.ext.qcow2");
+    EXPECT_FALSE(start->paused);
+}
+
+} // namespace
+} // namespace qmpkit::snapshot::detail
