@@ -399,6 +399,7 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
     }
 
     auto delete_flags = std::make_shared<delete_request>();
+    auto delete_print_plan = std::make_shared<bool>(false);
     auto [del, del_v] =
         add("delete", "snapshot-delete", "Delete a snapshot (its children move to its parent)");
     for (auto* cmd : {del, del_v}) {
@@ -406,10 +407,15 @@ void register_all(CLI::App& app, CLI::App* group, context& ctx) {
         cmd->add_flag("--children-only", delete_flags->children_only, "only the descendants");
         cmd->add_flag("--metadata", delete_flags->metadata_only,
                       "forget it, keep the data in the images");
+        cmd->add_flag("--print-plan", *delete_print_plan, print_plan_help);
         add_named(
             cmd, ctx,
-            [delete_flags](const context& c, snapshot_manager& m, const std::string&,
-                           const std::string& name) {
+            [delete_flags, delete_print_plan](const context& c, snapshot_manager& m,
+                                              const std::string&, const std::string& name) {
+                if (*delete_print_plan) {
+                    print_plan(m.plan(name, *delete_flags));
+                    return exit_code::ok;
+                }
                 auto gone = m.remove(name, *delete_flags);
                 if (c.json)
                     print_json(json::value_from(gone));

@@ -301,6 +301,10 @@ TEST_F(snapshot_test, print_plan_shows_the_steps_and_does_nothing) {
     ASSERT_EQ(r.code, 0) << r.err;
     EXPECT_EQ(json::parse(r.out).at("state"), "running") << "a printed plan changes nothing";
     EXPECT_EQ(qmpkit({"snapshot", "revert", "snap", "nosuch", "--print-plan"}).code, 1);
+
+    plan = steps_of(qmpkit({"--json", "snapshot", "delete", "snap", "planbase", "--print-plan"}));
+    EXPECT_FALSE(find(plan, "execute", "snapshot-delete").empty()) << json::serialize(plan);
+    EXPECT_EQ(qmpkit({"snapshot", "info", "snap", "planbase"}).code, 0) << "still there";
     EXPECT_EQ(qmpkit({"snapshot", "delete", "snap", "planbase"}).code, 0);
 }
 

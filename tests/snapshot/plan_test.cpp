@@ -2,6 +2,7 @@
 // file. What the executor does with each step is tested against a real qemu (tests/cli).
 
 #include "plan/create_plan.hpp"
+#include "plan/delete_plan.hpp"
 #include "plan/revert_plan.hpp"
 
 #include <qmpkit/launcher/definition_loader.hpp>
@@ -430,6 +431,127 @@ TEST(revert_plan, external_gets_fresh_overlays_over_the_frozen_images) {
     EXPECT_EQ(start->definition.disks[0].file, "/state/vm/overlays/system.rid1.qcow2");
     EXPECT_EQ(start->definition.disks[1].file, "/img/vm-data.ext.qcow2");
     EXPECT_FALSE(start->paused);
+}
+
+// --- delete ------------------------------------------------------------------------------------
+
+launcher::block_node node(std::string name, std::string file) {
+    launcher::block_node n;
+    n.node_name = std::move(name);
+    n.driver = "qcow2";
+    n.file = std::move(file);
+    return n;
+}
+
+snapshot_record external_snapshot(std::string name, const std::string& disk, fs::path image,
+                                  fs::path overlay) {
+    snapshot_record r;
+    r.name = std::move(name);
+    r.location = snapshot_location::external;
+    r.state = vm_state::running;
+    r.definition = launcher::dump_definition(definition());
+    r.disks.push_back(
+        {disk, disk_snapshot::mode::external, std::move(image), std::move(overlay), "ov1"});
+    return r;
+}
+
+TEST(delete_plan, internal_images_qemu_has_not_open_go_first_with_qemu_img) {
+    fake_host host;
+    delete_facts f;
+    f.def = definition();
+    f.tree.add(internal_snapshot(f.def, "s1", true));
+    f.qemu_runs = true;
+    f.state = vm_state::running;
+    // A reset moved the system disk to an overlay: its old image is no longer in the graph.
+    f.nodes = {node("data", "/img/data.qcow2"), node("ov9", "/state/vm/overlays/system.r1.qcow2")};
+    f.host = host.host();
+    auto plan = plan_delete(f, "s1", false);
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"qemu-img", "execute:snapshot-delete", "write:metadata"}));
+    EXPECT_EQ(describe(plan.steps)[0].at("qemu-img"),
+              (json::array{"snapshot", "-d", "s1", "/img/system.qcow2"}));
+    EXPECT_EQ(std::get<qmp_job>(plan.steps[1].action).arguments.at("devices"),
+              (json::array{"data"}));
+    EXPECT_FALSE(plan.tree_after.contains("s1"));
+    EXPECT_FALSE(plan.merges);
+
+    auto forget = plan_delete(f, "s1", true);
+    EXPECT_EQ(shape(forget.steps), (std::vector<std::string>{"write:metadata"}));
+}
+
+TEST(delete_plan, an_active_overlay_is_committed_into_its_image_under_a_journal) {
+    fake_host host;
+    delete_facts f;
+    f.def = definition();
+    f.def.disks[1].file = "/img/vm-data.e1.qcow2";
+    f.tree.add(external_snapshot("e1", "data", "/img/data.qcow2", "/img/vm-data.e1.qcow2"));
+    // A child internal snapshot lives in the overlay: after the merge it lives in the image.
+    auto child = internal_snapshot(f.def, "s2", true);
+    child.parent = "e1";
+    f.tree.add(child);
+    f.qemu_runs = true;
+    f.state = vm_state::running;
+    f.live = {{"data", live("data", "ov1", "/img/vm-data.e1.qcow2")}};
+    f.nodes = {node("data", "/img/data.qcow2"), node("ov1", "/img/vm-data.e1.qcow2")};
+    f.host = host.host();
+    auto plan = plan_delete(f, "e1", false);
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"write:journal", "execute:block-commit",
+                                        "execute:blockdev-del", "execute:blockdev-del",
+                                        "write:definition", "remove", "write:metadata", "remove"}));
+    const auto& commit = std::get<qmp_job>(plan.steps[1].action);
+    EXPECT_TRUE(commit.complete_when_ready);
+    EXPECT_EQ(commit.arguments.at("device"), "ov1");
+    EXPECT_EQ(commit.arguments.at("base-node"), "data");
+    EXPECT_FALSE(commit.arguments.contains("top-node")) << "an active commit";
+    EXPECT_TRUE(std::get<qmp_command>(plan.steps[2].action).ignore_failure);
+    EXPECT_EQ(plan.definition_after.disks[1].file, "/img/data.qcow2");
+    EXPECT_EQ(plan.tree_after.at("s2").disks[1].image, "/img/data.qcow2");
+    EXPECT_TRUE(plan.merges);
+    const auto& journal = std::get<journal_write>(plan.steps[0].action).journal;
+    EXPECT_EQ(journal.operation, "delete-external");
+    ASSERT_TRUE(journal.after_definition.has_value());
+}
+
+TEST(delete_plan, an_image_another_snapshot_needs_is_streamed_or_refused) {
+    fake_host host;
+    delete_facts f;
+    f.def = definition();
+    f.tree.add(external_snapshot("e1", "data", "/img/data.qcow2", "/img/vm-data.e1.qcow2"));
+    auto sibling = external_snapshot("e2", "data", "/img/data.qcow2", "/img/vm-data.e2.qcow2");
+    f.tree.add(sibling);
+    f.qemu_runs = true;
+    f.state = vm_state::running;
+    f.live = {{"data", live("data", "ov1", "/img/vm-data.e1.qcow2")}};
+    f.nodes = {node("data", "/img/data.qcow2"), node("ov1", "/img/vm-data.e1.qcow2"),
+               node("ov2", "/img/vm-data.e2.qcow2")};
+    f.host = host.host();
+    auto plan = plan_delete(f, "e1", false);
+    EXPECT_EQ(shape(plan.steps), (std::vector<std::string>{"write:journal", "execute:block-stream",
+                                                           "write:metadata", "remove"}));
+    // Not the overlay the VM runs on: nothing can take the image's data in.
+    EXPECT_EQ(refusal([&] { plan_delete(f, "e2", false); }), error_kind::unsupported);
+}
+
+TEST(delete_plan, a_shut_off_vm_commits_with_qemu_img_and_removes_the_overlay_last) {
+    fake_host host;
+    host.images["/img/vm-data.e1.qcow2"].full_backing_file = "/img/data.qcow2";
+    delete_facts f;
+    f.def = definition();
+    f.def.disks[1].file = "/img/vm-data.e1.qcow2";
+    f.tree.add(external_snapshot("e1", "data", "/img/data.qcow2", "/img/vm-data.e1.qcow2"));
+    f.host = host.host();
+    auto plan = plan_delete(f, "e1", false);
+    EXPECT_EQ(shape(plan.steps), (std::vector<std::string>{"qemu-img", "write:metadata",
+                                                           "write:definition", "remove"}));
+    EXPECT_EQ(describe(plan.steps)[0].at("qemu-img"),
+              (json::array{"commit", "-d", "/img/vm-data.e1.qcow2"}));
+    EXPECT_EQ(plan.definition_after.disks[1].file, "/img/data.qcow2");
+
+    // An overlay not built on the recorded image is drift: refused.
+    host.images["/img/vm-data.e1.qcow2"].full_backing_file = "/elsewhere.qcow2";
+    f.host = host.host();
+    EXPECT_EQ(refusal([&] { plan_delete(f, "e1", false); }), error_kind::drift);
 }
 
 } // namespace

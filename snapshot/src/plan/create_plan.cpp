@@ -165,7 +165,7 @@ void add_internal_running(const create_facts& f, const snapshot_record& record,
         "snapshot-save",
         {{"job-id", job}, {"tag", record.name}, {"vmstate", nodes.front()}, {"devices", nodes}},
         "saving " + record.name,
-        "snapshot.save.job-running"}});
+        "snapshot.save.job-"}});
 }
 
 // A shut-off VM, internal: qemu-img snapshot -c on each disk, all or none.

@@ -63,6 +63,8 @@ private:
         try {
             qmp().execute(c.name, c.arguments);
         } catch (const qmp::error& e) {
+            if (c.ignore_failure)
+                return;
             if (c.on_failure.empty())
                 throw;
             throw error(error_kind::other, c.on_failure + ": " + e.what());
@@ -72,9 +74,10 @@ private:
         job_options o;
         o.progress = [&](double f) { ctx_.report(j.progress, f); };
         o.on_status = [&](const std::string& status) {
-            if (status == "running" && !j.fault_point_running.empty())
-                launcher::fault_point(j.fault_point_running, ctx_.dir);
+            if (!j.fault_points.empty())
+                launcher::fault_point(j.fault_points + status, ctx_.dir);
         };
+        o.complete_when_ready = j.complete_when_ready;
         run_job(qmp(), j.command, j.arguments, std::string(j.arguments.at("job-id").as_string()),
                 o);
     }
@@ -108,6 +111,10 @@ private:
             img_.snapshot_delete(s.image, s.tag, s.key);
             break;
         }
+    }
+    void act(const image_commit& c) { img_.commit(c.overlay, c.key); }
+    void act(const image_rebase& r) {
+        img_.rebase(r.image, r.backing, r.backing_format, r.key, r.unsafe);
     }
     void act(const create_overlay& c) {
         if (!c.progress.empty())

@@ -15,6 +15,8 @@ namespace qmpkit::snapshot::detail {
 struct plan_host {
     // qemu-img info (read-only, -U).
     std::function<launcher::image_info(const std::filesystem::path&)> image_info;
+    // qemu-img info --backing-chain: the image first, then down to the base.
+    std::function<std::vector<launcher::image_info>(const std::filesystem::path&)> image_chain;
     std::function<bool(const std::filesystem::path&)> exists;
     // A short random hex id, for block node and overlay file names.
     std::function<std::string()> new_id;

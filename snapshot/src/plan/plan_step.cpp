@@ -54,6 +54,22 @@ struct describer {
     std::optional<json::object> operator()(const image_snapshot_change& s) const {
         return json::object{{"qemu-img", qemu_img_args(s)}};
     }
+    std::optional<json::object> operator()(const image_commit& c) const {
+        return json::object{{"qemu-img", json::array{"commit", "-d", c.overlay.string()}}};
+    }
+    std::optional<json::object> operator()(const image_rebase& r) const {
+        json::array args{"rebase"};
+        if (r.unsafe)
+            args.emplace_back("-u");
+        args.emplace_back("-b");
+        args.emplace_back(r.backing ? r.backing->string() : std::string());
+        if (r.backing_format) {
+            args.emplace_back("-F");
+            args.emplace_back(to_string(*r.backing_format));
+        }
+        args.emplace_back(r.image.string());
+        return json::object{{"qemu-img", std::move(args)}};
+    }
     std::optional<json::object> operator()(const create_overlay& c) const {
         json::array args{"create", "-f", "qcow2", "-b", c.backing.string()};
         if (c.backing_format) {

@@ -27,19 +27,24 @@
 namespace qmpkit::snapshot::detail {
 
 // One QMP command, sent as it is. on_failure: how a refusal is reported ("<on_failure>: <qemu's
-// error>"); empty reports qemu's error as it is.
+// error>"); empty reports qemu's error as it is. ignore_failure: a refusal is no failure (a
+// clean-up of what qemu may have removed by itself).
 struct qmp_command {
     std::string name;
     boost::json::object arguments{};
     std::string on_failure{};
+    bool ignore_failure = false;
 };
 
-// A command that creates a job, run until the job concluded and is dismissed.
+// A command that creates a job, run until the job concluded and is dismissed; a job that stops
+// in `ready` (an active-layer block-commit) is completed when complete_when_ready.
+// fault_points: the fault point "<fault_points><status>" hangs at each status it enters.
 struct qmp_job {
     std::string command;
     boost::json::object arguments; // with "job-id"
     std::string progress;          // what is reported while it runs
-    std::string fault_point_running{};
+    std::string fault_points{};
+    bool complete_when_ready = false;
 };
 
 // An HMP command line, for qemus before 6.0 (savevm, loadvm).
@@ -68,6 +73,22 @@ struct image_snapshot_change {
     std::string tag;
     std::optional<launcher::disk_encryption> key{};
     std::string progress{};
+};
+
+// qemu-img commit: the overlay's data written into the image below it (the overlay stays).
+struct image_commit {
+    std::filesystem::path overlay;
+    std::optional<launcher::disk_encryption> key{};
+};
+
+// qemu-img rebase of `image` onto `backing` (none: standalone); unsafe changes only the recorded
+// backing file (the new one reads the same as the old).
+struct image_rebase {
+    std::filesystem::path image;
+    std::optional<std::filesystem::path> backing;
+    std::optional<launcher::disk_format> backing_format;
+    std::optional<launcher::disk_encryption> key{};
+    bool unsafe = false;
 };
 
 // qemu-img create of a new, empty qcow2 overlay on `backing`.
@@ -133,9 +154,10 @@ struct fault_point_step {
 
 using plan_action =
     std::variant<qmp_command, qmp_job, hmp_command, memory_save, memory_load, image_snapshot_change,
-                 create_overlay, remove_file, guest_freeze_step, guest_thaw, shares_unmount,
-                 shares_remount, shares_mount_declared, stop_qemu, start_qemu, set_run_state,
-                 journal_write, journal_remove, definition_write, metadata_write, fault_point_step>;
+                 image_commit, image_rebase, create_overlay, remove_file, guest_freeze_step,
+                 guest_thaw, shares_unmount, shares_remount, shares_mount_declared, stop_qemu,
+                 start_qemu, set_run_state, journal_write, journal_remove, definition_write,
+                 metadata_write, fault_point_step>;
 
 // A step, and what takes its effect back when a later step fails, before the journal's
 // resolution decides the rest from the facts. settles: once this step has succeeded, the undos

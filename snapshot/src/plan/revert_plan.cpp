@@ -121,7 +121,7 @@ void add_load_into_running(const revert_facts& f, const snapshot_record& rec,
                               {"vmstate", nodes.front()},
                               {"devices", nodes}},
                              "loading " + rec.name,
-                             "snapshot.load.job-running"}});
+                             "snapshot.load.job-"}});
 }
 
 // After a revert moved the VM off the files it wrote to, those that qmpkit made (overlays in the

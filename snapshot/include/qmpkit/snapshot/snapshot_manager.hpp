@@ -85,12 +85,15 @@ public:
 
     snapshot_record create(const create_request& request);
     void revert(const std::string& name, const revert_request& request);
-    // What create() and revert() would do, step by step, without doing any of it: the very
-    // steps they run (QMP commands as sent, qemu-img calls, qemu stopped and started, the
+    // What create(), revert() and remove() would do, step by step, without doing any of it: the
+    // very steps they run (QMP commands as sent, qemu-img calls, qemu stopped and started, the
     // journal and the records written), after the same checks, which refuse the same way. One
     // JSON object per step; what the steps hold is listed by the CLI's --print-plan help.
     std::vector<boost::json::object> plan(const create_request& request);
     std::vector<boost::json::object> plan(const std::string& name, const revert_request& request);
+    // A delete of several snapshots (children) that merges more than one external snapshot is
+    // refused: each merge's plan depends on the images the merge before it leaves.
+    std::vector<boost::json::object> plan(const std::string& name, const delete_request& request);
     // Returns the names deleted, deepest first.
     std::vector<std::string> remove(const std::string& name, const delete_request& request);
     void set_current(const std::string& name);
