@@ -57,4 +57,11 @@ void print_json(const boost::json::value& value) {
     std::cout << format_json(value) << "\n";
 }
 
+void print_plan(const std::vector<boost::json::object>& steps) {
+    boost::json::array plan;
+    for (const auto& step : steps)
+        plan.push_back(step);
+    print_json(plan);
+}
+
 } // namespace qmpkit::cli

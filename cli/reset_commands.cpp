@@ -38,7 +38,7 @@ json::object point_json(const snapshot::reset_point& p) {
 void register_reset_commands(CLI::App& app, context& ctx) {
     struct reset_options {
         std::string vm, target;
-        bool paused = false;
+        bool paused = false, print_plan = false;
     };
     auto r = std::make_shared<reset_options>();
     auto* reset = app.add_subcommand(
@@ -49,8 +49,15 @@ void register_reset_commands(CLI::App& app, context& ctx) {
                       "reset point or snapshot (default: the newest reset point, or the "
                       "current snapshot)");
     reset->add_flag("--paused", r->paused, "leave it paused");
+    reset->add_flag("--print-plan", r->print_plan, print_plan_help);
     reset->callback([&ctx, r] {
         ctx.action = [&ctx, r] {
+            const auto target =
+                r->target.empty() ? std::nullopt : std::optional<std::string>(r->target);
+            if (r->print_plan) {
+                print_plan(reset_for(ctx, r->vm).plan(target, r->paused));
+                return exit_code::ok;
+            }
             auto result =
                 reset_for(ctx, r->vm)
                     .reset(r->target.empty() ? std::nullopt : std::optional<std::string>(r->target),

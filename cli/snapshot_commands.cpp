@@ -95,18 +95,6 @@ constexpr const char* reuse_note =
     "is not supported: qmpkit always creates the overlay files and refuses existing ones";
 constexpr const char* validate_note = "has no meaning here: qmpkit takes no snapshot XML";
 
-constexpr const char* print_plan_help =
-    "print the steps it would take, as JSON, and do nothing: QMP commands as they would be sent "
-    "({\"execute\", \"arguments\"}), qemu-img calls, qemu stopped and started, the journal and "
-    "records written; after the same checks, which refuse the same way";
-
-void print_plan(const std::vector<json::object>& steps) {
-    json::array plan;
-    for (const auto& step : steps)
-        plan.push_back(step);
-    print_json(plan);
-}
-
 struct create_options {
     std::string vm, name, description, memspec;
     std::vector<std::string> diskspecs;

@@ -1,7 +1,12 @@
 #include "clone_identity.hpp"
+#include "device_state.hpp"
 #include "free_space.hpp"
+#include "guest_clock.hpp"
 #include "interrupted_operation.hpp"
 #include "memory_state.hpp"
+#include "plan/plan_executor.hpp"
+#include "plan/reset_plan.hpp"
+#include "reset_files.hpp"
 #include "share_mounts.hpp"
 #include "vm_context.hpp"
 
@@ -28,6 +33,16 @@
 namespace qmpkit::snapshot {
 namespace {
 
+using detail::arm_for_device_state;
+using detail::fresh_instance;
+using detail::load_device_state;
+using detail::point_file;
+using detail::read_points;
+using detail::set_guest_clock;
+using detail::superseded_overlays;
+using detail::sweep_overlays;
+using detail::write_point;
+
 namespace json = boost::json;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
@@ -35,49 +50,6 @@ using detail::vm_context;
 
 launcher::state_directory state_of(const std::string& vm, const manager_options& o) {
     return {o.state_root.empty() ? launcher::default_state_root() : o.state_root, vm};
-}
-
-fs::path point_file(const fs::path& point_dir) {
-    return point_dir / "point.json";
-}
-
-void write_point(const fs::path& dir, const reset_point& p) {
-    json::array disks;
-    for (const auto& d : p.disks)
-        disks.push_back({{"name", d.name}, {"base", d.base.string()}});
-    json::object o{{"format", "qmpkit-reset-point"},
-                   {"version", 1},
-                   {"name", p.name},
-                   {"created_at", p.created_at},
-                   {"ram", p.ram.string()},
-                   {"device_state", p.device_state.string()},
-                   {"disks", std::move(disks)},
-                   {"definition", p.definition}};
-    launcher::write_file_atomically(point_file(dir), json::serialize(o) + "\n");
-}
-
-reset_point read_point(const fs::path& dir) {
-    const auto file = point_file(dir);
-    try {
-        auto o = json::parse(launcher::read_file(file)).as_object();
-        if (o.at("format").as_string() != "qmpkit-reset-point" || o.at("version").as_int64() != 1)
-            throw error(error_kind::metadata_corrupt,
-                        file.string() + ": not a qmpkit reset point of version 1");
-        reset_point p;
-        p.name = o.at("name").as_string();
-        p.created_at = o.at("created_at").as_int64();
-        p.ram = std::string(o.at("ram").as_string());
-        p.device_state = std::string(o.at("device_state").as_string());
-        for (const auto& d : o.at("disks").as_array())
-            p.disks.push_back(
-                {std::string(d.at("name").as_string()), std::string(d.at("base").as_string())});
-        p.definition = o.at("definition").as_string();
-        return p;
-    } catch (const std::exception& e) {
-        if (dynamic_cast<const error*>(&e))
-            throw;
-        throw error(error_kind::metadata_corrupt, file.string() + ": " + e.what());
-    }
 }
 
 // Copies only the parts of the file that hold data: guest RAM is mostly holes at first.
@@ -118,18 +90,6 @@ void copy_sparse(const fs::path& from, const fs::path& to) {
         throw error(error_kind::other, "copying " + from.string() + " to " + to.string() +
                                            " failed: " + std::strerror(copy_errno));
     }
-}
-
-std::vector<reset_point> read_points(const launcher::state_directory& dir) {
-    std::vector<reset_point> points;
-    std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir.reset_points(), ec))
-        if (fs::exists(point_file(entry.path())))
-            points.push_back(read_point(entry.path()));
-    std::sort(points.begin(), points.end(), [](auto& a, auto& b) {
-        return a.created_at != b.created_at ? a.created_at < b.created_at : a.name < b.name;
-    });
-    return points;
 }
 
 // An operation killed half-way (a reset point's creation) is finished or taken back before
@@ -206,223 +166,6 @@ std::string standby_key(const reset_point& p) {
     return p.name + "@" + std::to_string(p.created_at);
 }
 
-const reset_point& choose_point(const std::string& vm, const std::vector<reset_point>& points,
-                                const std::optional<std::string>& target) {
-    if (points.empty())
-        throw error(error_kind::not_found, "VM '" + vm +
-                                               "' has no reset point (qmpkit reset-point create " +
-                                               vm + " NAME)");
-    auto it = std::prev(points.end());
-    if (target) {
-        it = std::find_if(points.begin(), points.end(), [&](auto& p) { return p.name == *target; });
-        if (it == points.end())
-            throw error(error_kind::not_found,
-                        "VM '" + vm + "' has no reset point named '" + *target + "'");
-    }
-    for (const auto& f : {it->ram, it->device_state})
-        if (!fs::exists(f))
-            throw error(error_kind::drift,
-                        "reset point '" + it->name + "' is damaged: " + f.string() + " is missing");
-    for (const auto& d : it->disks)
-        if (!fs::exists(d.base))
-            throw error(error_kind::drift, "reset point '" + it->name + "' is damaged: image " +
-                                               d.base.string() + " of disk '" + d.name +
-                                               "' is missing");
-    return *it;
-}
-
-// An empty overlay over a point's frozen disk, made once per point and disk by qemu-img and
-// copied for every fresh instance after that: a copy is a few hundred KB of unchanged bytes
-// (the header names the frozen image by its absolute path), where qemu-img is a process start
-// on the reset's or the standby's path.
-fs::path overlay_template(const reset_point& point, const reset_point::disk& d) {
-    const auto file =
-        point.device_state.parent_path() / ("overlay." + d.name + "." + d.base.filename().string());
-    std::error_code ec;
-    if (fs::exists(file, ec))
-        return file;
-    const auto made = fs::path(file.string() + "." + detail::hex_id() + ".tmp");
-    try {
-        launcher::qemu_img().create(made, launcher::disk_format::qcow2, std::nullopt, d.base,
-                                    launcher::disk_format::qcow2);
-        fs::rename(made, file); // several makers: the last rename wins, and all are the same
-    } catch (...) {
-        fs::remove(made, ec);
-        throw;
-    }
-    return file;
-}
-
-// The point's definition, named `name`, with a fresh overlay over each frozen disk, made in
-// `overlay_dir`. Returns it and the overlays.
-std::pair<launcher::vm_definition, std::vector<fs::path>>
-fresh_instance(const reset_point& point, const std::string& name, const fs::path& overlay_dir,
-               const fs::path& origin) {
-    auto def = launcher::load_definition_from_string(point.definition, origin);
-    def.name = name;
-    fs::create_directories(overlay_dir);
-    fs::permissions(overlay_dir, fs::perms::owner_all, fs::perm_options::replace);
-    std::vector<fs::path> overlays;
-    try {
-        for (const auto& d : point.disks) {
-            const auto overlay = overlay_dir / (d.name + "." + detail::hex_id() + ".qcow2");
-            fs::copy_file(overlay_template(point, d), overlay);
-            fs::permissions(overlay, fs::perms::owner_read | fs::perms::owner_write,
-                            fs::perm_options::replace);
-            overlays.push_back(overlay);
-            for (auto& disk : def.disks)
-                if (disk.name == d.name) {
-                    disk.file = overlay;
-                    disk.format = launcher::disk_format::qcow2;
-                    disk.size.reset();
-                    disk.backing.reset();
-                }
-        }
-    } catch (...) {
-        std::error_code ignored;
-        for (const auto& o : overlays)
-            fs::remove(o, ignored);
-        throw;
-    }
-    return {std::move(def), std::move(overlays)};
-}
-
-// Every file the VM's snapshots live in or are built on: an internal snapshot taken while the
-// VM ran on an overlay lives inside it; an external one froze its image and made an overlay.
-std::vector<fs::path> snapshot_files(const launcher::state_directory& dir) {
-    std::vector<fs::path> files;
-    const auto tree = metadata_store(dir).load();
-    for (const auto* record : tree.all())
-        for (const auto& d : record->disks)
-            for (const auto& f : {d.image, d.overlay})
-                if (!f.empty())
-                    files.push_back(f);
-    return files;
-}
-
-// Overlays the VM ran on before a reset and no longer uses: the ones resets and reset points
-// made, never an image a user named, one a reset point is frozen on, or one a snapshot needs.
-std::vector<fs::path> superseded_overlays(const launcher::state_directory& dir,
-                                          const launcher::vm_definition& before,
-                                          const launcher::vm_definition& after) {
-    std::vector<fs::path> frozen = snapshot_files(dir);
-    for (const auto& p : read_points(dir))
-        for (const auto& d : p.disks)
-            frozen.push_back(d.base);
-    auto inside = [](const fs::path& file, const fs::path& folder) {
-        const auto f = fs::weakly_canonical(file).string();
-        const auto d = fs::weakly_canonical(folder).string() + "/";
-        return f.rfind(d, 0) == 0;
-    };
-    std::vector<fs::path> garbage;
-    for (const auto& disk : before.disks) {
-        const auto& f = disk.file;
-        const bool ours = inside(f, dir.overlays()) || inside(f, dir.reset_points());
-        const bool kept = std::any_of(after.disks.begin(), after.disks.end(),
-                                      [&](auto& d) { return detail::same_file(d.file, f); }) ||
-                          std::any_of(frozen.begin(), frozen.end(),
-                                      [&](auto& b) { return detail::same_file(b, f); });
-        if (ours && !kept)
-            garbage.push_back(f);
-    }
-    return garbage;
-}
-
-// The backing file a qcow2 image names in its header, resolved against the image's directory as
-// qemu does; nullopt for an image without one, or one that is not qcow2 (raw has no backing).
-// Reading the header is what `qemu-img info --backing-chain` does, without a process per image.
-std::optional<fs::path> qcow2_backing_file(const fs::path& image) {
-    const int fd = ::open(image.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        throw error(error_kind::other,
-                    "cannot read " + image.string() + ": " + std::strerror(errno));
-    unsigned char header[20] = {};
-    const bool whole = ::pread(fd, header, sizeof header, 0) == static_cast<ssize_t>(sizeof header);
-    auto be = [&](int at, int bytes) {
-        std::uint64_t v = 0;
-        for (int i = 0; i < bytes; ++i)
-            v = v << 8 | header[at + i];
-        return v;
-    };
-    std::optional<fs::path> backing;
-    if (whole && header[0] == 'Q' && header[1] == 'F' && header[2] == 'I' && header[3] == 0xfb) {
-        const auto offset = be(8, 8);
-        const auto size = be(16, 4);
-        if (offset != 0 && size > 0 && size <= 4096) {
-            std::string name(size, '\0');
-            const bool read = ::pread(fd, name.data(), size, static_cast<off_t>(offset)) ==
-                              static_cast<ssize_t>(size);
-            if (!read) {
-                ::close(fd);
-                throw error(error_kind::other, "cannot read the header of " + image.string());
-            }
-            const fs::path named(name);
-            backing = named.is_absolute() ? named : image.parent_path() / named;
-        }
-    }
-    ::close(fd);
-    return backing;
-}
-
-// Removes overlays in <state>/overlays that nothing uses: left by a reset or a standby
-// preparation that died half-way. Used means named by the VM's definition, a standby's, a
-// reset point (as its frozen image) or a snapshot, in `used`, or in the backing chain of any of
-// these (a reset point removed leaves its frozen image under the overlays built on it). The
-// caller holds the VM's lock and no standby is being prepared (but the caller's own), so no
-// other overlay is on its way into a definition.
-void sweep_overlays(const launcher::state_directory& dir, std::vector<fs::path> used = {}) {
-    // An interrupted operation's overlays are for its resolution to keep or remove.
-    if (std::error_code ec; fs::exists(detail::journal_file(dir), ec))
-        return;
-    auto add_disks = [&](const fs::path& definition) {
-        for (const auto& d : launcher::load_definition(definition).disks)
-            used.push_back(d.file);
-    };
-    add_disks(dir.definition_copy());
-    for (const auto& s : launcher::list_standbys(dir))
-        for (const auto& d : s.definition.disks)
-            used.push_back(d.file);
-    for (const auto& p : read_points(dir))
-        for (const auto& d : p.disks)
-            used.push_back(d.base);
-    for (auto& f : snapshot_files(dir))
-        used.push_back(std::move(f));
-    auto unused_files = [&] {
-        std::error_code ec;
-        std::vector<fs::path> unused;
-        for (const auto& entry : fs::directory_iterator(dir.overlays(), ec))
-            if (std::none_of(used.begin(), used.end(),
-                             [&](const fs::path& u) { return detail::same_file(u, entry.path()); }))
-                unused.push_back(entry.path());
-        return unused;
-    };
-    auto unused = unused_files();
-    if (unused.empty())
-        return;
-    // Only now: what the used images are built on, from their qcow2 headers.
-    for (const auto& file : std::vector<fs::path>(used)) {
-        std::error_code ec;
-        if (!fs::exists(file, ec))
-            continue;
-        auto layer = file;
-        for (int depth = 0; depth < 256; ++depth) {
-            std::optional<fs::path> backing;
-            try {
-                backing = qcow2_backing_file(layer);
-            } catch (const std::exception&) {
-                return; // cannot tell what it is built on: remove nothing
-            }
-            if (!backing)
-                break;
-            used.push_back(*backing);
-            layer = *backing;
-        }
-    }
-    std::error_code ec;
-    for (const auto& file : unused_files())
-        fs::remove(file, ec);
-}
-
 // Logs how long each step of a reset took.
 class step_timer {
 public:
@@ -441,95 +184,6 @@ private:
     std::shared_ptr<spdlog::logger> logger_;
     std::chrono::steady_clock::time_point last_ = std::chrono::steady_clock::now();
 };
-
-// Loads a reset point's device state into a qemu waiting with -incoming defer. The MIGRATION
-// event says when it is done, sooner than polling would.
-void arm_for_device_state(qmp::client& qmp) {
-    qmp.execute("migrate-set-capabilities",
-                {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", true}},
-                                              {{"capability", "events"}, {"state", true}}}}});
-}
-
-// `armed`: arm_for_device_state already ran on this qemu (a standby is armed while prepared).
-void load_device_state(qmp::client& qmp, const fs::path& file, bool armed = false) {
-    if (!armed)
-        arm_for_device_state(qmp);
-    auto migration = qmp.listen({"MIGRATION"});
-    const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        throw error(error_kind::other,
-                    "cannot open the device state " + file.string() + ": " + std::strerror(errno));
-    try {
-        qmp.send_fd("qmpkit-device-state", fd);
-    } catch (...) {
-        ::close(fd);
-        throw;
-    }
-    ::close(fd);
-    qmp.execute("migrate-incoming", {{"uri", "fd:qmpkit-device-state"}});
-    const auto deadline = std::chrono::steady_clock::now() + 60s;
-    for (;;) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0)
-            throw error(error_kind::timeout,
-                        "loading the device state " + file.string() + " took over a minute");
-        auto e = qmp.wait_event(migration, left);
-        if (!e)
-            continue;
-        const auto status = std::string(e->data.at("status").as_string());
-        if (status == "completed") {
-            // The capability is recorded in every later migration stream, internal snapshots
-            // included: one taken with it on loads only into a qemu that has it on too.
-            detail::ignore_shared_ram(qmp, false);
-            return;
-        }
-        if (status == "failed" || status == "cancelled") {
-            std::string why;
-            try {
-                const auto info = qmp.execute("query-migrate").as_object();
-                if (const auto* d = info.if_contains("error-desc"))
-                    why = ": " + std::string(d->as_string());
-            } catch (const std::exception&) {
-            }
-            throw error(error_kind::other,
-                        "loading the device state " + file.string() + " " + status + why);
-        }
-    }
-}
-
-// The template strategy: a new qemu maps the point's RAM copy-on-write and loads its device
-// state, over fresh overlays. Returns the VM's definition now.
-launcher::vm_definition reset_from_template(vm_context& ctx, const reset_point& point, bool paused,
-                                            step_timer& step) {
-    // The overlays are made while the old qemu goes away: neither waits for the other.
-    auto instance = std::async(std::launch::async, [&] {
-        return fresh_instance(point, ctx.dir.vm_name(), ctx.dir.overlays(),
-                              ctx.dir.definition_copy());
-    });
-    ctx.connect_if_running();
-    ctx.stop_vm();
-    step("stopping the old qemu");
-    auto [def, overlays] = instance.get();
-    step("fresh overlays");
-    launcher::fault_point("reset.template.after-stop", ctx.dir);
-    try {
-        ctx.start_vm(def, {"-incoming", "defer"}, true, point.ram);
-        step("starting qemu");
-        launcher::fault_point("reset.template.after-start", ctx.dir);
-        load_device_state(*ctx.qmp, point.device_state);
-        step("loading the device state");
-        launcher::fault_point("reset.template.after-load", ctx.dir);
-        if (!paused)
-            ctx.qmp->execute("cont");
-        step("cont");
-    } catch (...) {
-        // Never half-reset: a qemu that did not take the state is stopped.
-        ctx.stop_vm();
-        throw;
-    }
-    return def;
-}
 
 // The standby strategy: the qemu prepared for this point, which has loaded the point's device
 // state already and waits paused at it, takes the VM's place; the old one is told to quit and
@@ -595,47 +249,6 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
     return standby->definition;
 }
 
-// A guest put back to a point, or cloned from one, runs on the point's clock: seconds to days in
-// the past, which breaks TLS, make and timeouts. Where the VM has a guest agent, its clock is set
-// to the host's (guest-set-time; qemu-ga also writes the RTC). Best effort: a guest whose agent
-// does not answer keeps its clock, and the caller is warned. `guest_lock`: the guest lock, when
-// the caller took it already.
-void set_guest_clock(const launcher::state_directory& dir, const launcher::vm_definition& def,
-                     const std::shared_ptr<spdlog::logger>& logger,
-                     std::optional<launcher::vm_lock> guest_lock = std::nullopt) {
-    if (!def.guest_agent)
-        return;
-    // A second, longer try: several guests resumed at once under TCG (clones of a real
-    // distribution on two cores) can leave an agent silent for more than 2 s, and a guest left
-    // on the point's clock is worse than a clone that takes a few seconds more.
-    for (const auto timeout : {std::chrono::milliseconds(2s), std::chrono::milliseconds(6s)}) {
-        try {
-            qmp::guest_agent_options o;
-            o.sync_timeout = timeout;
-            o.command_timeout = timeout;
-            o.logger = logger;
-            // The caller's lock goes into the first try's session; a retry takes it anew.
-            auto lock = std::exchange(guest_lock, std::nullopt);
-            auto session = lock ? launcher::open_guest_agent(dir, def, o, std::move(*lock))
-                                : launcher::open_guest_agent(dir, def, o);
-            const auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                 std::chrono::system_clock::now().time_since_epoch())
-                                 .count();
-            session.agent.execute("guest-set-time", {{"time", now}});
-            // The point was saved with the shares unmounted (share_mounts.hpp).
-            detail::mount_declared_shares(session.agent, def, logger);
-            return;
-        } catch (const std::exception& e) {
-            if (timeout < 6s)
-                continue;
-            if (logger)
-                logger->warn("VM '{}': the guest's clock was not set to the host's ({}); it "
-                             "runs from the reset point's time",
-                             dir.vm_name(), e.what());
-        }
-    }
-}
-
 // How many ready standbys a VM keeps for its reset point. Refilling one takes ~0.2 s under TCG
 // here; with three, resets 0.2 s apart found one ready every time (with two, the median reset
 // waited 11-15 ms for one on its way).
@@ -690,6 +303,19 @@ void prepare_standby(const launcher::state_directory& dir, const reset_point& po
     // paused.
     plan.launch.paused = true;
     launcher::prepare_standby_in_background(dir, std::move(plan));
+}
+
+detail::reset_facts reset_facts_of(const vm_context& ctx, const std::vector<reset_point>& points,
+                                   const std::optional<std::string>& target, bool paused) {
+    detail::reset_facts f;
+    f.def = ctx.def;
+    f.definition_file = ctx.dir.definition_copy();
+    f.overlays_dir = ctx.dir.overlays();
+    f.points = points;
+    f.target = target;
+    f.paused = paused;
+    f.host = detail::real_host();
+    return f;
 }
 
 } // namespace
@@ -858,14 +484,9 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
     step_timer step(options_.logger);
     const auto state = state_of(vm_, options_);
     const auto def = launcher::load_definition(state.definition_copy());
-    auto strategy = def.reset.strategy;
     const auto points = read_points(state);
     step("reading the definition and the reset points");
-    // auto: the fastest the VM allows. A reset point means RAM in a file, so standby.
-    if (strategy == launcher::reset_strategy::automatic)
-        strategy = def.reset.file_backed_memory() && !points.empty()
-                       ? launcher::reset_strategy::standby
-                       : launcher::reset_strategy::loadvm;
+    const auto strategy = detail::effective_strategy(def, !points.empty());
 
     reset_result result;
     if (strategy == launcher::reset_strategy::loadvm) {
@@ -883,39 +504,40 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         result.strategy = "loadvm";
         result.target = *name;
     } else {
-        const auto point = choose_point(vm_, points, target);
         const bool standby = strategy == launcher::reset_strategy::standby;
-        // After a standby reset, what the background process needs: the VM's definition before
+        // After a standby reset, what the background processes need: the VM's definition before
         // and after, and the guest lock for the clock setter.
         launcher::vm_definition old_definition;
         std::optional<launcher::vm_definition> now;
         std::optional<launcher::vm_lock> guest_lock;
+        // The point is chosen first; the template steps are planned only when they are needed
+        // (a standby reset that finds its standby spends nothing on them).
+        const auto& point = detail::choose_point(vm_, points, target, [](const fs::path& f) {
+            std::error_code ec;
+            return fs::exists(f, ec);
+        });
+        detail::reset_afterwards afterwards;
         {
             vm_context ctx(vm_, options_, "resetting the VM",
                            standby ? vm_context::session::on_demand : vm_context::session::now);
             settle_left_operation(ctx);
             step(standby ? "locking the VM" : "locking the VM and connecting to its qemu");
             old_definition = ctx.def;
-            if (standby) {
+            if (standby)
                 now = reset_from_standby(ctx, point, paused, step);
-                result.strategy = now ? "standby" : "template";
+            result.strategy = now ? "standby" : "template";
+            if (now) {
+                afterwards = detail::afterwards_of(standby, paused, *now);
             } else {
-                result.strategy = "template";
+                auto plan =
+                    detail::plan_reset(reset_facts_of(ctx, points, target, paused), standby);
+                detail::run_plan(ctx, plan.steps);
+                step("resetting by template");
+                now = ctx.def;
+                afterwards = plan.afterwards;
             }
-            if (!now)
-                now = reset_from_template(ctx, point, paused, step);
             result.target = point.name;
-            if (!standby) {
-                // The slow path may follow a reset that died half-way: tidy up now, while this
-                // holds the VM and no standby is being prepared.
-                std::error_code ignored;
-                for (const auto& file : superseded_overlays(state, old_definition, *now))
-                    fs::remove(file, ignored);
-                sweep_overlays(state);
-                step("cleaning up");
-                if (!paused && now->guest_agent)
-                    set_guest_clock(state, *now, ctx.options->logger);
-            } else if (!paused && now->guest_agent) {
+            if (afterwards.set_clock_in_background) {
                 // The clock is set off the caller's path (below), under the guest lock, taken
                 // here, while this holds the VM, so that the next command in the guest comes
                 // after it; the next reset, which does not talk to the guest, does not wait. The
@@ -930,31 +552,55 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         // The guest runs. A standby reset leaves everything else to background processes, forked
         // only now that this process has let go of the VM and freed what it used: a page this
         // process writes after a fork is copied first, which cost the caller 1-3 ms here.
-        if (standby) {
+        if (afterwards.prepare_standbys) {
             // The process that prepares the next standbys works out and removes the replaced
             // qemu's overlays first.
             prepare_standby(state, point, [state, old = old_definition, now = *now] {
                 return superseded_overlays(state, old, now);
             });
             step("handing the clean-up to the background");
-            // The agent and hwclock in a guest just resumed take a quarter of a second on TCG.
-            if (!paused && now->guest_agent) {
-                auto work = [state, def = *now,
-                             logger = options_.logger](std::optional<launcher::vm_lock> held) {
-                    set_guest_clock(state, def, logger, std::move(held));
-                };
-                if (guest_lock)
-                    launcher::finish_in_background_holding(
-                        state, std::move(*guest_lock),
-                        [work](launcher::vm_lock& held) { work(std::move(held)); });
-                else
-                    launcher::finish_in_background(state, [work] { work(std::nullopt); });
-            }
+        }
+        // The agent and hwclock in a guest just resumed take a quarter of a second on TCG.
+        if (afterwards.set_clock_in_background) {
+            auto work = [state, def = *now,
+                         logger = options_.logger](std::optional<launcher::vm_lock> held) {
+                set_guest_clock(state, def, logger, std::move(held));
+            };
+            if (guest_lock)
+                launcher::finish_in_background_holding(
+                    state, std::move(*guest_lock),
+                    [work](launcher::vm_lock& held) { work(std::move(held)); });
+            else
+                launcher::finish_in_background(state, [work] { work(std::nullopt); });
         }
     }
     result.took = std::chrono::duration_cast<std::chrono::microseconds>(
         std::chrono::steady_clock::now() - started);
     return result;
+}
+
+std::vector<boost::json::object> vm_reset::plan(const std::optional<std::string>& target,
+                                                bool paused) const {
+    const auto state = state_of(vm_, options_);
+    const auto def = launcher::load_definition(state.definition_copy());
+    const auto points = read_points(state);
+    const auto strategy = detail::effective_strategy(def, !points.empty());
+    if (strategy == launcher::reset_strategy::loadvm) {
+        snapshot_manager snapshots(vm_, options_);
+        auto name = target;
+        if (!name)
+            name = snapshots.tree().current();
+        if (!name)
+            throw error(error_kind::not_found,
+                        "VM '" + vm_ + "' has no current snapshot to reset to");
+        revert_request r;
+        r.running = !paused;
+        r.paused = paused;
+        return snapshots.plan(*name, r);
+    }
+    vm_context ctx(vm_, options_, "planning a reset", vm_context::session::on_demand);
+    return detail::describe(detail::plan_reset(reset_facts_of(ctx, points, target, paused),
+                                               strategy == launcher::reset_strategy::standby));
 }
 
 clone_result vm_reset::clone(const clone_request& request) {
@@ -969,7 +615,8 @@ clone_result vm_reset::clone(const clone_request& request) {
         throw error(error_kind::other,
                     "clone count must be between 1 and 256, not " + std::to_string(count));
     const auto points = read_points(state);
-    const auto& point = choose_point(vm_, points, request.point);
+    const auto& point =
+        detail::choose_point(vm_, points, request.point, detail::real_host().exists);
     const auto root = state.path().parent_path();
     const auto prefix = request.prefix.empty() ? vm_ + "-clone-" : request.prefix;
 

@@ -176,6 +176,16 @@ protected:
 
 TEST_P(reset_test, brings_back_disk_and_ram_and_keeps_the_qmp_socket_path) {
     ensure_vm();
+    // --print-plan shows this strategy's way back, and changes nothing.
+    run().guest(vm(), "echo planned > /mnt/g; sync");
+    auto planned = run()({"--json", "reset", vm(), "--print-plan"});
+    ASSERT_EQ(planned.code, 0) << planned.err;
+    const auto plan = json::serialize(json::parse(planned.out));
+    const std::string expected = strategy() == "loadvm"     ? "\"execute\":\"snapshot-load\""
+                                 : strategy() == "template" ? "\"load-device-state\""
+                                                            : "\"standby\"";
+    EXPECT_NE(plan.find(expected), std::string::npos) << plan;
+    EXPECT_EQ(run().guest(vm(), "cat /mnt/g"), "planned\n") << "a printed plan reset the VM";
     for (int round = 0; round < 3; ++round) {
         run().guest(vm(), "echo dirty > /mnt/f; echo more > /mnt/g; sync");
         const auto before = counter_after_running(2);

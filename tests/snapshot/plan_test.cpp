@@ -3,6 +3,7 @@
 
 #include "plan/create_plan.hpp"
 #include "plan/delete_plan.hpp"
+#include "plan/reset_plan.hpp"
 #include "plan/revert_plan.hpp"
 
 #include <qmpkit/launcher/definition_loader.hpp>
@@ -552,6 +553,87 @@ TEST(delete_plan, a_shut_off_vm_commits_with_qemu_img_and_removes_the_overlay_la
     host.images["/img/vm-data.e1.qcow2"].full_backing_file = "/elsewhere.qcow2";
     f.host = host.host();
     EXPECT_EQ(refusal([&] { plan_delete(f, "e1", false); }), error_kind::drift);
+}
+
+// --- reset -------------------------------------------------------------------------------------
+
+reset_facts reset_of(fake_host& host, bool guest_agent) {
+    reset_facts f;
+    f.def = definition(guest_agent ? "guest_agent: true\n" : "");
+    f.definition_file = "/state/vm/definition.yaml";
+    f.overlays_dir = "/state/vm/overlays";
+    reset_point p;
+    p.name = "rp1";
+    p.created_at = 5;
+    p.ram = "/state/vm/reset-points/rp1/ram";
+    p.device_state = "/state/vm/reset-points/rp1/device-state";
+    p.disks = {{"system", "/state/vm/reset-points/rp1/system.qcow2"},
+               {"data", "/state/vm/reset-points/rp1/data.qcow2"}};
+    p.definition = launcher::dump_definition(f.def);
+    f.points.push_back(p);
+    for (const auto& file : {p.ram, p.device_state, p.disks[0].base, p.disks[1].base})
+        host.files.insert(file);
+    f.host = host.host();
+    return f;
+}
+
+TEST(reset_plan, template_starts_a_qemu_on_fresh_overlays_and_the_points_ram) {
+    fake_host host;
+    auto plan = plan_reset(reset_of(host, true), false);
+    EXPECT_EQ(
+        shape(plan.steps),
+        (std::vector<std::string>{"qemu", "new-overlay", "new-overlay", "qemu", "load-device-state",
+                                  "execute:cont", "remove", "guest-agent"}));
+    const auto* start = find_step<start_qemu>(plan.steps);
+    ASSERT_NE(start, nullptr);
+    EXPECT_EQ(start->memory_template, "/state/vm/reset-points/rp1/ram");
+    EXPECT_EQ(start->extra_args, (std::vector<std::string>{"-incoming", "defer"}));
+    EXPECT_EQ(start->definition.disks[0].file, "/state/vm/overlays/system.id1.qcow2");
+    EXPECT_EQ(start->definition.disks[2].file, "/img/tools.raw") << "not in the point";
+    // A qemu that did not take the state is stopped; once the guest runs, nothing is undone.
+    for (const auto& step : plan.steps) {
+        if (std::holds_alternative<start_qemu>(step.action)) {
+            EXPECT_TRUE(step.undo && std::holds_alternative<stop_qemu>(*step.undo));
+        }
+        if (const auto* c = std::get_if<qmp_command>(&step.action); c && c->name == "cont") {
+            EXPECT_TRUE(step.settles);
+        }
+    }
+    EXPECT_FALSE(plan.afterwards.prepare_standbys);
+
+    auto paused = reset_of(host, true);
+    paused.paused = true;
+    EXPECT_EQ(shape(plan_reset(paused, false).steps),
+              (std::vector<std::string>{"qemu", "new-overlay", "new-overlay", "qemu",
+                                        "load-device-state", "remove"}))
+        << "no cont, no clock for a paused guest";
+}
+
+TEST(reset_plan, standby_falls_back_to_the_template_steps_and_leaves_the_rest_to_the_background) {
+    fake_host host;
+    auto plan = plan_reset(reset_of(host, true), true);
+    EXPECT_TRUE(plan.afterwards.prepare_standbys);
+    EXPECT_TRUE(plan.afterwards.set_clock_in_background);
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"qemu", "new-overlay", "new-overlay", "qemu",
+                                        "load-device-state", "execute:cont"}));
+    const auto printed = describe(plan);
+    ASSERT_EQ(printed.size(), 3u);
+    EXPECT_TRUE(printed[0].contains("standby"));
+    EXPECT_EQ(printed[1].at("if no standby is ready").as_array().size(), 6u);
+    EXPECT_EQ(printed[2].at("afterwards, in the background").as_array().size(), 2u);
+}
+
+TEST(reset_plan, a_missing_or_damaged_point_is_refused) {
+    fake_host host;
+    auto f = reset_of(host, false);
+    f.target = "nosuch";
+    EXPECT_EQ(refusal([&] { plan_reset(f, true); }), error_kind::not_found);
+    f.target.reset();
+    host.files.erase("/state/vm/reset-points/rp1/ram");
+    EXPECT_EQ(refusal([&] { plan_reset(f, true); }), error_kind::drift);
+    f.points.clear();
+    EXPECT_EQ(refusal([&] { plan_reset(f, true); }), error_kind::not_found);
 }
 
 } // namespace

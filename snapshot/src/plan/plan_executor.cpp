@@ -1,7 +1,10 @@
+#include "../device_state.hpp"
+#include "../guest_clock.hpp"
 #include "../guest_freeze.hpp"
 #include "../interrupted_operation.hpp"
 #include "../memory_state.hpp"
 #include "../qmp_jobs.hpp"
+#include "../reset_files.hpp"
 #include "../share_mounts.hpp"
 #include "plan_executor.hpp"
 
@@ -143,8 +146,31 @@ private:
     void act(const shares_mount_declared&) {
         mount_declared_shares(ctx_.dir, ctx_.def, ctx_.options->logger);
     }
-    void act(const stop_qemu&) { ctx_.stop_vm(); }
-    void act(const start_qemu& s) { ctx_.start_vm(s.definition, s.extra_args, s.paused); }
+    void act(const stop_qemu&) {
+        ctx_.connect_if_running(); // an operation that opened no session to qemu yet
+        ctx_.stop_vm();
+    }
+    void act(const start_qemu& s) {
+        ctx_.start_vm(s.definition, s.extra_args, s.paused, s.memory_template);
+    }
+    void act(const instance_overlay& i) {
+        const auto dir = i.file.parent_path();
+        std::filesystem::create_directories(dir);
+        std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
+                                     std::filesystem::perm_options::replace);
+        std::filesystem::copy_file(overlay_template(i.point, i.point.disks.at(i.disk)), i.file);
+        std::filesystem::permissions(
+            i.file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+            std::filesystem::perm_options::replace);
+    }
+    void act(const device_state_load& d) { load_device_state(qmp(), d.file); }
+    void act(const overlays_tidy& t) {
+        std::error_code ignored;
+        for (const auto& file : superseded_overlays(ctx_.dir, t.before, ctx_.def))
+            std::filesystem::remove(file, ignored);
+        sweep_overlays(ctx_.dir);
+    }
+    void act(const guest_clock_set&) { set_guest_clock(ctx_.dir, ctx_.def, ctx_.options->logger); }
     void act(const set_run_state& s) { ctx_.set_run_state(s.wanted); }
     void act(const journal_write& w) {
         detail::write_journal(ctx_.dir, w.journal);

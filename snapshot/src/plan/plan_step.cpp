@@ -106,10 +106,28 @@ struct describer {
         json::array args;
         for (const auto& a : s.extra_args)
             args.emplace_back(a);
-        return json::object{{"qemu", "start"},
-                            {"disks", disks_of(s.definition)},
-                            {"arguments", std::move(args)},
-                            {"paused", s.paused}};
+        json::object o{{"qemu", "start"},
+                       {"disks", disks_of(s.definition)},
+                       {"arguments", std::move(args)},
+                       {"paused", s.paused}};
+        if (!s.memory_template.empty())
+            o["memory"] = s.memory_template.string() + " (mapped copy-on-write)";
+        return o;
+    }
+    std::optional<json::object> operator()(const instance_overlay& i) const {
+        return json::object{{"new-overlay", i.file.string()},
+                            {"over", i.point.disks.at(i.disk).base.string()}};
+    }
+    std::optional<json::object> operator()(const device_state_load& d) const {
+        return json::object{{"load-device-state", d.file.string()},
+                            {"via", json::array{"migrate-set-capabilities", "getfd",
+                                                "migrate-incoming", "MIGRATION event"}}};
+    }
+    std::optional<json::object> operator()(const overlays_tidy&) const {
+        return json::object{{"remove", "overlays nothing uses any more"}};
+    }
+    std::optional<json::object> operator()(const guest_clock_set&) const {
+        return json::object{{"guest-agent", "guest-set-time"}};
     }
     std::optional<json::object> operator()(const set_run_state& s) const {
         return json::object{{"run-state", to_string(s.wanted)}};

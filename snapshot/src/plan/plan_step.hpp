@@ -15,6 +15,7 @@
 #include <qmpkit/launcher/vm_definition.hpp>
 #include <qmpkit/snapshot/snapshot_record.hpp>
 #include <qmpkit/snapshot/snapshot_tree.hpp>
+#include <qmpkit/snapshot/vm_reset.hpp>
 
 #include <boost/json/object.hpp>
 
@@ -122,12 +123,32 @@ struct shares_mount_declared {};
 
 // qemu stopped (quit, waited for); nothing when it does not run.
 struct stop_qemu {};
-// qemu started, supervised, on `definition`, and connected to.
+// qemu started, supervised, on `definition`, and connected to; with a memory template, its RAM
+// maps that file copy-on-write (a reset point's).
 struct start_qemu {
     launcher::vm_definition definition;
     std::vector<std::string> extra_args;
     bool paused = false;
+    std::filesystem::path memory_template{};
 };
+
+// A reset: a new overlay over one of a reset point's frozen disks (its overlay template copied).
+struct instance_overlay {
+    reset_point point;
+    std::size_t disk = 0; // in point.disks
+    std::filesystem::path file;
+};
+// A reset: the point's device state loaded into a qemu started with -incoming defer.
+struct device_state_load {
+    std::filesystem::path file;
+};
+// A reset: the overlays the VM ran on before (`before`) and no longer uses, and any other
+// overlay of qmpkit's that nothing uses, removed.
+struct overlays_tidy {
+    launcher::vm_definition before;
+};
+// A reset: the guest's clock set to the host's through its agent (best effort).
+struct guest_clock_set {};
 // The guest left running or paused (cont / stop as needed).
 struct set_run_state {
     vm_state wanted = vm_state::running;
@@ -156,8 +177,9 @@ using plan_action =
     std::variant<qmp_command, qmp_job, hmp_command, memory_save, memory_load, image_snapshot_change,
                  image_commit, image_rebase, create_overlay, remove_file, guest_freeze_step,
                  guest_thaw, shares_unmount, shares_remount, shares_mount_declared, stop_qemu,
-                 start_qemu, set_run_state, journal_write, journal_remove, definition_write,
-                 metadata_write, fault_point_step>;
+                 start_qemu, set_run_state, instance_overlay, device_state_load, overlays_tidy,
+                 guest_clock_set, journal_write, journal_remove, definition_write, metadata_write,
+                 fault_point_step>;
 
 // A step, and what takes its effect back when a later step fails, before the journal's
 // resolution decides the rest from the facts. settles: once this step has succeeded, the undos

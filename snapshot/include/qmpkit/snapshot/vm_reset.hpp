@@ -15,6 +15,8 @@
 #include <qmpkit/launcher/vm_definition.hpp>
 #include <qmpkit/snapshot/snapshot_manager.hpp>
 
+#include <boost/json/object.hpp>
+
 #include <chrono>
 #include <filesystem>
 #include <optional>
@@ -81,6 +83,11 @@ public:
     // leaves the VM stopped with the error.
     reset_result reset(const std::optional<std::string>& target = std::nullopt,
                        bool paused = false);
+    // What reset() would do, without doing it (--print-plan): the revert of a loadvm reset, or
+    // the standby takeover, the template steps it falls back to, and what follows in the
+    // background. One JSON object per step.
+    std::vector<boost::json::object> plan(const std::optional<std::string>& target = std::nullopt,
+                                          bool paused = false) const;
 
     // New VMs from a reset point, each with its own name, state directory and overlays over the
     // point's frozen disks, all mapping the point's RAM copy-on-write; running unless paused.
