@@ -149,12 +149,14 @@ std::string space_hint(const vm_definition& def, const snapshot_record& record) 
 
 std::vector<json::object> snapshot_manager::plan(const create_request& request) {
     vm_context ctx(vm_, options_, "planning a snapshot");
+    detail::require_no_interrupted_operation(ctx.dir);
     return detail::describe(detail::plan_create(create_facts_of(ctx), request).steps);
 }
 
 std::vector<json::object> snapshot_manager::plan(const std::string& name,
                                                  const revert_request& request) {
     vm_context ctx(vm_, options_, "planning a revert");
+    detail::require_no_interrupted_operation(ctx.dir);
     return detail::describe(detail::plan_revert(revert_facts_of(ctx, name), name, request).steps);
 }
 
@@ -166,20 +168,26 @@ snapshot_record snapshot_manager::create(const create_request& request) {
     try {
         detail::run_plan(ctx, plan.steps);
     } catch (const std::exception& e) {
+        // qemu reports a full disk during a save as "Input/output error": the save job's error
+        // says what is likely behind it.
+        const auto* known = dynamic_cast<const error*>(&e);
+        std::string what = e.what();
+        auto kind = known ? known->kind() : error_kind::other;
+        if (known && record.location == snapshot_location::internal && record.memory)
+            what += space_hint(ctx.def, record);
         // Where the snapshot was to go, and where its records go: the one that is full.
-        std::string hint;
-        if (record.location == snapshot_location::internal && record.memory)
-            hint = space_hint(ctx.def, record);
         std::vector<fs::path> places{ctx.dir.path()};
         for (const auto& d : record.disks)
             places.push_back(d.how == disk_snapshot::mode::external ? d.overlay : d.image);
         if (!record.memory_file.empty())
             places.push_back(record.memory_file);
-        hint += detail::full_file_system_hint(places);
-        if (hint.empty())
+        if (const auto hint = detail::full_file_system_hint(places); !hint.empty()) {
+            what += hint;
+            kind = error_kind::other;
+        }
+        if (what == e.what())
             throw;
-        const auto* known = dynamic_cast<const error*>(&e);
-        throw error(known ? known->kind() : error_kind::other, e.what() + hint);
+        throw error(kind, what);
     }
     return record;
 }
@@ -247,6 +255,7 @@ std::vector<std::string> snapshot_manager::remove(const std::string& name,
 std::vector<json::object> snapshot_manager::plan(const std::string& name,
                                                  const delete_request& request) {
     vm_context ctx(vm_, options_, "planning a delete");
+    detail::require_no_interrupted_operation(ctx.dir);
     const auto targets = delete_targets(ctx.tree, name, request);
     std::vector<json::object> steps;
     std::optional<std::string> merged;

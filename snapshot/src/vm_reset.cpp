@@ -309,6 +309,7 @@ detail::reset_facts reset_facts_of(const vm_context& ctx, const std::vector<rese
                                    const std::optional<std::string>& target, bool paused) {
     detail::reset_facts f;
     f.def = ctx.def;
+    f.qemu_runs = ctx.running() || launcher::is_running(ctx.dir);
     f.definition_file = ctx.dir.definition_copy();
     f.overlays_dir = ctx.dir.overlays();
     f.points = points;

@@ -386,6 +386,19 @@ TEST(revert_plan, under_an_overlay_qemu_restarts_on_the_image_unless_something_f
     }
 }
 
+TEST(revert_plan, a_shut_off_vm_is_started_on_the_snapshot_without_a_quit) {
+    fake_host host;
+    const auto rec = internal_snapshot(definition(), "s1", true);
+    auto f = revert_on_running(host, rec);
+    f.qemu_runs = false;
+    f.state = vm_state::shutoff;
+    f.live.clear();
+    auto plan = plan_revert(f, "s1", {});
+    EXPECT_EQ(shape(plan.steps), (std::vector<std::string>{"write:journal", "qemu", "run-state",
+                                                           "write:metadata", "remove"}));
+    EXPECT_EQ(describe(plan.steps)[1].at("qemu"), "start");
+}
+
 TEST(revert_plan, a_changed_configuration_needs_force_and_restarts_qemu) {
     fake_host host;
     auto then = definition();
@@ -580,10 +593,11 @@ reset_facts reset_of(fake_host& host, bool guest_agent) {
 TEST(reset_plan, template_starts_a_qemu_on_fresh_overlays_and_the_points_ram) {
     fake_host host;
     auto plan = plan_reset(reset_of(host, true), false);
-    EXPECT_EQ(
-        shape(plan.steps),
-        (std::vector<std::string>{"qemu", "new-overlay", "new-overlay", "qemu", "load-device-state",
-                                  "execute:cont", "remove", "guest-agent"}));
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"new-overlays", "qemu", "qemu", "load-device-state",
+                                        "execute:cont", "remove", "guest-agent"}));
+    EXPECT_TRUE(plan.steps[0].overlaps_next) << "the overlays are made while the old qemu quits";
+    EXPECT_FALSE(plan.steps[0].undo) << "the recorded definition names them once qemu starts";
     const auto* start = find_step<start_qemu>(plan.steps);
     ASSERT_NE(start, nullptr);
     EXPECT_EQ(start->memory_template, "/state/vm/reset-points/rp1/ram");
@@ -603,10 +617,14 @@ TEST(reset_plan, template_starts_a_qemu_on_fresh_overlays_and_the_points_ram) {
 
     auto paused = reset_of(host, true);
     paused.paused = true;
-    EXPECT_EQ(shape(plan_reset(paused, false).steps),
-              (std::vector<std::string>{"qemu", "new-overlay", "new-overlay", "qemu",
-                                        "load-device-state", "remove"}))
+    const auto paused_plan = plan_reset(paused, false);
+    EXPECT_EQ(shape(paused_plan.steps), (std::vector<std::string>{"new-overlays", "qemu", "qemu",
+                                                                  "load-device-state", "remove"}))
         << "no cont, no clock for a paused guest";
+    for (const auto& step : paused_plan.steps)
+        if (std::holds_alternative<device_state_load>(step.action)) {
+            EXPECT_TRUE(step.settles) << "a paused reset is done once the state is in";
+        }
 }
 
 TEST(reset_plan, standby_falls_back_to_the_template_steps_and_leaves_the_rest_to_the_background) {
@@ -614,13 +632,12 @@ TEST(reset_plan, standby_falls_back_to_the_template_steps_and_leaves_the_rest_to
     auto plan = plan_reset(reset_of(host, true), true);
     EXPECT_TRUE(plan.afterwards.prepare_standbys);
     EXPECT_TRUE(plan.afterwards.set_clock_in_background);
-    EXPECT_EQ(shape(plan.steps),
-              (std::vector<std::string>{"qemu", "new-overlay", "new-overlay", "qemu",
-                                        "load-device-state", "execute:cont"}));
+    EXPECT_EQ(shape(plan.steps), (std::vector<std::string>{"new-overlays", "qemu", "qemu",
+                                                           "load-device-state", "execute:cont"}));
     const auto printed = describe(plan);
     ASSERT_EQ(printed.size(), 3u);
     EXPECT_TRUE(printed[0].contains("standby"));
-    EXPECT_EQ(printed[1].at("if no standby is ready").as_array().size(), 6u);
+    EXPECT_EQ(printed[1].at("if no standby is ready").as_array().size(), 5u);
     EXPECT_EQ(printed[2].at("afterwards, in the background").as_array().size(), 2u);
 }
 

@@ -60,7 +60,7 @@ void add_internal(const delete_facts& f, const snapshot_record& rec, operation_p
     if (nodes.empty())
         return;
     if (!f.snapshot_jobs) {
-        steps.push_back({hmp_command{"delvm " + rec.name, "delvm failed"}});
+        steps.push_back({hmp_command{"delvm " + rec.name, {}}});
         return;
     }
     steps.push_back({qmp_job{

@@ -13,6 +13,8 @@
 
 #include <spdlog/logger.h>
 
+#include <future>
+
 namespace qmpkit::snapshot::detail {
 
 namespace {
@@ -26,12 +28,23 @@ public:
 
     void run(const operation_plan& plan) {
         try {
-            for (const auto& step : plan) {
-                perform(step.action);
-                if (step.settles)
-                    undos_.clear();
-                else if (step.undo)
-                    undos_.push_back(&*step.undo);
+            for (std::size_t i = 0; i < plan.size(); ++i) {
+                if (plan[i].overlaps_next && i + 1 < plan.size()) {
+                    auto alongside =
+                        std::async(std::launch::async, [&] { perform(plan[i].action); });
+                    try {
+                        perform(plan[i + 1].action);
+                    } catch (...) {
+                        alongside.wait();
+                        throw;
+                    }
+                    alongside.get();
+                    done(plan[i]);
+                    done(plan[++i]);
+                    continue;
+                }
+                perform(plan[i].action);
+                done(plan[i]);
             }
         } catch (...) {
             frozen_.reset();
@@ -51,6 +64,13 @@ public:
     }
 
 private:
+    void done(const plan_step& step) {
+        if (step.settles)
+            undos_.clear();
+        else if (step.undo)
+            undos_.push_back(&*step.undo);
+    }
+
     qmp::client& qmp() {
         if (!ctx_.qmp)
             throw error(error_kind::not_running,
@@ -88,6 +108,8 @@ private:
         try {
             qmp().hmp(h.line);
         } catch (const qmp::error& e) {
+            if (h.on_failure.empty())
+                throw;
             throw error(error_kind::other, h.on_failure + ": " + e.what());
         }
     }
@@ -153,16 +175,7 @@ private:
     void act(const start_qemu& s) {
         ctx_.start_vm(s.definition, s.extra_args, s.paused, s.memory_template);
     }
-    void act(const instance_overlay& i) {
-        const auto dir = i.file.parent_path();
-        std::filesystem::create_directories(dir);
-        std::filesystem::permissions(dir, std::filesystem::perms::owner_all,
-                                     std::filesystem::perm_options::replace);
-        std::filesystem::copy_file(overlay_template(i.point, i.point.disks.at(i.disk)), i.file);
-        std::filesystem::permissions(
-            i.file, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
-            std::filesystem::perm_options::replace);
-    }
+    void act(const instance_overlays& i) { make_instance_overlays(i.point, i.files); }
     void act(const device_state_load& d) { load_device_state(qmp(), d.file); }
     void act(const overlays_tidy& t) {
         std::error_code ignored;

@@ -36,7 +36,9 @@ struct describer {
     }
     std::optional<json::object> operator()(const qmp_job& j) const {
         auto o = execute(j.command, j.arguments);
-        o["until"] = "the job concluded, then job-dismiss";
+        o["until"] = j.complete_when_ready
+                         ? "the job is ready, then job-complete; concluded, then job-dismiss"
+                         : "the job concluded, then job-dismiss";
         return o;
     }
     std::optional<json::object> operator()(const hmp_command& h) const {
@@ -114,9 +116,11 @@ struct describer {
             o["memory"] = s.memory_template.string() + " (mapped copy-on-write)";
         return o;
     }
-    std::optional<json::object> operator()(const instance_overlay& i) const {
-        return json::object{{"new-overlay", i.file.string()},
-                            {"over", i.point.disks.at(i.disk).base.string()}};
+    std::optional<json::object> operator()(const instance_overlays& i) const {
+        json::object overlays;
+        for (std::size_t k = 0; k < i.files.size() && k < i.point.disks.size(); ++k)
+            overlays[i.files[k].string()] = i.point.disks[k].base.string();
+        return json::object{{"new-overlays", std::move(overlays)}};
     }
     std::optional<json::object> operator()(const device_state_load& d) const {
         return json::object{{"load-device-state", d.file.string()},

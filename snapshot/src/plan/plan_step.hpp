@@ -48,7 +48,8 @@ struct qmp_job {
     bool complete_when_ready = false;
 };
 
-// An HMP command line, for qemus before 6.0 (savevm, loadvm).
+// An HMP command line, for qemus before 6.0 (savevm, loadvm, delvm); on_failure as for
+// qmp_command.
 struct hmp_command {
     std::string line;
     std::string on_failure;
@@ -132,11 +133,11 @@ struct start_qemu {
     std::filesystem::path memory_template{};
 };
 
-// A reset: a new overlay over one of a reset point's frozen disks (its overlay template copied).
-struct instance_overlay {
+// A reset: a new overlay over each of a reset point's frozen disks (its overlay template
+// copied), `files` in the order of point.disks; all or none.
+struct instance_overlays {
     reset_point point;
-    std::size_t disk = 0; // in point.disks
-    std::filesystem::path file;
+    std::vector<std::filesystem::path> files;
 };
 // A reset: the point's device state loaded into a qemu started with -incoming defer.
 struct device_state_load {
@@ -177,18 +178,21 @@ using plan_action =
     std::variant<qmp_command, qmp_job, hmp_command, memory_save, memory_load, image_snapshot_change,
                  image_commit, image_rebase, create_overlay, remove_file, guest_freeze_step,
                  guest_thaw, shares_unmount, shares_remount, shares_mount_declared, stop_qemu,
-                 start_qemu, set_run_state, instance_overlay, device_state_load, overlays_tidy,
+                 start_qemu, set_run_state, instance_overlays, device_state_load, overlays_tidy,
                  guest_clock_set, journal_write, journal_remove, definition_write, metadata_write,
                  fault_point_step>;
 
 // A step, and what takes its effect back when a later step fails, before the journal's
 // resolution decides the rest from the facts. settles: once this step has succeeded, the undos
 // of the steps before it no longer apply (qemu acted on them, e.g. a transaction that put the
-// overlays in place): from there on only the journal's resolution decides.
+// overlays in place): from there on only the journal's resolution decides. overlaps_next: the
+// step runs on a thread of its own while the next one runs (it must touch no qemu and no record:
+// files only); both have ended before the step after.
 struct plan_step {
     plan_action action;
     std::optional<plan_action> undo{};
     bool settles = false;
+    bool overlaps_next = false;
 };
 
 using operation_plan = std::vector<plan_step>;

@@ -53,19 +53,28 @@ reset_plan plan_reset(const reset_facts& f, bool standby) {
     plan.standby = standby;
     plan.paused = f.paused;
     plan.point = choose_point(f.def.name, f.points, f.target, f.host.exists);
-    auto [instance, overlays] = instance_definition(plan.point, f.def.name, f.overlays_dir,
-                                                    f.definition_file, f.host.new_id);
+    auto [instance, overlay_files] = instance_definition(plan.point, f.def.name, f.overlays_dir,
+                                                         f.definition_file, f.host.new_id);
     plan.instance = std::move(instance);
     auto& steps = plan.steps;
-    steps.push_back({stop_qemu{}});
-    for (std::size_t i = 0; i < overlays.size(); ++i)
-        steps.push_back({instance_overlay{plan.point, i, overlays[i]}, remove_file{overlays[i]}});
+    // The overlays are made while the old qemu goes away: neither waits for the other. They
+    // stay when a later step fails: the recorded definition names them from the start on.
+    plan_step overlays{instance_overlays{plan.point, std::move(overlay_files)}};
+    if (f.qemu_runs) {
+        overlays.overlaps_next = true;
+        steps.push_back(std::move(overlays));
+        steps.push_back({stop_qemu{}});
+    } else {
+        steps.push_back(std::move(overlays));
+    }
     steps.push_back({fault_point_step{"reset.template.after-stop"}});
     // Never half-reset: a qemu that did not take the state is stopped.
     steps.push_back(
         {start_qemu{plan.instance, {"-incoming", "defer"}, true, plan.point.ram}, stop_qemu{}});
     steps.push_back({fault_point_step{"reset.template.after-start"}});
-    steps.push_back({device_state_load{plan.point.device_state}});
+    plan_step load{device_state_load{plan.point.device_state}};
+    load.settles = f.paused; // a paused reset is done once the state is in
+    steps.push_back(std::move(load));
     steps.push_back({fault_point_step{"reset.template.after-load"}});
     if (!f.paused) {
         plan_step cont{qmp_command{"cont"}};

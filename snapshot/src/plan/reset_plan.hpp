@@ -22,7 +22,8 @@
 namespace qmpkit::snapshot::detail {
 
 struct reset_facts {
-    launcher::vm_definition def;           // the VM's, now
+    launcher::vm_definition def; // the VM's, now
+    bool qemu_runs = true;
     std::filesystem::path definition_file; // where def is recorded (for messages)
     std::filesystem::path overlays_dir;    // the state directory's overlays/
     std::vector<reset_point> points;       // oldest first

@@ -237,13 +237,15 @@ revert_plan plan_revert(const revert_facts& f, const std::string& name,
             // A different configuration, disks to bring back to the images that hold the
             // snapshot, or no qemu at all: qemu starts on the snapshot's configuration and loads
             // the snapshot before the guest runs.
-            steps.push_back({stop_qemu{}});
+            if (f.qemu_runs)
+                steps.push_back({stop_qemu{}});
             steps.push_back({start_qemu{then, {"-loadvm", name}, true}});
         }
         steps.push_back({set_run_state{wanted}});
     } else if (internal) {
         // Taken offline: disks only.
-        steps.push_back({stop_qemu{}});
+        if (f.qemu_runs)
+            steps.push_back({stop_qemu{}});
         for (const auto& d : rec.disks)
             if (d.how == disk_snapshot::mode::internal)
                 steps.push_back({image_snapshot_change{image_snapshot_change::kind::apply, d.image,
@@ -256,7 +258,8 @@ revert_plan plan_revert(const revert_facts& f, const std::string& name,
         // External: a new, empty overlay over each frozen image, so that everything written
         // after the snapshot is left behind. The snapshot's own overlay file is reused unless
         // another snapshot froze it; then the new one goes to the state directory's overlays/.
-        steps.push_back({stop_qemu{}});
+        if (f.qemu_runs)
+            steps.push_back({stop_qemu{}});
         std::map<std::string, fs::path> fresh;
         for (const auto& d : rec.disks) {
             if (d.how != disk_snapshot::mode::external)
