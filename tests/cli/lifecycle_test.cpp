@@ -119,6 +119,19 @@ protected:
     static inline std::filesystem::path definition_;
 };
 
+// How many qemu processes have a path under `under` on their command line.
+int qemus_under(const std::filesystem::path& under) {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+        const auto name = e.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        const auto args = launcher::process_command_line(std::stoi(name));
+        n += args.find("qemu-system") == 0 && args.find(under.string() + "/") != std::string::npos;
+    }
+    return n;
+}
+
 TEST_F(lifecycle_test, status_says_running_with_the_accelerator_auto_would_pick) {
     auto r = qmpkit({"--json", "status", "shared"});
     ASSERT_EQ(r.code, 0) << r.err;
@@ -360,18 +373,7 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
     ::kill(runtime->qemu_pid, SIGKILL);
     launcher::wait_for_exit(runtime->qemu_pid, 10s);
 
-    auto processes_of = [](const std::filesystem::path& under) {
-        int n = 0;
-        for (const auto& e : std::filesystem::directory_iterator("/proc")) {
-            const auto name = e.path().filename().string();
-            if (name.find_first_not_of("0123456789") != std::string::npos)
-                continue;
-            const auto args = launcher::process_command_line(std::stoi(name));
-            n += args.find("qemu-system") == 0 && args.find(under.string()) != std::string::npos;
-        }
-        return n;
-    };
-    ASSERT_GT(processes_of(dir.path()), 0) << "the standbys should still wait";
+    ASSERT_GT(qemus_under(dir.path()), 0) << "the standbys should still wait";
 
     {
         // A VM whose lock stays held is not looked at, and gc says so.
@@ -405,9 +407,9 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
     }
     EXPECT_TRUE(ram_reported) << r.out;
     EXPECT_FALSE(std::filesystem::exists(ram));
-    for (int i = 0; i < 50 && processes_of(dir.path()) > 0; ++i)
+    for (int i = 0; i < 50 && qemus_under(dir.path()) > 0; ++i)
         std::this_thread::sleep_for(100ms);
-    EXPECT_EQ(processes_of(dir.path()), 0);
+    EXPECT_EQ(qemus_under(dir.path()), 0);
     EXPECT_TRUE(launcher::list_standbys(dir).empty());
 
     // The fixture's VM runs on: its RAM file and its qemu were left alone.
@@ -426,6 +428,24 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
 
 // A guest copied by a clone or put back by a reset learns it through its VM generation ID: every
 // qemu gets a new one, and loading a state hands it to the guest (ACPI).
+// A harness that deletes a VM's state directory without stopping it (its scratch directory
+// removed at the end of a run), while standbys wait or are being prepared: every qemu of the VM
+// stops, since nothing could reach it any more.
+TEST_F(lifecycle_test, removing_a_vms_state_directory_stops_its_qemus) {
+    auto def = test::write_tiny_guest("dropped", scratch_->path());
+    ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
+    ASSERT_EQ(qmpkit({"reset-point", "create", "dropped", "p"}).code, 0);
+    const launcher::state_directory dir(state_root(), "dropped");
+    for (int wait = 0; wait < 300 && launcher::ready_standby_keys(dir).empty(); ++wait)
+        std::this_thread::sleep_for(100ms);
+    ASSERT_FALSE(launcher::ready_standby_keys(dir).empty());
+    ASSERT_GE(qemus_under(dir.path()), 2) << "the VM's qemu and a standby";
+    std::filesystem::remove_all(dir.path());
+    for (int wait = 0; wait < 300 && qemus_under(dir.path()) > 0; ++wait)
+        std::this_thread::sleep_for(100ms);
+    EXPECT_EQ(qemus_under(dir.path()), 0) << "qemus of a removed VM still run after 30 s";
+}
+
 TEST_F(lifecycle_test, vmgenid_differs_in_every_clone_and_changes_on_a_reset) {
     auto def = test::write_tiny_guest("genid", scratch_->path(), {{"system"}}, "vmgenid: true\n");
     ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);

@@ -1,4 +1,4 @@
-#include "disk_creation.hpp"
+#include "images/disk_creation.hpp"
 
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/qemu_img.hpp>

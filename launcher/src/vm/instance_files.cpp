@@ -1,4 +1,4 @@
-#include "instance_files.hpp"
+#include "vm/instance_files.hpp"
 
 #include <qmpkit/launcher/error.hpp>
 

@@ -1,5 +1,5 @@
-#include "instance_files.hpp"
-#include "pidfd.hpp"
+#include "host/pidfd.hpp"
+#include "vm/instance_files.hpp"
 
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
@@ -58,6 +58,7 @@ public:
                 return finish(*status);
             take_signals();
             quit_if_replaced();
+            quit_if_orphaned();
             step_shutdown();
 
             if (monitor_open) {
@@ -105,6 +106,22 @@ private:
             // Being rewritten; look again next round.
             runtime_version_ = {};
         }
+    }
+
+    // A qemu whose VM's state directory was removed while it ran (a harness that deleted its
+    // scratch directory while a standby was being prepared, or without stopping the VM) can be
+    // reached by nobody: its sockets and records are gone. It is stopped, not left running for
+    // good. A stat a round.
+    void quit_if_orphaned() {
+        if (quit_sent_)
+            return;
+        std::error_code ec;
+        if (std::filesystem::exists(vm_.state().path(), ec) || ec)
+            return;
+        say("the VM's state directory " + vm_.state().path().string() +
+            " was removed: stopping this qemu, which nothing can reach any more");
+        orphaned_ = true;
+        send_quit();
     }
 
     void say(const std::string& text) {
@@ -180,6 +197,13 @@ private:
         }
         const auto& instance = vm_.instance();
         std::error_code ignored;
+        if (orphaned_) {
+            for (const auto& file : instance.owned_files)
+                std::filesystem::remove(file, ignored);
+            std::filesystem::remove_all(instance.dir, ignored);
+            say("qemu of a removed VM ended (" + record.exit + ")");
+            return record;
+        }
         if (instance.standby && std::filesystem::exists(instance.dir / standby_marker_name)) {
             // A standby that never became the VM: nothing of the VM's is this qemu's.
             std::filesystem::remove_all(instance.dir, ignored);
@@ -223,6 +247,7 @@ private:
     std::optional<clock_type::time_point> shutdown_started_;
     std::optional<clock_type::time_point> quit_sent_;
     bool replaced_ = false; // the VM's runtime record named another qemu
+    bool orphaned_ = false; // the VM's state directory was removed
     bool forced_ = false;
     bool killed_ = false;
     file_version runtime_version_; // of the VM's runtime record at the last look

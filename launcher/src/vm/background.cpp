@@ -1,6 +1,6 @@
-#include "instance_files.hpp"
-#include "log_rotation.hpp"
-#include "session_priority.hpp"
+#include "vm/instance_files.hpp"
+#include "host/log_rotation.hpp"
+#include "host/session_priority.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/error.hpp>

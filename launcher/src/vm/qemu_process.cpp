@@ -1,4 +1,4 @@
-#include "pidfd.hpp"
+#include "host/pidfd.hpp"
 
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/qemu_process.hpp>

@@ -1,6 +1,6 @@
-#include "disk_creation.hpp"
-#include "instance_files.hpp"
-#include "log_rotation.hpp"
+#include "images/disk_creation.hpp"
+#include "vm/instance_files.hpp"
+#include "host/log_rotation.hpp"
 
 #include <qmpkit/launcher/accel.hpp>
 #include <qmpkit/launcher/atomic_file.hpp>

@@ -1,6 +1,6 @@
-#include "instance_files.hpp"
-#include "pidfd.hpp"
-#include "session_priority.hpp"
+#include "vm/instance_files.hpp"
+#include "host/pidfd.hpp"
+#include "host/session_priority.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
