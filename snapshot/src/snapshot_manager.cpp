@@ -80,31 +80,33 @@ std::vector<drift> snapshot_manager::check() const {
 
 namespace {
 
-detail::create_facts create_facts_of(vm_context& ctx) {
-    detail::create_facts f;
+// What every operation's plan starts from.
+void read_common_facts(const vm_context& ctx, detail::operation_facts& f) {
     f.def = ctx.def;
     f.tree = ctx.tree;
     f.qemu_runs = ctx.running();
     f.state = ctx.state;
+    f.metadata_digest = detail::digest_of_file(metadata_store(ctx.dir).path());
+    f.now = now_seconds();
+    f.pid = ::getpid();
+    f.host = detail::real_host();
+}
+
+detail::create_facts create_facts_of(vm_context& ctx) {
+    detail::create_facts f;
+    read_common_facts(ctx, f);
     f.run_state = ctx.run_state;
     if (ctx.running()) {
         f.live = live_disks(*ctx.qmp);
         f.snapshot_jobs = detail::has_snapshot_jobs(*ctx.qmp);
     }
-    f.metadata_digest = detail::digest_of_file(metadata_store(ctx.dir).path());
-    f.now = now_seconds();
-    f.pid = ::getpid();
-    f.host = detail::real_host();
     return f;
 }
 
 detail::revert_facts revert_facts_of(vm_context& ctx, const std::string& name) {
     detail::revert_facts f;
-    f.def = ctx.def;
+    read_common_facts(ctx, f);
     f.definition_file = ctx.dir.definition_copy();
-    f.tree = ctx.tree;
-    f.qemu_runs = ctx.running();
-    f.state = ctx.state;
     if (ctx.running()) {
         f.live = live_disks(*ctx.qmp);
         for (const auto& [disk, d] : f.live)
@@ -121,10 +123,6 @@ detail::revert_facts revert_facts_of(vm_context& ctx, const std::string& name) {
     }
     f.points = vm_reset(ctx.dir.vm_name(), *ctx.options).points();
     f.overlays_dir = ctx.dir.overlays();
-    f.metadata_digest = detail::digest_of_file(metadata_store(ctx.dir).path());
-    f.now = now_seconds();
-    f.pid = ::getpid();
-    f.host = detail::real_host();
     return f;
 }
 
@@ -220,20 +218,13 @@ std::vector<std::string> delete_targets(const snapshot_tree& tree, const std::st
 
 detail::delete_facts delete_facts_of(vm_context& ctx, const delete_request& request) {
     detail::delete_facts f;
-    f.def = ctx.def;
-    f.tree = ctx.tree;
-    f.qemu_runs = ctx.running();
-    f.state = ctx.state;
+    read_common_facts(ctx, f);
     // Forgetting needs nothing of qemu.
     if (ctx.running() && !request.metadata_only) {
         f.nodes = launcher::list_block_nodes(*ctx.qmp);
         f.live = live_disks(*ctx.qmp);
         f.snapshot_jobs = detail::has_snapshot_jobs(*ctx.qmp);
     }
-    f.metadata_digest = detail::digest_of_file(metadata_store(ctx.dir).path());
-    f.now = now_seconds();
-    f.pid = ::getpid();
-    f.host = detail::real_host();
     return f;
 }
 

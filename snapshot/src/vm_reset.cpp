@@ -4,6 +4,7 @@
 #include "guest_clock.hpp"
 #include "interrupted_operation.hpp"
 #include "memory_state.hpp"
+#include "operation_journal.hpp"
 #include "plan/plan_executor.hpp"
 #include "plan/reset_plan.hpp"
 #include "reset_files.hpp"
@@ -319,6 +320,23 @@ detail::reset_facts reset_facts_of(const vm_context& ctx, const std::vector<rese
     return f;
 }
 
+// A reset of a VM without reset points (strategy loadvm) is a revert to `target`, or to the
+// current snapshot, left running unless `paused`.
+std::pair<std::string, revert_request> loadvm_revert(const std::string& vm,
+                                                     const snapshot_manager& snapshots,
+                                                     const std::optional<std::string>& target,
+                                                     bool paused) {
+    auto name = target;
+    if (!name)
+        name = snapshots.tree().current();
+    if (!name)
+        throw error(error_kind::not_found, "VM '" + vm + "' has no current snapshot to reset to");
+    revert_request r;
+    r.running = !paused;
+    r.paused = paused;
+    return {*name, r};
+}
+
 } // namespace
 
 vm_reset::vm_reset(std::string vm, manager_options options)
@@ -492,18 +510,10 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
     reset_result result;
     if (strategy == launcher::reset_strategy::loadvm) {
         snapshot_manager snapshots(vm_, options_);
-        auto name = target;
-        if (!name)
-            name = snapshots.tree().current();
-        if (!name)
-            throw error(error_kind::not_found,
-                        "VM '" + vm_ + "' has no current snapshot to reset to");
-        revert_request r;
-        r.running = !paused;
-        r.paused = paused;
-        snapshots.revert(*name, r);
+        const auto [name, r] = loadvm_revert(vm_, snapshots, target, paused);
+        snapshots.revert(name, r);
         result.strategy = "loadvm";
-        result.target = *name;
+        result.target = name;
     } else {
         const bool standby = strategy == launcher::reset_strategy::standby;
         // After a standby reset, what the background processes need: the VM's definition before
@@ -588,20 +598,19 @@ std::vector<boost::json::object> vm_reset::plan(const std::optional<std::string>
     const auto strategy = detail::effective_strategy(def, !points.empty());
     if (strategy == launcher::reset_strategy::loadvm) {
         snapshot_manager snapshots(vm_, options_);
-        auto name = target;
-        if (!name)
-            name = snapshots.tree().current();
-        if (!name)
-            throw error(error_kind::not_found,
-                        "VM '" + vm_ + "' has no current snapshot to reset to");
-        revert_request r;
-        r.running = !paused;
-        r.paused = paused;
-        return snapshots.plan(*name, r);
+        const auto [name, r] = loadvm_revert(vm_, snapshots, target, paused);
+        return snapshots.plan(name, r);
     }
     vm_context ctx(vm_, options_, "planning a reset", vm_context::session::on_demand);
-    return detail::describe(detail::plan_reset(reset_facts_of(ctx, points, target, paused),
-                                               strategy == launcher::reset_strategy::standby));
+    auto steps =
+        detail::describe(detail::plan_reset(reset_facts_of(ctx, points, target, paused),
+                                            strategy == launcher::reset_strategy::standby));
+    // A reset resolves an operation left interrupted first, as `snapshot check --repair` would.
+    if (std::error_code ec; fs::exists(detail::journal_file(ctx.dir), ec))
+        steps.insert(steps.begin(),
+                     boost::json::object{{"first", "resolve the interrupted operation its "
+                                                   "journal names (as snapshot check --repair)"}});
+    return steps;
 }
 
 clone_result vm_reset::clone(const clone_request& request) {

@@ -70,6 +70,18 @@ protected:
 
     static std::filesystem::path state_root() { return scratch_->path() / "state"; }
 
+    // A tiny guest `vm` booted from definition `def`, with reset point "p" and at least one
+    // standby ready for it.
+    static void start_with_a_standby(const std::string& vm, std::filesystem::path& def) {
+        def = test::write_tiny_guest(vm, scratch_->path());
+        ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
+        ASSERT_EQ(qmpkit({"reset-point", "create", vm, "p"}).code, 0);
+        const launcher::state_directory dir(state_root(), vm);
+        for (int wait = 0; wait < 300 && launcher::ready_standby_keys(dir).empty(); ++wait)
+            std::this_thread::sleep_for(100ms);
+        ASSERT_FALSE(launcher::ready_standby_keys(dir).empty());
+    }
+
     static std::string guest(const std::string& vm, const std::string& command) {
         return test::cli_runner(state_root()).guest(vm, command);
     }
@@ -358,13 +370,9 @@ TEST_F(lifecycle_test, run_lasts_through_template_resets) {
 }
 
 TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_one_uses) {
-    auto def = test::write_tiny_guest("litter", scratch_->path());
-    ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
-    ASSERT_EQ(qmpkit({"reset-point", "create", "litter", "p"}).code, 0);
     const launcher::state_directory dir(state_root(), "litter");
-    for (int wait = 0; wait < 300 && launcher::ready_standby_keys(dir).empty(); ++wait)
-        std::this_thread::sleep_for(100ms);
-    ASSERT_FALSE(launcher::ready_standby_keys(dir).empty());
+    std::filesystem::path def;
+    ASSERT_NO_FATAL_FAILURE(start_with_a_standby("litter", def));
     const auto ram = dir.ram_file();
     ASSERT_TRUE(std::filesystem::exists(ram));
     const auto runtime = launcher::read_runtime_info(dir);
@@ -426,19 +434,13 @@ TEST_F(lifecycle_test, gc_removes_what_a_killed_vm_left_and_nothing_a_running_on
     qmpkit({"destroy", "litter"});
 }
 
-// A guest copied by a clone or put back by a reset learns it through its VM generation ID: every
-// qemu gets a new one, and loading a state hands it to the guest (ACPI).
 // A harness that deletes a VM's state directory without stopping it (its scratch directory
 // removed at the end of a run), while standbys wait or are being prepared: every qemu of the VM
 // stops, since nothing could reach it any more.
 TEST_F(lifecycle_test, removing_a_vms_state_directory_stops_its_qemus) {
-    auto def = test::write_tiny_guest("dropped", scratch_->path());
-    ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);
-    ASSERT_EQ(qmpkit({"reset-point", "create", "dropped", "p"}).code, 0);
     const launcher::state_directory dir(state_root(), "dropped");
-    for (int wait = 0; wait < 300 && launcher::ready_standby_keys(dir).empty(); ++wait)
-        std::this_thread::sleep_for(100ms);
-    ASSERT_FALSE(launcher::ready_standby_keys(dir).empty());
+    std::filesystem::path def;
+    ASSERT_NO_FATAL_FAILURE(start_with_a_standby("dropped", def));
     ASSERT_GE(qemus_under(dir.path()), 2) << "the VM's qemu and a standby";
     std::filesystem::remove_all(dir.path());
     for (int wait = 0; wait < 300 && qemus_under(dir.path()) > 0; ++wait)
@@ -446,6 +448,8 @@ TEST_F(lifecycle_test, removing_a_vms_state_directory_stops_its_qemus) {
     EXPECT_EQ(qemus_under(dir.path()), 0) << "qemus of a removed VM still run after 30 s";
 }
 
+// A guest copied by a clone or put back by a reset learns it through its VM generation ID: every
+// qemu gets a new one, and loading a state hands it to the guest (ACPI).
 TEST_F(lifecycle_test, vmgenid_differs_in_every_clone_and_changes_on_a_reset) {
     auto def = test::write_tiny_guest("genid", scratch_->path(), {{"system"}}, "vmgenid: true\n");
     ASSERT_EQ(qmpkit({"start", def.string(), "--wait-ready"}).code, 0);

@@ -5,7 +5,7 @@
 // record, the journal, the steps — without touching anything.
 
 #include "../operation_journal.hpp"
-#include "plan_host.hpp"
+#include "operation_facts.hpp"
 #include "plan_step.hpp"
 
 #include <qmpkit/launcher/vm_control.hpp>
@@ -17,20 +17,12 @@
 
 namespace qmpkit::snapshot::detail {
 
-struct create_facts {
-    launcher::vm_definition def;
-    snapshot_tree tree;
-    bool qemu_runs = false;
-    vm_state state = vm_state::shutoff; // the guest's; shutoff without qemu
-    std::string run_state;              // qemu's (query-status), empty without qemu
+struct create_facts : operation_facts {
+    std::string run_state; // qemu's (query-status), empty without qemu
     // With qemu: its block devices by disk name (the active layers may be overlays the
     // definition does not name yet).
     std::map<std::string, launcher::block_device> live{};
     bool snapshot_jobs = true; // qemu has snapshot-save (6.0+)
-    std::string metadata_digest;
-    std::int64_t now = 0; // seconds since the epoch
-    std::int64_t pid = 0;
-    plan_host host;
 };
 
 struct create_plan {

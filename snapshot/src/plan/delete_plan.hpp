@@ -7,7 +7,7 @@
 // image's data streamed up into the overlay. --metadata only forgets it.
 
 #include "../operation_journal.hpp"
-#include "plan_host.hpp"
+#include "operation_facts.hpp"
 #include "plan_step.hpp"
 
 #include <qmpkit/launcher/vm_control.hpp>
@@ -19,19 +19,11 @@
 
 namespace qmpkit::snapshot::detail {
 
-struct delete_facts {
-    launcher::vm_definition def;
-    snapshot_tree tree;
-    bool qemu_runs = false;
-    vm_state state = vm_state::shutoff;
+struct delete_facts : operation_facts {
     // With qemu: its block devices by disk name, and its block nodes.
     std::map<std::string, launcher::block_device> live{};
     std::vector<launcher::block_node> nodes{};
     bool snapshot_jobs = true;
-    std::string metadata_digest;
-    std::int64_t now = 0;
-    std::int64_t pid = 0;
-    plan_host host;
 };
 
 struct delete_plan {

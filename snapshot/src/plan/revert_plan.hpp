@@ -7,7 +7,7 @@
 // overlays the revert leaves behind — without touching anything.
 
 #include "../operation_journal.hpp"
-#include "plan_host.hpp"
+#include "operation_facts.hpp"
 #include "plan_step.hpp"
 
 #include <qmpkit/launcher/vm_control.hpp>
@@ -20,12 +20,8 @@
 
 namespace qmpkit::snapshot::detail {
 
-struct revert_facts {
-    launcher::vm_definition def;
+struct revert_facts : operation_facts {
     std::filesystem::path definition_file; // where def is recorded (for messages)
-    snapshot_tree tree;
-    bool qemu_runs = false;
-    vm_state state = vm_state::shutoff;
     // The file each disk writes to now: qemu's active layer while it runs, else the definition's.
     std::map<std::string, std::filesystem::path> active_files;
     // With qemu: its block devices by disk name, and the internal snapshots qemu sees in each
@@ -35,10 +31,6 @@ struct revert_facts {
     bool snapshot_jobs = true;
     std::vector<reset_point> points;    // they freeze their base images
     std::filesystem::path overlays_dir; // the state directory's overlays/, qmpkit's own files
-    std::string metadata_digest;
-    std::int64_t now = 0;
-    std::int64_t pid = 0;
-    plan_host host;
 };
 
 struct revert_plan {
