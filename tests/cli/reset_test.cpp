@@ -105,6 +105,19 @@ protected:
             GTEST_SKIP() << "qemu-system-x86_64 is not installed (scripts/setup installs it)";
     }
 
+    // A failed case shows what its VM's supervisor and qemu logged last: the scratch directory
+    // is gone once the suite ends.
+    void TearDown() override {
+        if (!HasFailure())
+            return;
+        for (const auto* log : {"supervisor.log", "qemu.log"}) {
+            std::string text;
+            for (const auto& line : launcher::tail_lines(state() / log, 25))
+                text += "  " + line + "\n";
+            ADD_FAILURE() << state() / log << " ends:\n" << text;
+        }
+    }
+
     const std::string& strategy() const { return GetParam(); }
     std::string vm() const { return "r" + strategy(); }
     test::cli_runner& run() const { return *run_; }
