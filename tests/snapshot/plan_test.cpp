@@ -237,6 +237,37 @@ TEST(create_plan, quiesce_freezes_for_the_transaction_only) {
                                   "guest-agent", "write:definition", "write:metadata", "remove"}));
 }
 
+TEST(create_plan, an_encrypted_disk_gets_its_overlay_made_and_added_before_the_transaction) {
+    fake_host host;
+    auto f = running_vm(host);
+    f.def.disks[1].encryption =
+        launcher::disk_encryption{launcher::encryption_format::luks, "/keys/data.key"};
+    create_request r;
+    r.name = "enc";
+    r.disk_only = true;
+    auto plan = plan_create(f, r);
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"write:journal", "qemu-img", "execute:blockdev-add",
+                                        "execute:blockdev-add", "execute:transaction",
+                                        "write:definition", "write:metadata", "remove"}));
+    // Until the transaction settles it, each is taken back: the file, then the nodes.
+    EXPECT_TRUE(std::holds_alternative<remove_file>(*plan.steps[1].undo));
+    EXPECT_EQ(std::get<qmp_command>(*plan.steps[2].undo).name, "blockdev-del");
+    const auto* c = find_step<create_overlay>(plan.steps);
+    ASSERT_NE(c, nullptr);
+    ASSERT_TRUE(c->key.has_value()) << "an encrypted disk's overlay is encrypted with its key";
+    const plan_step* transaction = nullptr;
+    for (const auto& step : plan.steps)
+        if (const auto* q = std::get_if<qmp_command>(&step.action); q && q->name == "transaction")
+            transaction = &step;
+    ASSERT_NE(transaction, nullptr);
+    const auto& actions =
+        std::get<qmp_command>(transaction->action).arguments.at("actions").as_array();
+    EXPECT_EQ(actions[0].at("type"), "blockdev-snapshot-sync");
+    EXPECT_EQ(actions[1].at("type"), "blockdev-snapshot") << "the encrypted one is added already";
+    EXPECT_TRUE(transaction->settles);
+}
+
 TEST(create_plan, the_default_name_moves_aside_for_a_taken_one_and_an_image_id) {
     fake_host host;
     auto f = running_vm(host);
@@ -399,6 +430,24 @@ TEST(revert_plan, a_shut_off_vm_is_started_on_the_snapshot_without_a_quit) {
     EXPECT_EQ(describe(plan.steps)[1].at("qemu"), "start");
 }
 
+TEST(revert_plan, a_disk_only_internal_snapshot_is_applied_with_qemu_img) {
+    fake_host host;
+    const auto rec = internal_snapshot(definition(), "cold", false);
+    auto f = revert_on_running(host, rec);
+    auto plan = plan_revert(f, "cold", {});
+    EXPECT_EQ(shape(plan.steps),
+              (std::vector<std::string>{"write:journal", "qemu", "qemu-img", "qemu-img",
+                                        "write:definition", "write:metadata", "remove"}))
+        << "taken shut off, left shut off";
+    EXPECT_EQ(describe(plan.steps)[2].at("qemu-img"),
+              (json::array{"snapshot", "-a", "cold", "/img/system.qcow2"}));
+    revert_request running;
+    running.running = true;
+    EXPECT_EQ(shape(plan_revert(f, "cold", running).steps),
+              (std::vector<std::string>{"write:journal", "qemu", "qemu-img", "qemu-img", "qemu",
+                                        "write:metadata", "remove"}));
+}
+
 TEST(revert_plan, a_changed_configuration_needs_force_and_restarts_qemu) {
     fake_host host;
     auto then = definition();
@@ -525,6 +574,57 @@ TEST(delete_plan, an_active_overlay_is_committed_into_its_image_under_a_journal)
     const auto& journal = std::get<journal_write>(plan.steps[0].action).journal;
     EXPECT_EQ(journal.operation, "delete-external");
     ASSERT_TRUE(journal.after_definition.has_value());
+}
+
+TEST(delete_plan, an_overlay_below_the_top_is_committed_by_node) {
+    fake_host host;
+    delete_facts f;
+    f.def = definition();
+    f.tree.add(external_snapshot("e1", "data", "/img/data.qcow2", "/img/vm-data.e1.qcow2"));
+    f.qemu_runs = true;
+    f.state = vm_state::running;
+    // A later overlay sits on e1's: the VM writes to it.
+    f.live = {{"data", live("data", "ov2", "/img/vm-data.e2.qcow2")}};
+    f.nodes = {node("data", "/img/data.qcow2"), node("ov1", "/img/vm-data.e1.qcow2"),
+               node("ov2", "/img/vm-data.e2.qcow2")};
+    f.host = host.host();
+    auto plan = plan_delete(f, "e1", false);
+    const auto& commit = std::get<qmp_job>(plan.steps[1].action);
+    EXPECT_EQ(commit.arguments.at("top-node"), "ov1");
+    EXPECT_EQ(commit.arguments.at("device"), "ov2");
+    EXPECT_FALSE(commit.complete_when_ready);
+    EXPECT_EQ(std::get<qmp_command>(plan.steps[2].action).arguments.at("node-name"), "ov1");
+    EXPECT_EQ(
+        shape(plan.steps),
+        (std::vector<std::string>{"write:journal", "execute:block-commit", "execute:blockdev-del",
+                                  "execute:blockdev-del", "remove", "write:metadata", "remove"}))
+        << "the definition still names the top: not rewritten";
+}
+
+TEST(delete_plan, offline_the_layer_above_is_rebased_onto_the_image_unsafely) {
+    fake_host host;
+    host.images["/img/vm-data.e1.qcow2"].full_backing_file = "/img/data.qcow2";
+    launcher::image_info top;
+    top.filename = "/img/vm-data.e2.qcow2";
+    top.full_backing_file = "/img/vm-data.e1.qcow2";
+    launcher::image_info mid;
+    mid.filename = "/img/vm-data.e1.qcow2";
+    mid.full_backing_file = "/img/data.qcow2";
+    delete_facts f;
+    f.def = definition();
+    f.def.disks[1].file = "/img/vm-data.e2.qcow2";
+    f.tree.add(external_snapshot("e1", "data", "/img/data.qcow2", "/img/vm-data.e1.qcow2"));
+    f.host = host.host();
+    f.host.image_chain = [&](const fs::path&) {
+        return std::vector<launcher::image_info>{top, mid};
+    };
+    auto plan = plan_delete(f, "e1", false);
+    EXPECT_EQ(shape(plan.steps), (std::vector<std::string>{"qemu-img", "qemu-img", "write:metadata",
+                                                           "write:definition", "remove"}));
+    EXPECT_EQ(describe(plan.steps)[1].at("qemu-img"),
+              (json::array{"rebase", "-u", "-b", "/img/data.qcow2", "-F", "qcow2",
+                           "/img/vm-data.e2.qcow2"}));
+    EXPECT_EQ(plan.definition_after.disks[1].file, "/img/vm-data.e2.qcow2");
 }
 
 TEST(delete_plan, an_image_another_snapshot_needs_is_streamed_or_refused) {
