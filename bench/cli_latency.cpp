@@ -16,6 +16,7 @@
 //
 //   cli_latency [--count N] [--calls N] [--boots N] [--qmpkit PATH] [--guest DIR]
 
+#include "bench_args.hpp"
 #include "cli_timing.hpp"
 
 #include <qmpkit/launcher/runtime_info.hpp>
@@ -197,25 +198,15 @@ void print_table() {
 } // namespace
 
 int main(int argc, char** argv) {
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const std::string a = argv[i];
-        if (a == "--count")
-            opts.count = std::atoi(argv[i + 1]);
-        else if (a == "--calls")
-            opts.calls = std::atoi(argv[i + 1]);
-        else if (a == "--boots")
-            opts.boots = std::atoi(argv[i + 1]);
-        else if (a == "--qmpkit")
-            opts.qmpkit = argv[i + 1];
-        else if (a == "--guest")
-            opts.guest = argv[i + 1];
-        else {
-            std::fprintf(stderr,
-                         "usage: cli_latency [--count N] [--calls N] [--boots N] [--qmpkit PATH] "
-                         "[--guest DIR]\n");
-            return 2;
-        }
-    }
+    if (auto code = parse_bench_args(
+            argc, argv,
+            "cli_latency [--count N] [--calls N] [--boots N] [--qmpkit PATH] [--guest DIR]",
+            {{"--count", [](const char* v) { opts.count = std::atoi(v); }},
+             {"--calls", [](const char* v) { opts.calls = std::atoi(v); }},
+             {"--boots", [](const char* v) { opts.boots = std::atoi(v); }},
+             {"--qmpkit", [](const char* v) { opts.qmpkit = v; }},
+             {"--guest", [](const char* v) { opts.guest = v; }}}))
+        return *code;
     char tmpl[] = "/tmp/qmpkit-cli-latency-XXXXXX";
     scratch = ::mkdtemp(tmpl);
     state = scratch / "state";

@@ -5,6 +5,8 @@
 //
 //   qmp_roundtrip [--iterations N] [--rounds R]
 
+#include "bench_args.hpp"
+
 #include <qmpkit/qmp/async_client.hpp>
 #include <qmpkit/qmp/client.hpp>
 
@@ -219,12 +221,11 @@ sample_set async_pipelined(const std::filesystem::path& socket, int iterations, 
 int main(int argc, char** argv) {
     int iterations = 5000;
     int rounds = 10;
-    for (int i = 1; i + 1 < argc; ++i) {
-        if (std::string_view(argv[i]) == "--iterations")
-            iterations = std::stoi(argv[i + 1]);
-        if (std::string_view(argv[i]) == "--rounds")
-            rounds = std::stoi(argv[i + 1]);
-    }
+    if (auto code =
+            parse_bench_args(argc, argv, "qmp_roundtrip [--iterations N] [--rounds N]",
+                             {{"--iterations", [&](const char* v) { iterations = std::stoi(v); }},
+                              {"--rounds", [&](const char* v) { rounds = std::stoi(v); }}}))
+        return *code;
     const int per_round = std::max(100, iterations / rounds);
 
     const auto socket = std::filesystem::temp_directory_path() /

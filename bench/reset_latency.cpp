@@ -8,6 +8,8 @@
 //
 //   reset_latency [--resets N] [--clones N] [--guest DIR]
 
+#include "bench_args.hpp"
+
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/guest_shell.hpp>
 #include <qmpkit/launcher/launch.hpp>
@@ -174,14 +176,12 @@ int main(int argc, char** argv) {
     fs::path guest = QMPKIT_BENCH_SOURCE_DIR "/build/guest";
     if (const char* g = std::getenv("QMPKIT_GUEST_DIR"))
         guest = g;
-    for (int i = 1; i + 1 < argc; ++i) {
-        if (std::string_view(argv[i]) == "--resets")
-            resets = std::stoi(argv[i + 1]);
-        if (std::string_view(argv[i]) == "--clones")
-            clones = std::stoi(argv[i + 1]);
-        if (std::string_view(argv[i]) == "--guest")
-            guest = argv[i + 1];
-    }
+    if (auto code =
+            parse_bench_args(argc, argv, "reset_latency [--resets N] [--clones N] [--guest DIR]",
+                             {{"--resets", [&](const char* v) { resets = std::stoi(v); }},
+                              {"--clones", [&](const char* v) { clones = std::stoi(v); }},
+                              {"--guest", [&](const char* v) { guest = v; }}}))
+        return *code;
     std::string scratch_template = "/tmp/qkr-XXXXXX";
     const fs::path scratch = ::mkdtemp(scratch_template.data());
 

@@ -6,6 +6,8 @@
 // Reverts that restart qemu (external snapshots) are timed until qemu answers on QMP, not until
 // the guest has booted again.
 
+#include "bench_args.hpp"
+
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/supervisor.hpp>
@@ -57,12 +59,11 @@ int main(int argc, char** argv) {
     fs::path guest = QMPKIT_BENCH_SOURCE_DIR "/build/guest";
     if (const char* g = std::getenv("QMPKIT_GUEST_DIR"))
         guest = g;
-    for (int i = 1; i + 1 < argc; ++i) {
-        if (std::string_view(argv[i]) == "--iterations")
-            iterations = std::stoi(argv[i + 1]);
-        if (std::string_view(argv[i]) == "--guest")
-            guest = argv[i + 1];
-    }
+    if (auto code =
+            parse_bench_args(argc, argv, "snapshot_ops [--iterations N] [--guest DIR]",
+                             {{"--iterations", [&](const char* v) { iterations = std::stoi(v); }},
+                              {"--guest", [&](const char* v) { guest = v; }}}))
+        return *code;
     if (!fs::exists(guest / "vmlinuz")) {
         std::fprintf(stderr, "no tiny guest in %s: run scripts/build-guest\n", guest.c_str());
         return 2;
