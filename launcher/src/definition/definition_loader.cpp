@@ -1,3 +1,5 @@
+#include "schema.hpp"
+
 #include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
 
@@ -10,10 +12,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <initializer_list>
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 #include <span>
 #include <sstream>
 #include <system_error>
@@ -24,23 +26,6 @@ namespace qmpkit::launcher {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr std::string_view root_keys[] = {
-    "name",        "machine",    "accel", "cpus",     "memory",  "kernel",
-    "initrd",      "append",     "boot",  "firmware", "nvram",   "command_channel",
-    "guest_agent", "vmgenid",    "disks", "serial",   "network", "cloud_init",
-    "shares",      "extra_args", "reset", "security"};
-constexpr std::string_view disk_keys[] = {"name", "file",      "format", "size",      "backing",
-                                          "bus",  "read_only", "cache",  "node_name", "encryption"};
-constexpr std::string_view encryption_keys[] = {"format", "key_file"};
-constexpr std::string_view security_keys[] = {"sandbox", "run_as"};
-constexpr std::string_view serial_keys[] = {"log", "socket"};
-constexpr std::string_view reset_keys[] = {"strategy"};
-constexpr std::string_view network_keys[] = {"mode", "forwards", "mac"};
-constexpr std::string_view cloud_init_keys[] = {"user", "hostname", "ssh_authorized_keys",
-                                                "user_data", "network_config"};
-constexpr std::string_view share_keys[] = {"tag", "path", "read_only", "mount"};
-constexpr std::string_view forward_keys[] = {"protocol", "host_addr", "host_port", "guest_port"};
 
 std::string join(std::string_view parent, std::string_view key) {
     return parent.empty() ? std::string(key) : std::string(parent) + '.' + std::string(key);
@@ -159,15 +144,18 @@ std::string unknown_key_message(std::string_view key, std::span<const std::strin
     return message + ")";
 }
 
-template <class Enum>
-std::string choices(std::initializer_list<Enum> values) {
+// "q35, pc or microvm": an enum's spellings as YAML takes them.
+template <schema::definition_enum Enum>
+std::string choices() {
+    std::vector<std::string_view> names;
+    for (const auto& n : schema::names_of(Enum{}).names)
+        if (n.written)
+            names.push_back(n.name);
     std::string out;
-    std::size_t i = 0;
-    for (auto v : values) {
+    for (std::size_t i = 0; i < names.size(); ++i) {
         if (i > 0)
-            out += (i + 1 == values.size()) ? " or " : ", ";
-        out += to_string(v);
-        ++i;
+            out += (i + 1 == names.size()) ? " or " : ", ";
+        out += names[i];
     }
     return out;
 }
@@ -187,8 +175,52 @@ private:
     std::map<std::string, YAML::Node, std::less<>> values_;
 };
 
+// The keys a section's describe() names, in its order: what its mapping may hold.
+class key_list {
+public:
+    std::vector<std::string_view> keys;
+
+    template <class T>
+    void field(std::string_view key, T&, const schema::field_info<T>&) {
+        keys.push_back(key);
+    }
+    template <class T>
+    void size(std::string_view key, T&, const schema::field_info<T>&) {
+        keys.push_back(key);
+    }
+    template <class T>
+    void section(std::string_view key, T&, const schema::field_info<T>&) {
+        keys.push_back(key);
+    }
+    template <class T>
+    void sections(std::string_view key, T&, const schema::field_info<T>&) {
+        keys.push_back(key);
+    }
+    void nvram(std::string_view key, vm_definition&, const schema::field_info<fs::path>&) {
+        keys.push_back(key);
+    }
+    void serial_log(std::string_view key, serial_definition&, const schema::field_info<bool>&) {
+        keys.push_back(key);
+    }
+    void host_port(std::string_view key, std::uint16_t&, const schema::field_info<std::uint16_t>&) {
+        keys.push_back(key);
+    }
+};
+
+template <class Section>
+const std::vector<std::string_view>& keys_of() {
+    static const auto keys = [] {
+        key_list list;
+        Section section{};
+        schema::describe(list, section);
+        return std::move(list.keys);
+    }();
+    return keys;
+}
+
 // Turns one YAML document into a vm_definition, collecting every problem instead of stopping at
-// the first, and recording where each field was written.
+// the first, and recording where each field was written. The schema (schema.hpp) says which
+// fields each mapping has; this says how a YAML value becomes each type.
 class parser {
 public:
     parser(source_map& sources, fs::path base_dir)
@@ -198,6 +230,9 @@ public:
     void parse(const YAML::Node& root, vm_definition& def);
 
     std::vector<diagnostic> take_diagnostics() { return std::move(diagnostics_); }
+
+    // The visitor of one mapping's describe(): it reads the fields the mapping holds.
+    class section_reader;
 
 private:
     void fail(const std::string& field, std::string message) {
@@ -228,35 +263,192 @@ private:
     std::optional<fs::path> read_path(const YAML::Node& node, const std::string& field);
     std::optional<std::string> expand_variables(std::string_view text, const std::string& field);
 
-    template <class Enum>
-    std::optional<Enum> read_enum(const YAML::Node& node, const std::string& field,
-                                  std::string_view what, std::initializer_list<Enum> values) {
-        auto text = read_scalar(node, field, what);
+    template <schema::definition_enum Enum>
+    std::optional<Enum> read_enum(const YAML::Node& node, const std::string& field) {
+        const auto& names = schema::names_of(Enum{});
+        auto text = read_scalar(node, field, names.noun);
         if (!text)
             return std::nullopt;
-        for (auto v : values)
-            if (to_string(v) == *text)
-                return v;
-        fail(field, "unknown " + std::string(what) + " '" + *text + "' (expected " +
-                        choices(values) + ")");
+        for (const auto& n : names.names)
+            if (n.written && n.name == *text)
+                return n.value;
+        fail(field, "unknown " + std::string(names.noun) + " '" + *text + "' (expected " +
+                        choices<Enum>() + ")");
         return std::nullopt;
     }
 
-    void parse_disk(const YAML::Node& node, const std::string& field, disk_definition& disk);
-    void parse_nvram(const YAML::Node& node, vm_definition& def);
-    void parse_encryption(const YAML::Node& node, const std::string& field,
-                          disk_encryption& encryption);
-    void parse_security(const YAML::Node& node, security_definition& security);
-    void parse_serial(const YAML::Node& node, serial_definition& serial);
-    void parse_network(const YAML::Node& node, network_definition& network);
-    void parse_forward(const YAML::Node& node, const std::string& field, port_forward& forward);
-    void parse_cloud_init(const YAML::Node& node, cloud_init_definition& cloud_init);
-    void parse_share(const YAML::Node& node, const std::string& field, share_definition& share);
+    // One plain value of type T.
+    template <class T>
+    std::optional<T> read_value(const YAML::Node& node, const std::string& field,
+                                const auto& info) {
+        if constexpr (std::is_same_v<T, std::string>) {
+            return read_string(node, field);
+        } else if constexpr (std::is_same_v<T, fs::path>) {
+            return read_path(node, field);
+        } else if constexpr (std::is_same_v<T, bool>) {
+            return read_bool(node, field);
+        } else if constexpr (std::is_enum_v<T>) {
+            return read_enum<T>(node, field);
+        } else {
+            static_assert(std::is_integral_v<T>);
+            auto v = read_integer(node, field, info.min, info.max);
+            return v ? std::optional<T>(static_cast<T>(*v)) : std::nullopt;
+        }
+    }
+
+    template <class Section>
+    void read_section(const YAML::Node& node, const std::string& field, Section& section);
+
+    void add_nvram_disk(vm_definition& def);
 
     source_map& sources_;
     fs::path base_dir_;
     std::vector<diagnostic> diagnostics_;
+    // Fields written with a value (not left out, not empty): what complete_defaults asks.
+    std::set<std::string, std::less<>> given_;
+    // nvram:, read before the disks it joins.
+    std::optional<fs::path> nvram_file_;
+    bool nvram_written_ = false;
 };
+
+class parser::section_reader {
+public:
+    section_reader(parser& p, const fields& f, const std::string& path)
+        : p_(p)
+        , f_(f)
+        , path_(path) {}
+
+    template <class T>
+    void field(std::string_view key, T& value, const schema::field_info<T>& info) {
+        const auto n = f_.get(key);
+        const auto field = join(path_, key);
+        if (!present(n)) {
+            if (info.required)
+                p_.fail(field, "required field is missing");
+            return;
+        }
+        if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+            if (!p_.expect_list(n, field, list_of(info)))
+                return;
+            std::size_t i = 0;
+            for (const auto& item : n) {
+                auto item_field = indexed(field, i++);
+                p_.record(item_field, item, n.Mark());
+                if (auto v = p_.read_string(item, item_field))
+                    value.push_back(*v);
+            }
+        } else if constexpr (schema::is_optional<T>::value) {
+            value = p_.read_value<typename T::value_type>(n, field, info);
+        } else if (auto v = p_.read_value<T>(n, field, info)) {
+            if constexpr (std::is_same_v<T, std::string>)
+                if (info.empty_is_unset && v->empty()) {
+                    // The writer leaves such a value out: it would not read back.
+                    p_.fail(field, "must not be empty (leave it out instead)");
+                    return;
+                }
+            value = std::move(*v);
+        }
+    }
+
+    template <class T>
+    void size(std::string_view key, T& value, const schema::field_info<T>& info) {
+        const auto n = f_.get(key);
+        const auto field = join(path_, key);
+        if (!present(n)) {
+            if (info.required)
+                p_.fail(field, "required field is missing");
+        } else if (auto v = p_.read_size(n, field)) {
+            value = *v;
+        } else if constexpr (schema::is_optional<T>::value) {
+            value.reset();
+        }
+    }
+
+    template <class Section>
+    void section(std::string_view key, Section& value, const schema::field_info<Section>&) {
+        if (const auto n = f_.get(key); present(n))
+            p_.read_section(n, join(path_, key), value);
+    }
+
+    template <class Section>
+    void section(std::string_view key, std::optional<Section>& value,
+                 const schema::field_info<std::optional<Section>>& info) {
+        const auto n = f_.get(key);
+        if (!present(n) && !(info.empty_is_defaults && f_.contains(key)))
+            return;
+        p_.read_section(n.IsNull() ? YAML::Node(YAML::NodeType::Map) : n, join(path_, key),
+                        value.emplace());
+    }
+
+    template <class Section>
+    void sections(std::string_view key, std::vector<Section>& list,
+                  const schema::field_info<std::vector<Section>>& info) {
+        const auto n = f_.get(key);
+        const auto field = join(path_, key);
+        if (!present(n) || !p_.expect_list(n, field, list_of(info)))
+            return;
+        std::size_t i = 0;
+        for (const auto& item : n) {
+            auto item_field = indexed(field, i++);
+            p_.record(item_field, item, n.Mark());
+            p_.read_section(item, item_field, list.emplace_back());
+        }
+    }
+
+    void nvram(std::string_view key, vm_definition&, const schema::field_info<fs::path>&) {
+        const auto n = f_.get(key);
+        p_.nvram_written_ = present(n);
+        if (p_.nvram_written_)
+            p_.nvram_file_ = p_.read_path(n, std::string(key));
+    }
+
+    void serial_log(std::string_view key, serial_definition& serial,
+                    const schema::field_info<bool>&) {
+        const auto n = f_.get(key);
+        const auto field = join(path_, key);
+        if (!present(n) || !p_.read_scalar(n, field, "true, false or a path"))
+            return;
+        if (auto value = plain_bool(n)) {
+            serial.log = *value;
+        } else if (yaml11_bool(n)) {
+            // Almost surely meant as a boolean; a file of that name must be quoted.
+            p_.fail(field,
+                    "expected true or false, got '" + n.Scalar() + "' (quote it if it is a path)");
+        } else if (auto p = p_.read_path(n, field)) {
+            serial.log = true;
+            serial.log_file = *p;
+        }
+    }
+
+    void host_port(std::string_view key, std::uint16_t& port,
+                   const schema::field_info<std::uint16_t>& info) {
+        const auto n = f_.get(key);
+        if (n.IsScalar() && !is_quoted(n) && n.Scalar() == "auto")
+            port = 0;
+        else
+            field(key, port, info);
+    }
+
+private:
+    // "a list of disks" from the type "list of disks".
+    static std::string list_of(const auto& info) {
+        return "a " + std::string(info.type.empty() ? std::string_view("list") : info.type);
+    }
+
+    parser& p_;
+    const fields& f_;
+    const std::string& path_;
+};
+
+template <class Section>
+void parser::read_section(const YAML::Node& node, const std::string& field, Section& section) {
+    const auto& keys = keys_of<Section>();
+    auto f = read_map(node, field, keys);
+    if (!f)
+        return;
+    section_reader reader(*this, *f, field);
+    schema::describe(reader, section);
+}
 
 std::optional<fields> parser::read_map(const YAML::Node& node, const std::string& field,
                                        std::span<const std::string_view> allowed) {
@@ -287,6 +479,8 @@ std::optional<fields> parser::read_map(const YAML::Node& node, const std::string
             continue;
         }
         record(path, value, key.Mark());
+        if (present(value))
+            given_.insert(path);
         out.add(name, value);
     }
     return out;
@@ -295,7 +489,7 @@ std::optional<fields> parser::read_map(const YAML::Node& node, const std::string
 bool parser::expect_list(const YAML::Node& node, const std::string& field, std::string_view what) {
     if (node.IsSequence())
         return true;
-    fail(field, "expected a list of " + std::string(what) + ", got " + std::string(kind_of(node)));
+    fail(field, "expected " + std::string(what) + ", got " + std::string(kind_of(node)));
     return false;
 }
 
@@ -417,170 +611,22 @@ std::optional<fs::path> parser::read_path(const YAML::Node& node, const std::str
 
 void parser::parse(const YAML::Node& root, vm_definition& def) {
     record("", root, root.Mark());
-    auto f = read_map(root, "", root_keys);
-    if (!f)
-        return;
-
-    if (auto n = f->get("name"); present(n)) {
-        if (auto v = read_string(n, "name"))
-            def.name = *v;
-    } else {
-        fail("name", "required field is missing");
-    }
-    if (auto n = f->get("machine"); present(n))
-        if (auto v = read_enum(n, "machine", "machine type",
-                               {machine_type::q35, machine_type::pc, machine_type::microvm}))
-            def.machine = *v;
-    if (auto n = f->get("accel"); present(n))
-        if (auto v = read_enum(n, "accel", "accelerator",
-                               {accel_mode::automatic, accel_mode::kvm, accel_mode::tcg}))
-            def.accel = *v;
-    if (auto n = f->get("cpus"); present(n))
-        if (auto v = read_integer(n, "cpus", 1, 255))
-            def.cpus = static_cast<int>(*v);
-    if (auto n = f->get("memory"); present(n))
-        if (auto v = read_size(n, "memory"))
-            def.memory = *v;
-    if (auto n = f->get("kernel"); present(n))
-        def.kernel = read_path(n, "kernel");
-    if (auto n = f->get("initrd"); present(n))
-        def.initrd = read_path(n, "initrd");
-    if (auto n = f->get("append"); present(n))
-        def.append = read_string(n, "append");
-    def.boot = def.kernel ? boot_mode::kernel : boot_mode::disk;
-    if (auto n = f->get("boot"); present(n))
-        if (auto v = read_enum(n, "boot", "boot mode", {boot_mode::kernel, boot_mode::disk}))
-            def.boot = *v;
-    if (auto n = f->get("firmware"); present(n))
-        if (auto v =
-                read_enum(n, "firmware", "firmware", {firmware_type::bios, firmware_type::uefi}))
-            def.firmware = *v;
-    if (auto n = f->get("command_channel"); present(n))
-        if (auto v = read_bool(n, "command_channel"))
-            def.command_channel = *v;
-    if (auto n = f->get("guest_agent"); present(n))
-        if (auto v = read_bool(n, "guest_agent"))
-            def.guest_agent = *v;
-    if (auto n = f->get("vmgenid"); present(n))
-        if (auto v = read_bool(n, "vmgenid"))
-            def.vmgenid = *v;
-
-    if (auto n = f->get("disks"); present(n) && expect_list(n, "disks", "disks")) {
-        std::size_t i = 0;
-        for (const auto& item : n) {
-            auto field = disk_field(i++);
-            record(field, item, n.Mark());
-            parse_disk(item, field, def.disks.emplace_back());
-        }
-    }
-    parse_nvram(f->get("nvram"), def);
-    if (auto n = f->get("serial"); present(n))
-        parse_serial(n, def.serial);
-    if (auto n = f->get("reset"); present(n)) {
-        if (auto r = read_map(n, "reset", reset_keys))
-            if (auto s = r->get("strategy"); present(s))
-                if (auto v = read_enum(s, "reset.strategy", "reset strategy",
-                                       {reset_strategy::automatic, reset_strategy::loadvm,
-                                        reset_strategy::template_ram, reset_strategy::standby}))
-                    def.reset.strategy = *v;
-    }
-    if (auto n = f->get("network"); present(n)) {
-        network_definition network;
-        parse_network(n, network);
-        if (network.mac.empty())
-            network.mac = default_mac_address(def.name);
-        def.network = std::move(network);
-    }
-    if (auto n = f->get("security"); present(n))
-        parse_security(n, def.security);
-    if (f->contains("cloud_init")) {
-        auto n = f->get("cloud_init");
-        // An empty section (cloud_init: with nothing after it) asks for every default.
-        auto& cloud_init = def.cloud_init.emplace();
-        if (!n.IsNull())
-            parse_cloud_init(n, cloud_init);
-        if (cloud_init.hostname.empty())
-            cloud_init.hostname = def.name;
-    }
-    if (auto n = f->get("shares"); present(n) && expect_list(n, "shares", "shares")) {
-        std::size_t i = 0;
-        for (const auto& item : n) {
-            auto field = indexed("shares", i++);
-            record(field, item, n.Mark());
-            parse_share(item, field, def.shares.emplace_back());
-        }
-    }
-    if (auto n = f->get("extra_args"); present(n) && expect_list(n, "extra_args", "strings")) {
-        std::size_t i = 0;
-        for (const auto& item : n) {
-            auto field = indexed("extra_args", i++);
-            record(field, item, n.Mark());
-            if (auto v = read_string(item, field))
-                def.extra_args.push_back(*v);
-        }
-    }
-}
-
-void parser::parse_disk(const YAML::Node& node, const std::string& field, disk_definition& disk) {
-    auto f = read_map(node, field, disk_keys);
-    if (!f)
-        return;
-    auto sub = [&](std::string_view key) { return join(field, key); };
-
-    if (auto n = f->get("name"); present(n)) {
-        if (auto v = read_string(n, sub("name")))
-            disk.name = *v;
-    } else {
-        fail(sub("name"), "required field is missing");
-    }
-    if (auto n = f->get("file"); present(n)) {
-        if (auto v = read_path(n, sub("file")))
-            disk.file = *v;
-    } else {
-        fail(sub("file"), "required field is missing");
-    }
-    if (auto n = f->get("format"); present(n))
-        if (auto v =
-                read_enum(n, sub("format"), "disk format", {disk_format::qcow2, disk_format::raw}))
-            disk.format = *v;
-    if (auto n = f->get("size"); present(n))
-        disk.size = read_size(n, sub("size"));
-    if (auto n = f->get("backing"); present(n))
-        disk.backing = read_path(n, sub("backing"));
-    if (auto n = f->get("bus"); present(n))
-        if (auto v = read_enum(n, sub("bus"), "disk bus",
-                               {disk_bus::virtio, disk_bus::scsi, disk_bus::ide}))
-            disk.bus = *v;
-    if (auto n = f->get("read_only"); present(n))
-        if (auto v = read_bool(n, sub("read_only")))
-            disk.read_only = *v;
-    if (auto n = f->get("cache"); present(n))
-        if (auto v = read_enum(n, sub("cache"), "cache mode",
-                               {cache_mode::writeback, cache_mode::none, cache_mode::writethrough,
-                                cache_mode::directsync, cache_mode::unsafe}))
-            disk.cache = *v;
-    disk.node_name = disk.name;
-    if (auto n = f->get("node_name"); present(n))
-        if (auto v = read_string(n, sub("node_name")))
-            disk.node_name = *v;
-    if (auto n = f->get("encryption"); present(n))
-        parse_encryption(n, sub("encryption"), disk.encryption.emplace());
+    read_section(root, "", def);
+    schema::complete_defaults(def, [&](std::string_view field) { return given_.contains(field); });
+    add_nvram_disk(def);
 }
 
 // The UEFI variable store joins the disks (see disk_bus::pflash). By default it sits beside the
 // first disk's image, named after the VM, so that it lives and goes with the VM's images.
-void parser::parse_nvram(const YAML::Node& node, vm_definition& def) {
-    std::optional<fs::path> file;
-    if (present(node)) {
-        file = read_path(node, "nvram");
-        if (def.firmware != firmware_type::uefi) {
-            fail("nvram", "only a VM with firmware: uefi has a variable store");
-            return;
-        }
+void parser::add_nvram_disk(vm_definition& def) {
+    if (nvram_written_ && def.firmware != firmware_type::uefi) {
+        fail("nvram", "only a VM with firmware: uefi has a variable store");
+        return;
     }
     if (def.firmware != firmware_type::uefi)
         return;
-    if (!file && !present(node)) {
+    auto file = nvram_file_;
+    if (!nvram_written_) {
         if (def.disks.empty() || def.disks.front().file.empty()) {
             fail("firmware", "say where the UEFI variable store is kept (nvram: FILE): the VM "
                              "has no disk to keep it beside");
@@ -596,158 +642,6 @@ void parser::parse_nvram(const YAML::Node& node, vm_definition& def) {
     nvram.file = *file;
     nvram.bus = disk_bus::pflash;
     def.disks.push_back(std::move(nvram));
-}
-
-void parser::parse_encryption(const YAML::Node& node, const std::string& field,
-                              disk_encryption& encryption) {
-    auto f = read_map(node, field, encryption_keys);
-    if (!f)
-        return;
-    if (auto n = f->get("format"); present(n))
-        if (auto v =
-                read_enum(n, join(field, "format"), "encryption format", {encryption_format::luks}))
-            encryption.format = *v;
-    if (auto n = f->get("key_file"); present(n)) {
-        if (auto v = read_path(n, join(field, "key_file")))
-            encryption.key_file = *v;
-    } else {
-        fail(join(field, "key_file"), "required field is missing");
-    }
-}
-
-void parser::parse_security(const YAML::Node& node, security_definition& security) {
-    auto f = read_map(node, "security", security_keys);
-    if (!f)
-        return;
-    if (auto n = f->get("sandbox"); present(n))
-        if (auto v = read_bool(n, "security.sandbox"))
-            security.sandbox = *v;
-    if (auto n = f->get("run_as"); present(n)) {
-        if (auto v = read_string(n, "security.run_as")) {
-            if (v->empty())
-                fail("security.run_as", "must not be empty (leave it out to keep qmpkit's user)");
-            security.run_as = *v;
-        }
-    }
-}
-
-void parser::parse_serial(const YAML::Node& node, serial_definition& serial) {
-    auto f = read_map(node, "serial", serial_keys);
-    if (!f)
-        return;
-    if (auto n = f->get("log");
-        present(n) && read_scalar(n, "serial.log", "true, false or a path")) {
-        if (auto value = plain_bool(n)) {
-            serial.log = *value;
-        } else if (yaml11_bool(n)) {
-            // Almost surely meant as a boolean; a file of that name must be quoted.
-            fail("serial.log",
-                 "expected true or false, got '" + n.Scalar() + "' (quote it if it is a path)");
-        } else if (auto p = read_path(n, "serial.log")) {
-            serial.log = true;
-            serial.log_file = *p;
-        }
-    }
-    if (auto n = f->get("socket"); present(n))
-        if (auto v = read_bool(n, "serial.socket"))
-            serial.socket = *v;
-}
-
-void parser::parse_network(const YAML::Node& node, network_definition& network) {
-    auto f = read_map(node, "network", network_keys);
-    if (!f)
-        return;
-    if (auto n = f->get("mode"); present(n))
-        if (auto v = read_enum(n, "network.mode", "network mode", {network_mode::user}))
-            network.mode = *v;
-    if (auto n = f->get("forwards");
-        present(n) && expect_list(n, "network.forwards", "port forwards")) {
-        std::size_t i = 0;
-        for (const auto& item : n) {
-            auto field = indexed("network.forwards", i++);
-            record(field, item, n.Mark());
-            parse_forward(item, field, network.forwards.emplace_back());
-        }
-    }
-    if (auto n = f->get("mac"); present(n))
-        if (auto v = read_string(n, "network.mac"))
-            network.mac = *v;
-}
-
-void parser::parse_forward(const YAML::Node& node, const std::string& field,
-                           port_forward& forward) {
-    auto f = read_map(node, field, forward_keys);
-    if (!f)
-        return;
-    if (auto n = f->get("protocol"); present(n))
-        if (auto v = read_enum(n, join(field, "protocol"), "protocol",
-                               {forward_protocol::tcp, forward_protocol::udp}))
-            forward.protocol = *v;
-    if (auto n = f->get("host_addr"); present(n))
-        if (auto v = read_string(n, join(field, "host_addr")))
-            forward.host_addr = *v;
-    for (auto [key, port] : {std::pair{"host_port", &forward.host_port},
-                             std::pair{"guest_port", &forward.guest_port}}) {
-        auto path = join(field, key);
-        if (auto n = f->get(key);
-            port == &forward.host_port && n.IsScalar() && !is_quoted(n) && n.Scalar() == "auto") {
-            *port = 0;
-        } else if (present(n)) {
-            if (auto v = read_integer(n, path, 1, std::numeric_limits<std::uint16_t>::max()))
-                *port = static_cast<std::uint16_t>(*v);
-        } else {
-            fail(path, "required field is missing");
-        }
-    }
-}
-
-void parser::parse_cloud_init(const YAML::Node& node, cloud_init_definition& cloud_init) {
-    auto f = read_map(node, "cloud_init", cloud_init_keys);
-    if (!f)
-        return;
-    if (auto n = f->get("user"); present(n))
-        if (auto v = read_string(n, "cloud_init.user"))
-            cloud_init.user = *v;
-    if (auto n = f->get("hostname"); present(n))
-        if (auto v = read_string(n, "cloud_init.hostname"))
-            cloud_init.hostname = *v;
-    if (auto n = f->get("ssh_authorized_keys");
-        present(n) && expect_list(n, "cloud_init.ssh_authorized_keys", "SSH public keys")) {
-        std::size_t i = 0;
-        for (const auto& item : n) {
-            auto field = indexed("cloud_init.ssh_authorized_keys", i++);
-            record(field, item, n.Mark());
-            if (auto v = read_string(item, field))
-                cloud_init.ssh_authorized_keys.push_back(*v);
-        }
-    }
-    if (auto n = f->get("user_data"); present(n))
-        cloud_init.user_data = read_path(n, "cloud_init.user_data");
-    if (auto n = f->get("network_config"); present(n))
-        cloud_init.network_config = read_path(n, "cloud_init.network_config");
-}
-
-void parser::parse_share(const YAML::Node& node, const std::string& field,
-                         share_definition& share) {
-    auto f = read_map(node, field, share_keys);
-    if (!f)
-        return;
-    for (auto [key, value] : {std::pair{"tag", &share.tag}, std::pair{"mount", &share.mount}})
-        if (auto n = f->get(key); present(n)) {
-            if (auto v = read_string(n, join(field, key)))
-                *value = *v;
-        } else if (value == &share.tag) {
-            fail(join(field, key), "required field is missing");
-        }
-    if (auto n = f->get("path"); present(n)) {
-        if (auto p = read_path(n, join(field, "path")))
-            share.path = *p;
-    } else {
-        fail(join(field, "path"), "required field is missing");
-    }
-    if (auto n = f->get("read_only"); present(n))
-        if (auto v = read_bool(n, join(field, "read_only")))
-            share.read_only = *v;
 }
 
 // Where the root node of one YAML document is.
@@ -832,30 +726,6 @@ vm_definition parse_document(const std::string& text, const fs::path& origin) {
     return def;
 }
 
-// Strings are always quoted so that a name like "true" or "1e3" reads back as the same string.
-void emit_string(YAML::Emitter& out, std::string_view key, const std::string& value) {
-    out << YAML::Key << std::string(key) << YAML::Value << YAML::DoubleQuoted << value;
-}
-
-void emit_path(YAML::Emitter& out, std::string_view key, const fs::path& value) {
-    std::string escaped;
-    for (char c : value.string()) {
-        escaped += c;
-        if (c == '$')
-            escaped += '$';
-    }
-    emit_string(out, key, escaped);
-}
-
-template <class T>
-void emit_plain(YAML::Emitter& out, std::string_view key, const T& value) {
-    out << YAML::Key << std::string(key) << YAML::Value << value;
-}
-
-void emit_enum(YAML::Emitter& out, std::string_view key, auto value) {
-    emit_plain(out, key, std::string(to_string(value)));
-}
-
 } // namespace
 
 vm_definition load_definition(const std::filesystem::path& file) {
@@ -877,130 +747,6 @@ vm_definition load_definition(const std::filesystem::path& file) {
 vm_definition load_definition_from_string(std::string_view yaml,
                                           const std::filesystem::path& origin) {
     return parse_document(std::string(yaml), origin);
-}
-
-std::string dump_definition(const vm_definition& def) {
-    YAML::Emitter out;
-    out << YAML::BeginMap;
-    emit_string(out, "name", def.name);
-    emit_enum(out, "machine", def.machine);
-    emit_enum(out, "accel", def.accel);
-    emit_plain(out, "cpus", def.cpus);
-    emit_plain(out, "memory", format_size(def.memory));
-    if (def.kernel)
-        emit_path(out, "kernel", *def.kernel);
-    if (def.initrd)
-        emit_path(out, "initrd", *def.initrd);
-    if (def.append)
-        emit_string(out, "append", *def.append);
-    emit_enum(out, "boot", def.boot);
-    emit_enum(out, "firmware", def.firmware);
-    if (const auto* nvram = nvram_disk(def))
-        emit_path(out, "nvram", nvram->file);
-    emit_plain(out, "command_channel", def.command_channel);
-    emit_plain(out, "guest_agent", def.guest_agent);
-    emit_plain(out, "vmgenid", def.vmgenid);
-
-    out << YAML::Key << "disks" << YAML::Value << YAML::BeginSeq;
-    for (const auto& disk : def.disks) {
-        if (disk.bus == disk_bus::pflash)
-            continue; // written as nvram:
-        out << YAML::BeginMap;
-        emit_string(out, "name", disk.name);
-        emit_path(out, "file", disk.file);
-        emit_enum(out, "format", disk.format);
-        if (disk.size)
-            emit_plain(out, "size", format_size(*disk.size));
-        if (disk.backing)
-            emit_path(out, "backing", *disk.backing);
-        emit_enum(out, "bus", disk.bus);
-        emit_plain(out, "read_only", disk.read_only);
-        emit_enum(out, "cache", disk.cache);
-        emit_string(out, "node_name", disk.node_name);
-        if (disk.encryption) {
-            out << YAML::Key << "encryption" << YAML::Value << YAML::BeginMap;
-            emit_enum(out, "format", disk.encryption->format);
-            emit_path(out, "key_file", disk.encryption->key_file);
-            out << YAML::EndMap;
-        }
-        out << YAML::EndMap;
-    }
-    out << YAML::EndSeq;
-
-    out << YAML::Key << "reset" << YAML::Value << YAML::BeginMap;
-    emit_enum(out, "strategy", def.reset.strategy);
-    out << YAML::EndMap;
-
-    out << YAML::Key << "serial" << YAML::Value << YAML::BeginMap;
-    if (def.serial.log && !def.serial.log_file.empty())
-        emit_path(out, "log", def.serial.log_file);
-    else
-        emit_plain(out, "log", def.serial.log);
-    emit_plain(out, "socket", def.serial.socket);
-    out << YAML::EndMap;
-
-    if (def.network) {
-        out << YAML::Key << "network" << YAML::Value << YAML::BeginMap;
-        emit_enum(out, "mode", def.network->mode);
-        out << YAML::Key << "forwards" << YAML::Value << YAML::BeginSeq;
-        for (const auto& fwd : def.network->forwards) {
-            out << YAML::Flow << YAML::BeginMap;
-            emit_enum(out, "protocol", fwd.protocol);
-            emit_string(out, "host_addr", fwd.host_addr);
-            if (fwd.host_port == 0)
-                emit_plain(out, "host_port", "auto");
-            else
-                emit_plain(out, "host_port", fwd.host_port);
-            emit_plain(out, "guest_port", fwd.guest_port);
-            out << YAML::EndMap;
-        }
-        out << YAML::EndSeq;
-        emit_string(out, "mac", def.network->mac);
-        out << YAML::EndMap;
-    }
-
-    if (def.cloud_init) {
-        const auto& ci = *def.cloud_init;
-        out << YAML::Key << "cloud_init" << YAML::Value << YAML::BeginMap;
-        emit_string(out, "user", ci.user);
-        emit_string(out, "hostname", ci.hostname);
-        out << YAML::Key << "ssh_authorized_keys" << YAML::Value << YAML::BeginSeq;
-        for (const auto& key : ci.ssh_authorized_keys)
-            out << YAML::DoubleQuoted << key;
-        out << YAML::EndSeq;
-        if (ci.user_data)
-            emit_path(out, "user_data", *ci.user_data);
-        if (ci.network_config)
-            emit_path(out, "network_config", *ci.network_config);
-        out << YAML::EndMap;
-    }
-
-    if (!def.shares.empty()) {
-        out << YAML::Key << "shares" << YAML::Value << YAML::BeginSeq;
-        for (const auto& share : def.shares) {
-            out << YAML::BeginMap;
-            emit_string(out, "tag", share.tag);
-            emit_path(out, "path", share.path);
-            emit_plain(out, "read_only", share.read_only);
-            if (!share.mount.empty())
-                emit_string(out, "mount", share.mount);
-            out << YAML::EndMap;
-        }
-        out << YAML::EndSeq;
-    }
-
-    out << YAML::Key << "security" << YAML::Value << YAML::BeginMap;
-    emit_plain(out, "sandbox", def.security.sandbox);
-    if (!def.security.run_as.empty())
-        emit_string(out, "run_as", def.security.run_as);
-    out << YAML::EndMap;
-
-    out << YAML::Key << "extra_args" << YAML::Value << YAML::Flow << YAML::BeginSeq;
-    for (const auto& arg : def.extra_args)
-        out << YAML::DoubleQuoted << arg;
-    out << YAML::EndSeq;
-    out << YAML::EndMap;
-    return std::string("# Written by qmpkit; paths are absolute.\n") + out.c_str() + "\n";
 }
 
 } // namespace qmpkit::launcher

@@ -1,3 +1,5 @@
+#include "schema.hpp"
+
 #include <qmpkit/launcher/definition_validator.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/subprocess.hpp>
@@ -15,6 +17,7 @@
 #include <sys/stat.h>
 #include <system_error>
 #include <tuple>
+#include <type_traits>
 #include <unistd.h>
 #include <utility>
 
@@ -23,12 +26,6 @@ namespace qmpkit::launcher {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr std::uint64_t min_memory = 16 * mib;
-constexpr std::uint64_t sector = 512;
-constexpr int max_cpus = 255;
-// qemu keeps node names in a 32-byte array, and the protocol node is "<node_name>-file".
-constexpr std::size_t max_node_name = 31 - (sizeof("-file") - 1);
 
 // The uid of a host user, as `getent passwd USER` reports it ("name:x:uid:gid:..."), or
 // nullopt when there is no such user (getent exits 2) or getent cannot run.
@@ -50,72 +47,6 @@ std::optional<unsigned long> uid_of_user(const std::string& user) {
     return uid;
 }
 
-bool is_alpha(char c) noexcept {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
-}
-bool is_alnum(char c) noexcept {
-    return is_alpha(c) || (c >= '0' && c <= '9');
-}
-bool is_hex(char c) noexcept {
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
-
-bool valid_identifier(std::string_view s, std::size_t max, bool digit_first,
-                      std::string_view punctuation) noexcept {
-    if (s.empty() || s.size() > max)
-        return false;
-    if (!(digit_first ? is_alnum(s.front()) : is_alpha(s.front())))
-        return false;
-    return std::all_of(s.begin() + 1, s.end(), [&](char c) {
-        return is_alnum(c) || punctuation.find(c) != std::string_view::npos;
-    });
-}
-
-bool valid_mac(std::string_view mac) noexcept {
-    if (mac.size() != 17)
-        return false;
-    for (std::size_t i = 0; i < mac.size(); ++i) {
-        bool ok = (i % 3 == 2) ? mac[i] == ':' : is_hex(mac[i]);
-        if (!ok)
-            return false;
-    }
-    return true;
-}
-
-bool multicast_mac(std::string_view mac) noexcept {
-    char c = mac[1];
-    int low = (c >= '0' && c <= '9') ? c - '0' : (c | 0x20) - 'a' + 10;
-    return (low & 1) != 0;
-}
-
-bool valid_ipv4(const std::string& addr) noexcept {
-    in_addr out{};
-    return inet_pton(AF_INET, addr.c_str(), &out) == 1;
-}
-
-// RFC 1123 host names: dot-separated labels of letters, digits and '-', not starting or ending
-// with '-'.
-bool valid_hostname(std::string_view name) noexcept {
-    if (name.empty() || name.size() > 253)
-        return false;
-    std::size_t label = 0;
-    for (std::size_t i = 0; i <= name.size(); ++i) {
-        if (i == name.size() || name[i] == '.') {
-            if (label == 0 || label > 63 || name[i - 1] == '-')
-                return false;
-            label = 0;
-            continue;
-        }
-        const char c = name[i];
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                        (c >= '0' && c <= '9') || (c == '-' && label > 0);
-        if (!ok)
-            return false;
-        ++label;
-    }
-    return true;
-}
-
 // Whether a program can be found the way run() looks it up.
 bool program_in_path(std::string_view program) {
     const char* path = std::getenv("PATH");
@@ -135,6 +66,89 @@ std::string quoted(const fs::path& p) {
     return "'" + p.string() + "'";
 }
 
+// The visitor of describe() that runs each value's own checks (field_info::check, and the range
+// of an integer) and reports them at the value's field.
+class value_checker {
+public:
+    value_checker(std::vector<diagnostic>& out, const source_map& sources, std::string path)
+        : out_(out)
+        , sources_(sources)
+        , path_(std::move(path)) {}
+
+    template <class T>
+    void field(std::string_view key, const T& value, const schema::field_info<T>& info) {
+        const auto field = at(key);
+        if constexpr (schema::is_optional<T>::value) {
+            if (value && info.check)
+                report(field, info.check(*value));
+        } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+            for (std::size_t i = 0; i < value.size() && info.check; ++i)
+                report(field + "[" + std::to_string(i) + "]", info.check(value[i]));
+        } else {
+            if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>)
+                if (info.min < info.max &&
+                    (std::cmp_less(value, info.min) || std::cmp_greater(value, info.max)))
+                    report(field, "must be between " + std::to_string(info.min) + " and " +
+                                      std::to_string(info.max) + ", got " + std::to_string(value));
+            if (info.check)
+                report(field, info.check(value));
+        }
+    }
+
+    template <class T>
+    void size(std::string_view key, const T& value, const schema::field_info<T>& info) {
+        field(key, value, info);
+    }
+
+    template <class Section>
+    void section(std::string_view key, const Section& value, const schema::field_info<Section>&) {
+        if constexpr (schema::is_optional<Section>::value) {
+            if (value)
+                check_section(at(key), *value);
+        } else {
+            check_section(at(key), value);
+        }
+    }
+
+    template <class Section>
+    void sections(std::string_view key, const std::vector<Section>& list,
+                  const schema::field_info<std::vector<Section>>&) {
+        for (std::size_t i = 0; i < list.size(); ++i) {
+            // The UEFI variable store is nvram:, which the checker below looks at.
+            if constexpr (std::is_same_v<Section, disk_definition>)
+                if (list[i].bus == disk_bus::pflash)
+                    continue;
+            check_section(at(key) + "[" + std::to_string(i) + "]", list[i]);
+        }
+    }
+
+    // Checked with the fields they depend on (checker below).
+    void nvram(std::string_view, const vm_definition&, const schema::field_info<fs::path>&) {}
+    void serial_log(std::string_view, const serial_definition&, const schema::field_info<bool>&) {}
+    void host_port(std::string_view, const std::uint16_t&,
+                   const schema::field_info<std::uint16_t>&) {}
+
+private:
+    std::string at(std::string_view key) const {
+        return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+    }
+
+    template <class Section>
+    void check_section(std::string path, const Section& section) {
+        value_checker inner(out_, sources_, std::move(path));
+        schema::describe(inner, section);
+    }
+
+    void report(const std::string& field, std::optional<std::string> problem) {
+        if (problem)
+            out_.push_back(sources_.make_diagnostic(field, std::move(*problem)));
+    }
+
+    std::vector<diagnostic>& out_;
+    const source_map& sources_;
+    std::string path_;
+};
+
 class checker {
 public:
     checker(const vm_definition& def, const validate_options& options)
@@ -142,7 +156,8 @@ public:
         , options_(options) {}
 
     std::vector<diagnostic> run() {
-        check_machine();
+        value_checker values(diagnostics_, def_.sources, "");
+        schema::describe(values, def_);
         check_boot();
         check_disks();
         check_serial();
@@ -173,23 +188,6 @@ private:
         }
         if (!fs::is_regular_file(status) && !(block_ok && fs::is_block_file(status)))
             fail(field, "not a regular file: " + quoted(p));
-    }
-
-    void check_machine() {
-        if (def_.name.empty())
-            fail("name", "must not be empty");
-        else if (!is_valid_vm_name(def_.name))
-            fail("name", "invalid name '" + def_.name +
-                             "': use up to 64 letters, digits, '_', '.' or '-', starting with a "
-                             "letter or digit");
-        if (def_.cpus < 1 || def_.cpus > max_cpus)
-            fail("cpus", "must be between 1 and " + std::to_string(max_cpus) + ", got " +
-                             std::to_string(def_.cpus));
-        if (def_.memory < min_memory)
-            fail("memory", "must be at least " + format_size(min_memory) + ", got " +
-                               format_size(def_.memory));
-        else if (def_.memory % mib != 0)
-            fail("memory", "must be a whole number of MiB, got " + format_size(def_.memory));
     }
 
     void check_boot() {
@@ -253,17 +251,14 @@ private:
             auto field = disk_field(i);
             auto sub = [&](std::string_view key) { return field + "." + std::string(key); };
 
-            bool name_reported = true;
-            if (disk.name.empty())
-                fail(sub("name"), "must not be empty");
-            else if (!is_valid_disk_name(disk.name))
-                fail(sub("name"), "invalid disk name '" + disk.name +
-                                      "': use up to 24 letters, digits, '_' or '-', starting "
-                                      "with a letter");
-            else if (auto [it, fresh] = names.emplace(disk.name, field); !fresh)
-                fail(sub("name"), "disk name '" + disk.name + "' is also used by " + it->second);
-            else
-                name_reported = false;
+            // An empty or invalid name is the schema's to report (schema::disk_name_problem).
+            bool name_reported = !is_valid_disk_name(disk.name);
+            if (!name_reported)
+                if (auto [it, fresh] = names.emplace(disk.name, field); !fresh) {
+                    fail(sub("name"),
+                         "disk name '" + disk.name + "' is also used by " + it->second);
+                    name_reported = true;
+                }
 
             // A node name defaulted from a bad disk name is the same mistake: report it once.
             if (!(name_reported && disk.node_name == disk.name))
@@ -276,15 +271,8 @@ private:
                 fail(sub("file"), "image " + quoted(disk.file) + " is also used by " + it->second);
             }
 
-            if (disk.size) {
-                if (*disk.size == 0)
-                    fail(sub("size"), "must be greater than 0");
-                else if (*disk.size % sector != 0)
-                    fail(sub("size"),
-                         "must be a multiple of 512 bytes, got " + format_size(*disk.size));
-                if (disk.read_only)
-                    fail(sub("size"), "a read-only disk is never created; remove size");
-            }
+            if (disk.size && disk.read_only)
+                fail(sub("size"), "a read-only disk is never created; remove size");
             if (disk.backing) {
                 if (disk.format != disk_format::qcow2)
                     fail(sub("backing"), "only qcow2 images can have a backing file");
@@ -383,13 +371,8 @@ private:
             fail("security.run_as", "reset.strategy " +
                                         std::string(to_string(def_.reset.strategy)) +
                                         " does not work with run_as (use loadvm)");
-        if (!is_valid_user_name(user)) {
-            fail("security.run_as", "invalid user name '" + user +
-                                        "': use letters, digits, '_', '.' or '-', not starting "
-                                        "with '-'");
-            return;
-        }
-        if (!options_.check_files)
+        // An invalid name is the schema's to report (schema::host_user_problem).
+        if (!is_valid_user_name(user) || !options_.check_files)
             return;
         // Looked up by getent (libc-bin), which asks every NSS source the host configured:
         // the qmpkit tool is linked statically, and a static program cannot load NSS modules
@@ -412,7 +395,7 @@ private:
                          std::map<std::string, std::string>& nodes) {
         if (!is_valid_node_name(disk.node_name)) {
             fail(field + ".node_name", "invalid node name '" + disk.node_name + "': use up to " +
-                                           std::to_string(max_node_name) +
+                                           std::to_string(schema::max_node_name) +
                                            " letters, digits, '_', '.' or '-', starting with a "
                                            "letter");
             return;
@@ -464,20 +447,11 @@ private:
         if (!def_.network)
             return;
         const auto& net = *def_.network;
-        if (!valid_mac(net.mac))
-            fail("network.mac",
-                 "invalid MAC address '" + net.mac + "' (expected xx:xx:xx:xx:xx:xx)");
-        else if (multicast_mac(net.mac))
-            fail("network.mac", "'" + net.mac + "' is a multicast address");
 
         std::map<std::tuple<forward_protocol, std::string, std::uint16_t>, std::string> seen;
         for (std::size_t i = 0; i < net.forwards.size(); ++i) {
             const auto& fwd = net.forwards[i];
             auto field = "network.forwards[" + std::to_string(i) + "]";
-            if (!valid_ipv4(fwd.host_addr))
-                fail(field + ".host_addr", "invalid IPv4 address '" + fwd.host_addr + "'");
-            if (fwd.guest_port == 0)
-                fail(field + ".guest_port", "must be between 1 and 65535, got 0");
             auto key = std::tuple(fwd.protocol, fwd.host_addr, fwd.host_port);
             if (auto [it, fresh] = seen.emplace(key, field); !fresh && fwd.host_port != 0)
                 fail(field + ".host_port", std::string(to_string(fwd.protocol)) + " " +
@@ -490,22 +464,6 @@ private:
         if (!def_.cloud_init)
             return;
         const auto& ci = *def_.cloud_init;
-        if (!is_valid_user_name(ci.user) || ci.user == "root")
-            fail("cloud_init.user", "invalid user name '" + ci.user +
-                                        "': use letters, digits, '_', '.' or '-', not starting "
-                                        "with '-', and not root");
-        if (!valid_hostname(ci.hostname))
-            fail("cloud_init.hostname",
-                 "invalid host name '" + ci.hostname +
-                     "': use letters, digits and '-' in dot-separated labels of up to 63");
-        for (std::size_t i = 0; i < ci.ssh_authorized_keys.size(); ++i) {
-            const auto& key = ci.ssh_authorized_keys[i];
-            const auto space = key.find(' ');
-            if (key.find_first_of("\r\n") != std::string::npos || space == std::string::npos ||
-                space == 0 || space + 1 == key.size())
-                fail("cloud_init.ssh_authorized_keys[" + std::to_string(i) + "]",
-                     "expected one public key line, such as 'ssh-ed25519 AAAA... comment'");
-        }
         if (!options_.check_files)
             return;
         if (ci.user_data)
@@ -525,22 +483,19 @@ private:
         for (std::size_t i = 0; i < def_.shares.size(); ++i) {
             const auto& share = def_.shares[i];
             const auto field = "shares[" + std::to_string(i) + "]";
-            if (!share.tag.empty() && !valid_identifier(share.tag, 31, true, "_.-"))
-                fail(field + ".tag", "invalid tag '" + share.tag +
-                                         "': use up to 31 letters, digits, '_', '.' or '-'");
-            else if (auto [it, added] = tags.emplace(share.tag, i); !added)
+            // An invalid tag or mount point is the schema's to report (share_tag_problem,
+            // guest_mount_problem); here, what two shares have in common.
+            const bool tag_reported = !share.tag.empty() && schema::share_tag_problem(share.tag);
+            if (auto [it, added] =
+                    tag_reported ? std::pair(tags.end(), true) : tags.emplace(share.tag, i);
+                !added)
                 fail(field + ".tag", "tag '" + share.tag + "' is also shares[" +
                                          std::to_string(it->second) + "]'s");
             if (!share.mount.empty()) {
                 // An fstab field: no blanks; absolute, and not a directory the system needs.
-                if (share.mount.front() != '/' ||
-                    share.mount.find_first_of(" \t\n\\'\"") != std::string::npos ||
-                    fs::path(share.mount).lexically_normal() == "/")
-                    fail(field + ".mount",
-                         "'" + share.mount +
-                             "' is not a guest directory (an absolute path without blanks, "
-                             "quotes or backslashes, not /)");
-                else if (auto [it, added] = mounts.emplace(share.mount, i); !added)
+                if (schema::guest_mount_problem(share.mount)) {
+                    // reported with the value's own checks
+                } else if (auto [it, added] = mounts.emplace(share.mount, i); !added)
                     fail(field + ".mount", "'" + share.mount + "' is also shares[" +
                                                std::to_string(it->second) + "]'s mount point");
                 if (!def_.cloud_init)
@@ -569,30 +524,6 @@ private:
 };
 
 } // namespace
-
-bool is_valid_vm_name(std::string_view name) noexcept {
-    return valid_identifier(name, 64, true, "_.-");
-}
-
-bool is_valid_disk_name(std::string_view name) noexcept {
-    return valid_identifier(name, 24, false, "_-");
-}
-
-bool is_valid_user_name(std::string_view name) noexcept {
-    if (name.size() > 32)
-        return false;
-    if (name.starts_with('_')) // system users such as _apt
-        name.remove_prefix(1);
-    return valid_identifier(name, 32, true, "_.-");
-}
-
-bool is_valid_node_name(std::string_view name) noexcept {
-    return valid_identifier(name, max_node_name, false, "_.-");
-}
-
-bool is_valid_hostname(std::string_view name) noexcept {
-    return valid_hostname(name);
-}
 
 std::vector<diagnostic> check_definition(const vm_definition& def,
                                          const validate_options& options) {
