@@ -71,27 +71,34 @@ if(TARGET qmpkit)
     install(TARGETS qmpkit RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT runtime)
     set(qmpkit_completion ${PROJECT_BINARY_DIR}/share/bash-completion/completions/qmpkit)
     set(qmpkit_man ${PROJECT_BINARY_DIR}/share/man/man1/qmpkit.1)
-    add_custom_command(OUTPUT ${qmpkit_completion} ${qmpkit_man}
+    set(qmpkit_definition_man ${PROJECT_BINARY_DIR}/share/man/man5/qmpkit-definition.5)
+    add_custom_command(OUTPUT ${qmpkit_completion} ${qmpkit_man} ${qmpkit_definition_man}
         COMMAND ${CMAKE_COMMAND} -E make_directory ${PROJECT_BINARY_DIR}/share/bash-completion/completions
-                ${PROJECT_BINARY_DIR}/share/man/man1
+                ${PROJECT_BINARY_DIR}/share/man/man1 ${PROJECT_BINARY_DIR}/share/man/man5
         COMMAND qmpkit --generate bash-completion ${qmpkit_completion}
         COMMAND qmpkit --generate man ${qmpkit_man}
+        COMMAND qmpkit --generate definition-man ${qmpkit_definition_man}
         DEPENDS qmpkit
-        COMMENT "Generating qmpkit's bash completion and man page"
+        COMMENT "Generating qmpkit's bash completion and man pages"
         VERBATIM)
-    add_custom_target(qmpkit_docs ALL DEPENDS ${qmpkit_completion} ${qmpkit_man})
+    add_custom_target(qmpkit_docs ALL
+        DEPENDS ${qmpkit_completion} ${qmpkit_man} ${qmpkit_definition_man})
     install(FILES ${qmpkit_completion}
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions COMPONENT runtime)
     # Debian policy: man pages are installed compressed.
     install(CODE "
-        set(man \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_MANDIR}/man1\")
-        file(MAKE_DIRECTORY \"\${man}\")
-        execute_process(COMMAND gzip -9n -c \"${qmpkit_man}\" OUTPUT_FILE \"\${man}/qmpkit.1.gz\"
-                        RESULT_VARIABLE failed)
-        if(failed)
-            message(FATAL_ERROR \"gzip of the man page failed\")
-        endif()
-        message(STATUS \"Installing: \${man}/qmpkit.1.gz\")"
+        foreach(page ${qmpkit_man} ${qmpkit_definition_man})
+            get_filename_component(name \"\${page}\" NAME)
+            string(REGEX REPLACE \".*[.]\" \"\" section \"\${name}\")
+            set(man \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_MANDIR}/man\${section}\")
+            file(MAKE_DIRECTORY \"\${man}\")
+            execute_process(COMMAND gzip -9n -c \"\${page}\" OUTPUT_FILE \"\${man}/\${name}.gz\"
+                            RESULT_VARIABLE failed)
+            if(failed)
+                message(FATAL_ERROR \"gzip of \${name} failed\")
+            endif()
+            message(STATUS \"Installing: \${man}/\${name}.gz\")
+        endforeach()"
         COMPONENT runtime)
 endif()
 

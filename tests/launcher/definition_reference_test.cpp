@@ -52,12 +52,12 @@ TEST(definition_reference, the_readme_has_the_schemas_tables) {
         const auto span = find_table(text, fields.section);
         ASSERT_NE(span.begin, std::string::npos)
             << readme << " has no line " << marker(fields.section) << "before the table:\n"
-            << fields.table;
+            << fields.table();
         const auto written = text.substr(span.begin, span.end - span.begin);
         if (update)
-            text.replace(span.begin, span.end - span.begin, fields.table);
+            text.replace(span.begin, span.end - span.begin, fields.table());
         else
-            EXPECT_EQ(written, fields.table)
+            EXPECT_EQ(written, fields.table())
                 << "the table of '" << fields.section << "' in " << readme
                 << " differs from the schema (launcher/src/definition/schema.hpp); "
                    "QMPKIT_UPDATE_README=1 rewrites it";
@@ -70,16 +70,16 @@ TEST(definition_reference, every_mapping_has_a_table_with_a_row_per_key) {
     const auto reference = definition_reference();
     ASSERT_GE(reference.size(), 10u);
     EXPECT_EQ(reference[0].section, "");
-    EXPECT_NE(reference[0].table.find("| `name` | string | **required** |"), std::string::npos);
-    EXPECT_NE(reference[0].table.find("| `cpus` | integer 1–255 | `1` |"), std::string::npos);
-    EXPECT_NE(reference[0].table.find("| `memory` | size, at least `16M`, whole MiB | `256M` |"),
+    EXPECT_NE(reference[0].table().find("| `name` | string | **required** |"), std::string::npos);
+    EXPECT_NE(reference[0].table().find("| `cpus` | integer 1–255 | `1` |"), std::string::npos);
+    EXPECT_NE(reference[0].table().find("| `memory` | size, at least `16M`, whole MiB | `256M` |"),
               std::string::npos);
-    EXPECT_NE(reference[0].table.find("| `machine` | `q35` \\| `pc` \\| `microvm` | `q35` |"),
+    EXPECT_NE(reference[0].table().find("| `machine` | `q35` \\| `pc` \\| `microvm` | `q35` |"),
               std::string::npos);
     for (const auto& fields : reference) {
         if (fields.section == "disks[]") {
             // pflash is the UEFI store's bus, which only nvram: makes.
-            EXPECT_NE(fields.table.find("| `bus` | `virtio` \\| `scsi` \\| `ide` | `virtio` |"),
+            EXPECT_NE(fields.table().find("| `bus` | `virtio` \\| `scsi` \\| `ide` | `virtio` |"),
                       std::string::npos);
         }
     }

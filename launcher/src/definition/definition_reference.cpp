@@ -60,14 +60,13 @@ std::string default_of(const T& value) {
     }
 }
 
-// The visitor of describe() that writes one table per mapping.
+// The visitor of describe() that lists each mapping's fields.
 class reference_writer {
 public:
     reference_writer(std::vector<definition_fields>& out, std::string section)
         : out_(out)
         , index_(out.size()) {
-        out_.push_back(
-            {std::move(section), "| Field | Type | Default | Meaning |\n|---|---|---|---|\n"});
+        out_.push_back({std::move(section), {}});
     }
 
     template <class T>
@@ -117,12 +116,11 @@ private:
     template <class T>
     void row(std::string_view key, const schema::field_info<T>& info, const std::string& type,
              const std::string& fallback) {
-        std::string default_text = info.required                ? "**required**"
-                                   : !info.default_text.empty() ? std::string(info.default_text)
-                                                                : fallback;
-        out_[index_].table += "| " + code(key) + " | " + type + " | " + default_text + " | " +
-                              std::string(info.meaning) + (info.meaning.empty() ? "|" : " |") +
-                              "\n";
+        out_[index_].fields.push_back({std::string(key), type,
+                                       info.required                ? "**required**"
+                                       : !info.default_text.empty() ? std::string(info.default_text)
+                                                                    : fallback,
+                                       std::string(info.meaning)});
     }
 
     std::string child(std::string_view key) const {
@@ -142,6 +140,14 @@ private:
 };
 
 } // namespace
+
+std::string definition_fields::table() const {
+    std::string out = "| Field | Type | Default | Meaning |\n|---|---|---|---|\n";
+    for (const auto& f : fields)
+        out += "| " + code(f.key) + " | " + f.type + " | " + f.default_value + " | " + f.meaning +
+               (f.meaning.empty() ? "|" : " |") + "\n";
+    return out;
+}
 
 std::vector<definition_fields> definition_reference() {
     std::vector<definition_fields> out;

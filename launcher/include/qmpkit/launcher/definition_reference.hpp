@@ -5,12 +5,24 @@
 
 namespace qmpkit::launcher {
 
-// One mapping of the definition's YAML and its fields, as a Markdown table (Field, Type,
-// Default, Meaning), printed from the same schema the loader, the validator and
-// dump_definition use: configs/README.md holds these tables, and a test keeps them equal.
+// One field of the definition's YAML as the reference documents it, in Markdown: code in
+// backquotes, '|' escaped.
+struct field_reference {
+    std::string key;
+    std::string type;          // "string", "`q35` \\| `pc` \\| `microvm`", "integer 1–255", ...
+    std::string default_value; // "`q35`", "none", "**required**", "the disk's `name`", ...
+    std::string meaning;
+};
+
+// One mapping and its fields, printed from the same schema the loader, the validator and
+// dump_definition use: configs/README.md holds their tables (a test keeps them equal), and
+// `qmpkit --generate definition-man` prints them as the qmpkit-definition(5) man page.
 struct definition_fields {
     std::string section; // "" for the top level, "disks[]", "disks[].encryption", "network", ...
-    std::string table;   // Markdown, one line per field after the header, each ending in '\n'
+    std::vector<field_reference> fields;
+
+    // The Markdown table (Field, Type, Default, Meaning), each line ending in '\n'.
+    std::string table() const;
 };
 
 // Every mapping, the top level first, then each in the order its field appears.
