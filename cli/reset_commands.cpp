@@ -122,15 +122,24 @@ void register_reset_commands(CLI::App& app, context& ctx) {
 
     auto* points = app.add_subcommand("reset-point", "Reset points: create, list, delete");
     points->require_subcommand(1);
-    auto c = std::make_shared<std::pair<std::string, std::string>>();
+    struct create_options {
+        std::string vm, name;
+        bool print_plan = false;
+    };
+    auto c = std::make_shared<create_options>();
     auto* create = points->add_subcommand("create", "Take a reset point of a running VM");
-    create->add_option("vm", c->first, "VM name")->required();
-    create->add_option("name", c->second, "reset point name")->required();
+    create->add_option("vm", c->vm, "VM name")->required();
+    create->add_option("name", c->name, "reset point name")->required();
+    create->add_flag("--print-plan", c->print_plan, print_plan_help);
     create->callback([&ctx, c] {
         ctx.action = [&ctx, c] {
             // A point is a directory named after it: refuse names that would leave reset/.
-            snapshot::require_valid_snapshot_name(c->second, "reset point name");
-            auto p = reset_for(ctx, c->first).create_point(c->second);
+            snapshot::require_valid_snapshot_name(c->name, "reset point name");
+            if (c->print_plan) {
+                print_plan(reset_for(ctx, c->vm).plan_point(c->name));
+                return exit_code::ok;
+            }
+            auto p = reset_for(ctx, c->vm).create_point(c->name);
             if (ctx.json)
                 print_json(point_json(p));
             else

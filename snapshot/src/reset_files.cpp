@@ -23,6 +23,45 @@ namespace qmpkit::snapshot::detail {
 namespace json = boost::json;
 namespace fs = std::filesystem;
 
+void copy_sparse(const fs::path& from, const fs::path& to) {
+    const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+    if (in < 0)
+        throw error(error_kind::other,
+                    "cannot read " + from.string() + ": " + std::strerror(errno));
+    const int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (out < 0) {
+        ::close(in);
+        throw error(error_kind::other,
+                    "cannot create " + to.string() + ": " + std::strerror(errno));
+    }
+    const off_t size = ::lseek(in, 0, SEEK_END);
+    bool ok = ::ftruncate(out, size) == 0;
+    std::vector<char> buffer(1 << 20);
+    for (off_t data = ::lseek(in, 0, SEEK_DATA); ok && data >= 0 && data < size;) {
+        off_t hole = ::lseek(in, data, SEEK_HOLE);
+        if (hole < 0)
+            hole = size;
+        for (off_t at = data; ok && at < hole;) {
+            const auto want = static_cast<std::size_t>(
+                std::min<off_t>(hole - at, static_cast<off_t>(buffer.size())));
+            const auto n = ::pread(in, buffer.data(), want, at);
+            ok = n > 0 && ::pwrite(out, buffer.data(), static_cast<std::size_t>(n), at) == n;
+            at += n > 0 ? n : 0;
+        }
+        data = ::lseek(in, hole, SEEK_DATA);
+    }
+    ok = ok && ::fsync(out) == 0;
+    const int copy_errno = errno;
+    ::close(in);
+    ::close(out);
+    if (!ok) {
+        std::error_code ignored;
+        fs::remove(to, ignored);
+        throw error(error_kind::other, "copying " + from.string() + " to " + to.string() +
+                                           " failed: " + std::strerror(copy_errno));
+    }
+}
+
 fs::path point_file(const fs::path& point_dir) {
     return point_dir / "point.json";
 }

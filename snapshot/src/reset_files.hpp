@@ -17,6 +17,10 @@
 
 namespace qmpkit::snapshot::detail {
 
+// Copies `from` to a new file `to` (refusing an existing one), keeping its holes, and syncs it;
+// a failed copy leaves no `to`. Throws snapshot::error.
+void copy_sparse(const std::filesystem::path& from, const std::filesystem::path& to);
+
 std::filesystem::path point_file(const std::filesystem::path& point_dir);
 void write_point(const std::filesystem::path& dir, const reset_point& p);
 reset_point read_point(const std::filesystem::path& dir);

@@ -6,6 +6,7 @@
 #include "memory_state.hpp"
 #include "operation_journal.hpp"
 #include "plan/plan_executor.hpp"
+#include "plan/point_plan.hpp"
 #include "plan/reset_plan.hpp"
 #include "reset_files.hpp"
 #include "share_mounts.hpp"
@@ -54,45 +55,6 @@ launcher::state_directory state_of(const std::string& vm, const manager_options&
 }
 
 // Copies only the parts of the file that hold data: guest RAM is mostly holes at first.
-void copy_sparse(const fs::path& from, const fs::path& to) {
-    const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
-    if (in < 0)
-        throw error(error_kind::other,
-                    "cannot read " + from.string() + ": " + std::strerror(errno));
-    const int out = ::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (out < 0) {
-        ::close(in);
-        throw error(error_kind::other,
-                    "cannot create " + to.string() + ": " + std::strerror(errno));
-    }
-    const off_t size = ::lseek(in, 0, SEEK_END);
-    bool ok = ::ftruncate(out, size) == 0;
-    std::vector<char> buffer(1 << 20);
-    for (off_t data = ::lseek(in, 0, SEEK_DATA); ok && data >= 0 && data < size;) {
-        off_t hole = ::lseek(in, data, SEEK_HOLE);
-        if (hole < 0)
-            hole = size;
-        for (off_t at = data; ok && at < hole;) {
-            const auto want = static_cast<std::size_t>(
-                std::min<off_t>(hole - at, static_cast<off_t>(buffer.size())));
-            const auto n = ::pread(in, buffer.data(), want, at);
-            ok = n > 0 && ::pwrite(out, buffer.data(), static_cast<std::size_t>(n), at) == n;
-            at += n > 0 ? n : 0;
-        }
-        data = ::lseek(in, hole, SEEK_DATA);
-    }
-    ok = ok && ::fsync(out) == 0;
-    const int copy_errno = errno;
-    ::close(in);
-    ::close(out);
-    if (!ok) {
-        std::error_code ignored;
-        fs::remove(to, ignored);
-        throw error(error_kind::other, "copying " + from.string() + " to " + to.string() +
-                                           " failed: " + std::strerror(copy_errno));
-    }
-}
-
 // An operation killed half-way (a reset point's creation) is finished or taken back before
 // this one: a reset must find the VM whole, not refuse.
 void settle_left_operation(vm_context& ctx) {
@@ -347,132 +309,66 @@ std::vector<reset_point> vm_reset::points() const {
     return read_points(state_of(vm_, options_));
 }
 
+namespace {
+
+// What a reset point's plan is made from (point_plan.hpp).
+detail::point_facts point_facts_of(vm_context& ctx, const std::string& name) {
+    detail::point_facts f;
+    f.vm = ctx.dir.vm_name();
+    f.name = name;
+    f.def = ctx.def;
+    f.qemu_runs = ctx.running();
+    f.state = ctx.state;
+    f.now = detail::now_seconds();
+    f.pid = ::getpid();
+    f.host = detail::real_host();
+    f.ram_file = ctx.dir.ram_file();
+    const auto runtime = launcher::read_runtime_info(ctx.dir);
+    f.runs_on_own_ram =
+        runtime && std::any_of(runtime->command_line.begin(), runtime->command_line.end(),
+                               [&](const std::string& a) {
+                                   return a.find(f.ram_file.string()) != std::string::npos;
+                               });
+    f.points_dir = ctx.dir.reset_points();
+    f.overlays_dir = ctx.dir.overlays();
+    if (ctx.qmp)
+        f.live = detail::live_disks(*ctx.qmp);
+    return f;
+}
+
+} // namespace
+
 reset_point vm_reset::create_point(const std::string& name) {
     require_valid_snapshot_name(name, "reset point name");
     vm_context ctx(vm_, options_, "creating a reset point");
     settle_left_operation(ctx);
-    if (!ctx.running())
-        throw error(error_kind::not_running, "a reset point needs VM '" + vm_ + "' running");
     ctx.require_whole_guest("create a reset point");
-    if (!ctx.def.reset.file_backed_memory())
-        throw error(
-            error_kind::unsupported,
-            "VM '" + vm_ +
-                "' resets by loadvm (reset.strategy: loadvm): its RAM is "
-                "not file-backed; take a snapshot instead, or set reset.strategy: template");
-    for (const auto& disk : ctx.def.disks)
-        if (disk.encryption && !disk.read_only)
-            throw error(error_kind::unsupported,
-                        "disk '" + disk.name + "' of VM '" + vm_ +
-                            "' is encrypted: a reset point's overlays would hold its data in "
-                            "clear; take a snapshot instead (loadvm resets)");
-    const auto runtime = launcher::read_runtime_info(ctx.dir);
-    const auto ram = ctx.dir.ram_file();
-    if (!runtime || std::none_of(runtime->command_line.begin(), runtime->command_line.end(),
-                                 [&](const std::string& a) {
-                                     return a.find(ram.string()) != std::string::npos;
-                                 }))
-        throw error(error_kind::unsupported,
-                    "VM '" + vm_ +
-                        "' runs on a reset point's RAM (copy-on-write): restart it "
-                        "(qmpkit shutdown, qmpkit start) before taking a new reset point");
-    const auto dir = ctx.dir.reset_points() / name;
-    if (fs::exists(dir))
-        throw error(error_kind::name_taken,
-                    "VM '" + vm_ + "' already has a reset point named '" + name + "'");
-    fs::create_directories(dir);
-    fs::create_directories(ctx.dir.overlays());
-
-    reset_point point;
-    point.name = name;
-    point.created_at = detail::now_seconds();
-    point.ram = dir / "ram";
-    point.device_state = dir / "device.state";
-    point.definition = launcher::dump_definition(ctx.def);
-    auto& qmp = *ctx.qmp;
-    const bool was_running = ctx.state == vm_state::running;
-
-    // The disks switch to overlays at the point; the images below them freeze. Worked out
-    // before anything changes, so that the journal can say what this operation makes.
-    json::array actions;
-    auto after = ctx.def;
-    detail::operation_journal journal;
-    journal.operation = "create-reset-point";
-    journal.snapshot = name;
-    journal.pid = ::getpid();
-    journal.started_at = point.created_at;
-    journal.was_running = was_running;
-    {
-        const auto live = detail::live_disks(qmp);
-        for (auto& disk : after.disks) {
-            if (disk.read_only)
-                continue;
-            const auto& top = live.at(disk.name);
-            const auto running_overlay =
-                ctx.dir.overlays() / (disk.name + ".run." + detail::hex_id() + ".qcow2");
-            actions.push_back({{"type", "blockdev-snapshot-sync"},
-                               {"data",
-                                {{"node-name", top.node_name},
-                                 {"snapshot-file", running_overlay.string()},
-                                 {"snapshot-node-name", "rp" + detail::hex_id()},
-                                 {"format", "qcow2"}}}});
-            point.disks.push_back({disk.name, top.file});
-            journal.overlays.push_back({disk.name, top.file, running_overlay});
-            disk.file = running_overlay;
-            disk.format = launcher::disk_format::qcow2;
-            disk.size.reset();
-            disk.backing.reset();
-        }
-    }
-    journal.after_definition = launcher::dump_definition(after);
-    journal.creates = {dir};
-    // A killed qmpkit leaves the journal: the next reset (or `snapshot check --repair`) then
-    // resumes the guest, switches the capability off, and keeps or takes back the overlays
-    // from what qemu runs on (interrupted_operation.hpp).
-    // Before anything changes: a mounted 9p share would make qemu refuse to save the state.
-    detail::shares_unmounted shares(ctx.dir, ctx.def, qmp, was_running, "create a reset point",
-                                    ctx.options->logger);
-    detail::write_journal(ctx.dir, journal);
+    const auto plan = detail::plan_point_create(point_facts_of(ctx, name));
     try {
-        detail::ignore_shared_ram(qmp, true);
-        // Ends with the VM paused: RAM file, device state and disks are taken at this one point.
-        detail::save_memory(
-            qmp, point.device_state, {},
-            [&](std::string_view step) {
-                launcher::fault_point("reset-point.create." + std::string(step), ctx.dir);
-            },
-            ctx.dir.path());
-        launcher::fault_point("reset-point.create.after-migration", ctx.dir);
-        detail::ignore_shared_ram(qmp, false);
-        copy_sparse(ram, point.ram);
-
-        if (!actions.empty())
-            qmp.execute("transaction", {{"actions", std::move(actions)}});
-        launcher::fault_point("reset-point.create.after-transaction", ctx.dir);
-        ctx.def = after;
-        ctx.save_definition();
-        write_point(dir, point);
-        launcher::fault_point("reset-point.create.after-point", ctx.dir);
-        if (was_running)
-            qmp.execute("cont");
-        detail::remove_journal(ctx.dir);
-    } catch (...) {
-        detail::resolve_after_failure(ctx, journal);
-        if (const auto hint = detail::full_file_system_hint({dir, ctx.dir.overlays()});
-            !hint.empty()) {
-            try {
-                throw;
-            } catch (const std::exception& e) {
-                throw error(error_kind::other, e.what() + hint);
-            }
-        }
+        detail::run_plan(ctx, plan.steps);
+    } catch (const std::exception& e) {
+        if (const auto hint = detail::full_file_system_hint({plan.dir, ctx.dir.overlays()});
+            !hint.empty())
+            throw error(error_kind::other, e.what() + hint);
         throw;
     }
     // auto resets by standby once there is a point (see reset()).
     if (ctx.def.reset.strategy == launcher::reset_strategy::standby ||
         ctx.def.reset.strategy == launcher::reset_strategy::automatic)
-        prepare_standby(ctx.dir, point);
-    return point;
+        prepare_standby(ctx.dir, plan.point);
+    return plan.point;
+}
+
+std::vector<boost::json::object> vm_reset::plan_point(const std::string& name) const {
+    require_valid_snapshot_name(name, "reset point name");
+    vm_context ctx(vm_, options_, "planning a reset point");
+    ctx.require_whole_guest("create a reset point");
+    auto steps = detail::describe(detail::plan_point_create(point_facts_of(ctx, name)).steps);
+    if (std::error_code ec; fs::exists(detail::journal_file(ctx.dir), ec))
+        steps.insert(steps.begin(),
+                     boost::json::object{{"first", "resolve the interrupted operation its "
+                                                   "journal names (as snapshot check --repair)"}});
+    return steps;
 }
 
 void vm_reset::remove_point(const std::string& name) {

@@ -199,6 +199,15 @@ TEST_P(reset_test, brings_back_disk_and_ram_and_keeps_the_qmp_socket_path) {
                                                             : "\"standby\"";
     EXPECT_NE(plan.find(expected), std::string::npos) << plan;
     EXPECT_EQ(run().guest(vm(), "cat /mnt/g"), "planned\n") << "a printed plan reset the VM";
+    // So does that of a new reset point: the disks' transaction is in it, nothing is made.
+    auto point = run()({"--json", "reset-point", "create", vm(), "planned", "--print-plan"});
+    if (strategy() == "loadvm") {
+        EXPECT_NE(point.code, 0) << "a loadvm VM's RAM is not in a file";
+    } else {
+        ASSERT_EQ(point.code, 0) << point.err;
+        EXPECT_NE(point.out.find("\"transaction\""), std::string::npos) << point.out;
+        EXPECT_FALSE(fs::exists(state() / "reset" / "planned")) << "a printed plan made the point";
+    }
     for (int round = 0; round < 3; ++round) {
         run().guest(vm(), "echo dirty > /mnt/f; echo more > /mnt/g; sync");
         const auto before = counter_after_running(2);

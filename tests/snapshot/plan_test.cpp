@@ -3,6 +3,7 @@
 
 #include "plan/create_plan.hpp"
 #include "plan/delete_plan.hpp"
+#include "plan/point_plan.hpp"
 #include "plan/reset_plan.hpp"
 #include "plan/revert_plan.hpp"
 
@@ -751,6 +752,85 @@ TEST(reset_plan, a_missing_or_damaged_point_is_refused) {
     EXPECT_EQ(refusal([&] { plan_reset(f, true); }), error_kind::drift);
     f.points.clear();
     EXPECT_EQ(refusal([&] { plan_reset(f, true); }), error_kind::not_found);
+}
+
+// --- reset point ---------------------------------------------------------------------------------
+
+point_facts point_of(fake_host& host) {
+    point_facts f;
+    f.vm = "vm";
+    f.name = "rp1";
+    f.def = definition("reset: {strategy: template}\n");
+    f.qemu_runs = true;
+    f.state = vm_state::running;
+    f.now = 1700000000;
+    f.pid = 42;
+    f.ram_file = "/dev/shm/qmpkit-vm.ram";
+    f.points_dir = "/state/vm/reset-points";
+    f.overlays_dir = "/state/vm/overlays";
+    f.live = {{"system", live("system", "system", "/img/system.qcow2")},
+              {"data", live("data", "data", "/img/data.qcow2")},
+              {"iso", live("iso", "iso", "/img/tools.raw")}};
+    f.host = host.host();
+    return f;
+}
+
+TEST(point_plan, saves_the_device_state_copies_the_ram_and_moves_the_writable_disks_to_overlays) {
+    fake_host host;
+    auto plan = plan_point_create(point_of(host));
+    EXPECT_EQ(
+        shape(plan.steps),
+        (std::vector<std::string>{
+            "make-directories", "guest-agent", "write:journal", "execute:migrate-set-capabilities",
+            "save-memory", "execute:migrate-set-capabilities", "copy", "execute:transaction",
+            "write:definition", "write:reset point", "run-state", "remove", "guest-agent"}));
+    EXPECT_EQ(plan.dir, "/state/vm/reset-points/rp1");
+    EXPECT_EQ(plan.point.device_state, plan.dir / "device.state");
+    EXPECT_EQ(plan.point.ram, plan.dir / "ram");
+    // The frozen images are what qemu ran on; the read-only disk is not the point's.
+    ASSERT_EQ(plan.point.disks.size(), 2u);
+    EXPECT_EQ(plan.point.disks[0].base, "/img/system.qcow2");
+    EXPECT_EQ(plan.point.disks[1].base, "/img/data.qcow2");
+    const auto* transaction = std::get_if<qmp_command>(&plan.steps[8].action);
+    ASSERT_TRUE(transaction);
+    EXPECT_EQ(transaction->name, "transaction");
+    EXPECT_EQ(transaction->arguments.at("actions").as_array().size(), 2u);
+    const auto* journal = find_step<journal_write>(plan.steps);
+    ASSERT_TRUE(journal);
+    EXPECT_EQ(journal->journal.operation, "create-reset-point");
+    EXPECT_EQ(journal->journal.creates, std::vector<fs::path>{plan.dir});
+    EXPECT_EQ(journal->journal.overlays.size(), 2u);
+    const auto* written = find_step<definition_write>(plan.steps);
+    ASSERT_TRUE(written);
+    EXPECT_EQ(written->definition.disks[0].file, journal->journal.overlays[0].overlay);
+    EXPECT_EQ(written->definition.disks[2].file, "/img/tools.raw");
+    // A failure before the journal takes the point's directory back.
+    ASSERT_TRUE(plan.steps[0].undo);
+    EXPECT_EQ(std::get<remove_file>(*plan.steps[0].undo).file, plan.dir);
+
+    // A paused guest stays paused.
+    auto paused = point_of(host);
+    paused.state = vm_state::paused;
+    EXPECT_FALSE(find_step<set_run_state>(plan_point_create(paused).steps));
+}
+
+TEST(point_plan, refuses_before_anything_changes) {
+    fake_host host;
+    auto f = point_of(host);
+    f.qemu_runs = false;
+    EXPECT_EQ(refusal([&] { plan_point_create(f); }), error_kind::not_running);
+    f = point_of(host);
+    f.def = definition("reset: {strategy: loadvm}\n");
+    EXPECT_EQ(refusal([&] { plan_point_create(f); }), error_kind::unsupported);
+    f = point_of(host);
+    f.runs_on_own_ram = false;
+    EXPECT_EQ(refusal([&] { plan_point_create(f); }), error_kind::unsupported);
+    f = point_of(host);
+    f.def.disks[1].encryption = launcher::disk_encryption{{}, "/keys/data.key"};
+    EXPECT_EQ(refusal([&] { plan_point_create(f); }), error_kind::unsupported);
+    host.files.insert("/state/vm/reset-points/rp1");
+    f = point_of(host);
+    EXPECT_EQ(refusal([&] { plan_point_create(f); }), error_kind::name_taken);
 }
 
 } // namespace

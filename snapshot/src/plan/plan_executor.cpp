@@ -115,7 +115,11 @@ private:
     }
     void act(const memory_save& s) {
         detail::save_memory(
-            qmp(), s.file, [&](double f) { ctx_.report(s.progress, f); },
+            qmp(), s.file,
+            [&](double f) {
+                if (!s.progress.empty())
+                    ctx_.report(s.progress, f);
+            },
             [&](std::string_view step) {
                 launcher::fault_point(s.fault_points + "." + std::string(step), ctx_.dir);
             },
@@ -153,6 +157,12 @@ private:
         if (std::filesystem::remove(r.file, ignored) && ctx_.options->logger)
             ctx_.options->logger->debug("removed {}", r.file.string());
     }
+    void act(const directories_make& d) {
+        for (const auto& dir : d.dirs)
+            std::filesystem::create_directories(dir);
+    }
+    void act(const file_copy& c) { detail::copy_sparse(c.from, c.to); }
+    void act(const point_write& w) { detail::write_point(w.dir, w.point); }
     void act(const guest_freeze_step&) {
         frozen_.emplace(ctx_.dir, ctx_.def, ctx_.options->logger);
     }

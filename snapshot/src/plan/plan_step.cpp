@@ -86,6 +86,18 @@ struct describer {
     std::optional<json::object> operator()(const remove_file& r) const {
         return json::object{{"remove", r.file.string()}};
     }
+    std::optional<json::object> operator()(const directories_make& d) const {
+        json::array dirs;
+        for (const auto& dir : d.dirs)
+            dirs.emplace_back(dir.string());
+        return json::object{{"make-directories", std::move(dirs)}};
+    }
+    std::optional<json::object> operator()(const file_copy& c) const {
+        return json::object{{"copy", c.from.string()}, {"to", c.to.string()}};
+    }
+    std::optional<json::object> operator()(const point_write& w) const {
+        return json::object{{"write", "reset point"}, {"name", w.point.name}};
+    }
     std::optional<json::object> operator()(const guest_freeze_step&) const {
         return json::object{{"guest-agent", "guest-fsfreeze-freeze"}};
     }

@@ -107,6 +107,20 @@ struct remove_file {
     std::filesystem::path file;
 };
 
+// Directories made where missing (a point's own, the overlays').
+struct directories_make {
+    std::vector<std::filesystem::path> dirs;
+};
+// A file copied to a new one with its holes kept, and synced (a reset point's RAM).
+struct file_copy {
+    std::filesystem::path from;
+    std::filesystem::path to;
+};
+// A reset point's record written into its directory.
+struct point_write {
+    std::filesystem::path dir;
+    reset_point point;
+};
 // The guest's file systems frozen through its agent until guest_thaw (or the end of the plan,
 // whatever ends it).
 struct guest_freeze_step {};
@@ -176,11 +190,11 @@ struct fault_point_step {
 
 using plan_action =
     std::variant<qmp_command, qmp_job, hmp_command, memory_save, memory_load, image_snapshot_change,
-                 image_commit, image_rebase, create_overlay, remove_file, guest_freeze_step,
-                 guest_thaw, shares_unmount, shares_remount, shares_mount_declared, stop_qemu,
-                 start_qemu, set_run_state, instance_overlays, device_state_load, overlays_tidy,
-                 guest_clock_set, journal_write, journal_remove, definition_write, metadata_write,
-                 fault_point_step>;
+                 image_commit, image_rebase, create_overlay, remove_file, directories_make,
+                 file_copy, point_write, guest_freeze_step, guest_thaw, shares_unmount,
+                 shares_remount, shares_mount_declared, stop_qemu, start_qemu, set_run_state,
+                 instance_overlays, device_state_load, overlays_tidy, guest_clock_set,
+                 journal_write, journal_remove, definition_write, metadata_write, fault_point_step>;
 
 // A step, and what takes its effect back when a later step fails, before the journal's
 // resolution decides the rest from the facts. settles: once this step has succeeded, the undos

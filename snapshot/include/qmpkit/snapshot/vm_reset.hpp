@@ -75,6 +75,9 @@ public:
 
     // A reset point of the running VM (template strategy: its RAM must be file-backed).
     reset_point create_point(const std::string& name);
+    // What create_point(name) would do, without doing it (--print-plan): one JSON object per
+    // step, after the same checks.
+    std::vector<boost::json::object> plan_point(const std::string& name) const;
     std::vector<reset_point> points() const;
     void remove_point(const std::string& name);
 
