@@ -259,6 +259,62 @@ int run_gc(const context& ctx, bool dry_run) {
 
 } // namespace
 
+struct validate_options {
+    std::vector<std::string> files;
+    bool no_file_checks = false;
+    bool print = false;
+};
+
+// Each definition read and checked as `start` reads and checks it; nothing is started, made or
+// changed. Exit 2 when any has a problem.
+int run_validate(const context& ctx, const validate_options& o) {
+    int code = exit_code::ok;
+    json::array report;
+    bool printed = false;
+    for (const auto& file : o.files) {
+        std::optional<launcher::vm_definition> def;
+        std::vector<launcher::diagnostic> problems;
+        try {
+            def = launcher::load_definition(file);
+            problems = launcher::check_definition(*def, {.check_files = !o.no_file_checks});
+        } catch (const launcher::error& e) {
+            if (e.diagnostics().empty())
+                throw;
+            problems = e.diagnostics();
+        }
+        if (!problems.empty())
+            code = exit_code::usage;
+        if (ctx.json) {
+            json::array found;
+            for (const auto& p : problems)
+                found.push_back({{"file", p.file},
+                                 {"line", p.line},
+                                 {"column", p.column},
+                                 {"field", p.field},
+                                 {"message", p.message}});
+            json::object entry{
+                {"file", file}, {"valid", problems.empty()}, {"problems", std::move(found)}};
+            if (o.print && problems.empty())
+                entry["definition"] = launcher::dump_definition(*def);
+            report.push_back(std::move(entry));
+            continue;
+        }
+        for (const auto& p : problems)
+            std::cerr << launcher::to_string(p) << "\n";
+        if (!problems.empty())
+            continue;
+        if (o.print) {
+            std::cout << (printed ? "---\n" : "") << launcher::dump_definition(*def);
+            printed = true;
+        } else {
+            std::cout << file << ": valid\n";
+        }
+    }
+    if (ctx.json)
+        print_json(report);
+    return code;
+}
+
 void register_lifecycle_commands(CLI::App& app, context& ctx) {
     auto add_start_options = [](CLI::App* cmd, start_options& o) {
         cmd->add_option("definition", o.definition, "the VM's YAML definition")
@@ -289,6 +345,19 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
                                   "(SIGTERM/SIGINT: graceful shutdown; exit code: how it ended)");
     add_start_options(run, *r);
     run->callback([&ctx, r] { ctx.action = [&ctx, r] { return run_foreground(ctx, *r); }; });
+
+    auto v = std::make_shared<validate_options>();
+    auto* validate = app.add_subcommand(
+        "validate", "Check VM definitions without starting anything: each problem as "
+                    "FILE:LINE:COLUMN: FIELD: message, exit code 2 if there is one");
+    validate->add_option("definitions", v->files, "VM definitions (YAML)")->required();
+    validate->add_flag("--no-file-checks", v->no_file_checks,
+                       "leave out the checks of the files a definition names (kernel, images, "
+                       "key files, shared directories): for a definition meant for another host");
+    validate->add_flag("--print", v->print,
+                       "print each valid definition as qmpkit reads it: every field, defaults "
+                       "filled in, paths absolute (YAML documents; --json: in 'definition')");
+    validate->callback([&ctx, v] { ctx.action = [&ctx, v] { return run_validate(ctx, *v); }; });
 
     auto wait = std::make_shared<std::pair<std::string, double>>("", 120);
     auto* wr = app.add_subcommand("wait-ready", "Wait for the guest's ready line on the console");

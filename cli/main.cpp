@@ -77,8 +77,8 @@ bool register_group_of(std::string_view word, CLI::App& app, cli::context& ctx) 
         registrar add;
     };
     static const group groups[] = {
-        {{"start", "run", "wait-ready", "shutdown", "destroy", "remove", "undefine", "status",
-          "list", "gc"},
+        {{"start", "run", "validate", "wait-ready", "shutdown", "destroy", "remove", "undefine",
+          "status", "list", "gc"},
          cli::register_lifecycle_commands},
         {{"disks", "attach-disk", "detach-disk"}, cli::register_device_commands},
         {{"shell", "exec", "guest-ping", "console", "ssh", "cp"}, cli::register_guest_commands},

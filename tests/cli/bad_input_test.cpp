@@ -20,6 +20,7 @@
 
 #include <qmpkit/launcher/subprocess.hpp>
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -167,6 +168,13 @@ std::vector<bad_input> definition_cases() {
          {"start", "{S}/defs/evil.yaml"},
          usage,
          {"evil.yaml:1:7: name:", "'../evil'"}},
+        // validate reports every file's problems, the good files' too, and starts nothing.
+        {"validate_bad_field",
+         {"validate", "{S}/live.yaml", "{S}/defs/badmem.yaml", "{S}/defs/missing.yaml"},
+         usage,
+         {"badmem.yaml:2:9: memory:", "'12QB'",
+          "{S}/defs/missing.yaml: cannot read the definition: No such file"}},
+        {"validate_json", {"--json", "validate", "{S}/defs/evil.yaml"}, usage, {}},
         // Commands that take a definition instead of a VM name read its name from it.
         {"definition_name_leaves_state_root_status",
          {"status", "{S}/defs/evil.yaml"},
@@ -562,6 +570,49 @@ TEST_P(bad_input_test, fails_clearly_and_changes_nothing) {
     if (!canary_existed_) {
         EXPECT_FALSE(fs::exists(canary)) << "a shell ran a snapshot name";
     }
+}
+
+// The good side of validate: a definition start would take is valid, --print writes it as
+// qmpkit reads it (defaults filled in, paths absolute), and that text is itself valid; --json
+// says which file has which problem, at which line. Nothing is started or made.
+TEST_F(bad_input_test, validate_passes_a_good_definition_and_prints_it_as_read) {
+    const auto before = listing(scratch_->path());
+    const auto live = expand("{S}/live.yaml");
+    auto r = (*run_)({"validate", live});
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out, live + ": valid\n");
+
+    r = (*run_)({"validate", "--print", live});
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("memory: 256M"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("node_name: \"system\""), std::string::npos) << "a default filled in";
+    EXPECT_NE(r.out.find(expand("\"{S}/live-system.qcow2\"")), std::string::npos) << r.out;
+    const auto printed = expand("{S}/printed.yaml");
+    test::write_text(printed, r.out);
+    r = (*run_)({"validate", printed});
+    EXPECT_EQ(r.code, 0) << r.err;
+    fs::remove(printed);
+
+    r = (*run_)({"--json", "validate", live, expand("{S}/defs/badmem.yaml")});
+    EXPECT_EQ(r.code, 2);
+    const auto report = boost::json::parse(r.out).as_array();
+    ASSERT_EQ(report.size(), 2u);
+    EXPECT_EQ(report[0].at("valid"), true);
+    EXPECT_EQ(report[1].at("valid"), false);
+    const auto& problem = report[1].at("problems").as_array().at(0).as_object();
+    EXPECT_EQ(problem.at("line"), 2);
+    EXPECT_EQ(problem.at("field"), "memory");
+
+    // A definition whose files are not here: refused, unless the file checks are left out.
+    const auto elsewhere = expand("{S}/defs/elsewhere.yaml");
+    test::write_text(elsewhere, "name: elsewhere\nkernel: /nonexistent/vmlinuz\n");
+    r = (*run_)({"validate", elsewhere});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_NE(r.err.find("elsewhere.yaml:2:9: kernel: file not found"), std::string::npos) << r.err;
+    r = (*run_)({"validate", "--no-file-checks", elsewhere});
+    EXPECT_EQ(r.code, 0) << r.err;
+    fs::remove(elsewhere);
+    EXPECT_EQ(differences(before, listing(scratch_->path())), "");
 }
 
 INSTANTIATE_TEST_SUITE_P(table, bad_input_test, ::testing::ValuesIn(all_cases()),
