@@ -1,6 +1,6 @@
-#include "vm/instance_files.hpp"
 #include "host/log_rotation.hpp"
 #include "host/session_priority.hpp"
+#include "vm/instance_files.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/error.hpp>
@@ -49,9 +49,7 @@ void detach_from_caller(const state_directory& dir, std::vector<int> keep) {
         next = static_cast<unsigned>(fd) + 1;
     }
     ::close_range(next, ~0U, 0);
-    detail::rotate_log_if_large(dir.supervisor_log());
-    const int log =
-        ::open(dir.supervisor_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    const int log = detail::open_log_to_append(dir.supervisor_log());
     const int null = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
     ::dup2(null, STDIN_FILENO);
     ::dup2(log, STDOUT_FILENO);

@@ -1,6 +1,6 @@
+#include "host/log_rotation.hpp"
 #include "images/disk_creation.hpp"
 #include "vm/instance_files.hpp"
-#include "host/log_rotation.hpp"
 
 #include <qmpkit/launcher/accel.hpp>
 #include <qmpkit/launcher/atomic_file.hpp>
@@ -291,9 +291,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
                                  .count();
         {
             // Created owner-only; the header line separates this run's output from earlier ones.
-            detail::rotate_log_if_large(dir.qemu_log());
-            owned_fd log(
-                ::open(dir.qemu_log().c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+            owned_fd log(detail::open_log_to_append(dir.qemu_log()));
             const auto header = std::string("--- qmpkit: starting ") +
                                 (options.standby ? "a standby: " : "") + describe(argv) + "\n";
             if (log.get() < 0 || ::write(log.get(), header.data(), header.size()) < 0)
