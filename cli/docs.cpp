@@ -204,20 +204,6 @@ void man_page(const CLI::App& app, std::string_view version, std::ostream& out) 
     out << ".SH \"SEE ALSO\"\n.BR qemu\\-system\\-x86_64 (1),\n.BR qemu\\-img (1)\n";
 }
 
-// Markdown of the definition reference as plain text: no code quotes or bold, '|' unescaped.
-std::string plain(const std::string& markdown) {
-    std::string out;
-    for (std::size_t i = 0; i < markdown.size(); ++i) {
-        const char c = markdown[i];
-        if (c == '`' || (c == '*' && i + 1 < markdown.size() && markdown[i + 1] == '*' && ++i))
-            continue;
-        if (c == '\\' && i + 1 < markdown.size() && markdown[i + 1] == '|')
-            continue;
-        out += c;
-    }
-    return out;
-}
-
 // qmpkit-definition(5): the fields of a VM definition, printed from the definition's schema
 // (launcher::definition_reference), as configs/README.md's tables are.
 void definition_man_page(std::string_view version, std::ostream& out) {
@@ -238,9 +224,11 @@ void definition_man_page(std::string_view version, std::ostream& out) {
         out << ".SS \"" << roff(section.section.empty() ? "Top level" : section.section) << "\"\n";
         for (const auto& f : section.fields) {
             out << ".TP\n.B " << roff(f.key) << "\n"
-                << roff(plain(f.type) + "; default: " + plain(f.default_value)) << "\n";
+                << roff(launcher::plain_text(f.type) +
+                        "; default: " + launcher::plain_text(f.default_value))
+                << "\n";
             if (!f.meaning.empty())
-                out << ".br\n" << roff(plain(f.meaning)) << "\n";
+                out << ".br\n" << roff(launcher::plain_text(f.meaning)) << "\n";
         }
     }
     out << ".SH \"SEE ALSO\"\n.BR qmpkit (1)\n";
@@ -261,8 +249,11 @@ int generate(const CLI::App& app, int argc, char** argv, std::string_view versio
         man_page(app, version, text);
     } else if (kind == "definition-man") {
         definition_man_page(version, text);
+    } else if (kind == "definition-json-schema") {
+        text << launcher::definition_json_schema();
     } else {
-        std::cerr << "qmpkit: --generate takes bash-completion, man or definition-man\n";
+        std::cerr << "qmpkit: --generate takes bash-completion, man, definition-man or "
+                     "definition-json-schema\n";
         return exit_code::usage;
     }
     if (argc == 4) {

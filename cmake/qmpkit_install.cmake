@@ -72,19 +72,26 @@ if(TARGET qmpkit)
     set(qmpkit_completion ${PROJECT_BINARY_DIR}/share/bash-completion/completions/qmpkit)
     set(qmpkit_man ${PROJECT_BINARY_DIR}/share/man/man1/qmpkit.1)
     set(qmpkit_definition_man ${PROJECT_BINARY_DIR}/share/man/man5/qmpkit-definition.5)
-    add_custom_command(OUTPUT ${qmpkit_completion} ${qmpkit_man} ${qmpkit_definition_man}
+    set(qmpkit_json_schema ${PROJECT_BINARY_DIR}/share/qmpkit/definition.schema.json)
+    add_custom_command(
+        OUTPUT ${qmpkit_completion} ${qmpkit_man} ${qmpkit_definition_man} ${qmpkit_json_schema}
         COMMAND ${CMAKE_COMMAND} -E make_directory ${PROJECT_BINARY_DIR}/share/bash-completion/completions
                 ${PROJECT_BINARY_DIR}/share/man/man1 ${PROJECT_BINARY_DIR}/share/man/man5
+                ${PROJECT_BINARY_DIR}/share/qmpkit
         COMMAND qmpkit --generate bash-completion ${qmpkit_completion}
         COMMAND qmpkit --generate man ${qmpkit_man}
         COMMAND qmpkit --generate definition-man ${qmpkit_definition_man}
+        COMMAND qmpkit --generate definition-json-schema ${qmpkit_json_schema}
         DEPENDS qmpkit
-        COMMENT "Generating qmpkit's bash completion and man pages"
+        COMMENT "Generating qmpkit's bash completion, man pages and definition schema"
         VERBATIM)
-    add_custom_target(qmpkit_docs ALL
-        DEPENDS ${qmpkit_completion} ${qmpkit_man} ${qmpkit_definition_man})
+    add_custom_target(qmpkit_docs ALL DEPENDS
+        ${qmpkit_completion} ${qmpkit_man} ${qmpkit_definition_man} ${qmpkit_json_schema})
     install(FILES ${qmpkit_completion}
         DESTINATION ${CMAKE_INSTALL_DATADIR}/bash-completion/completions COMPONENT runtime)
+    # For editors: `# yaml-language-server: $schema=/usr/share/qmpkit/definition.schema.json`.
+    install(FILES ${qmpkit_json_schema}
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/qmpkit COMPONENT runtime)
     # Debian policy: man pages are installed compressed.
     install(CODE "
         foreach(page ${qmpkit_man} ${qmpkit_definition_man})

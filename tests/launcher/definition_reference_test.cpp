@@ -7,10 +7,12 @@
 
 #include <qmpkit/launcher/definition_reference.hpp>
 
+#include <boost/json.hpp>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 namespace qmpkit::launcher::test {
@@ -83,6 +85,52 @@ TEST(definition_reference, every_mapping_has_a_table_with_a_row_per_key) {
                       std::string::npos);
         }
     }
+}
+
+// The JSON Schema for editors comes from the same schema: every mapping, key, enum, range and
+// required field; an empty (null) value is allowed where leaving the key out is.
+TEST(definition_reference, the_json_schema_has_every_key_type_and_requirement) {
+    const auto schema = boost::json::parse(definition_json_schema()).as_object();
+    EXPECT_EQ(schema.at("type"), "object");
+    EXPECT_EQ(schema.at("additionalProperties"), false);
+    EXPECT_EQ(schema.at("required"), (boost::json::array{"name"}));
+    const auto& top = schema.at("properties").as_object();
+    // Optional fields take null too: the first choice is the value's own schema.
+    auto own = [](const boost::json::value& v) -> const boost::json::object& {
+        // (a value, not an object: an object passed here would become a temporary value)
+        const auto& o = v.as_object();
+        return o.contains("anyOf") && o.at("anyOf").as_array().size() == 2 &&
+                       o.at("anyOf").as_array()[1] == boost::json::object{{"type", "null"}}
+                   ? o.at("anyOf").as_array()[0].as_object()
+                   : o;
+    };
+    EXPECT_EQ(own(top.at("cpus")).at("minimum"), 1);
+    EXPECT_EQ(own(top.at("cpus")).at("maximum"), 255);
+    EXPECT_EQ(own(top.at("machine")).at("enum"), (boost::json::array{"q35", "pc", "microvm"}));
+    const auto& disk = own(top.at("disks")).at("items").as_object();
+    EXPECT_EQ(disk.at("required"), (boost::json::array{"name", "file"}));
+    EXPECT_EQ(own(disk.at("properties").at("bus")).at("enum"),
+              (boost::json::array{"virtio", "scsi", "ide"}));
+    const auto& forward = own(own(top.at("network")).at("properties").at("forwards")).at("items");
+    EXPECT_EQ(forward.at("required"), (boost::json::array{"host_port", "guest_port"}));
+    EXPECT_TRUE(top.at("name").as_object().contains("description"));
+
+    // As many keys as the reference has rows, mapping by mapping.
+    std::size_t keys = 0, rows = 0;
+    std::function<void(const boost::json::value&)> count = [&](const boost::json::value& v) {
+        const auto& object = own(v);
+        if (const auto* items = object.if_contains("items"); items && items->is_object())
+            return count(*items);
+        if (const auto* properties = object.if_contains("properties"))
+            for (const auto& [key, value] : properties->as_object()) {
+                ++keys;
+                count(value);
+            }
+    };
+    count(boost::json::value(schema));
+    for (const auto& fields : definition_reference())
+        rows += fields.fields.size();
+    EXPECT_EQ(keys, rows);
 }
 
 } // namespace

@@ -141,6 +141,19 @@ private:
 
 } // namespace
 
+std::string plain_text(std::string_view markdown) {
+    std::string out;
+    for (std::size_t i = 0; i < markdown.size(); ++i) {
+        const char c = markdown[i];
+        if (c == '`' || (c == '*' && i + 1 < markdown.size() && markdown[i + 1] == '*' && ++i))
+            continue;
+        if (c == '\\' && i + 1 < markdown.size() && markdown[i + 1] == '|')
+            continue;
+        out += c;
+    }
+    return out;
+}
+
 std::string definition_fields::table() const {
     std::string out = "| Field | Type | Default | Meaning |\n|---|---|---|---|\n";
     for (const auto& f : fields)

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qmpkit::launcher {
@@ -27,5 +28,14 @@ struct definition_fields {
 
 // Every mapping, the top level first, then each in the order its field appears.
 std::vector<definition_fields> definition_reference();
+
+// The reference's Markdown as plain text (for a man page or an editor's hint): no code quotes or
+// bold, '|' unescaped.
+std::string plain_text(std::string_view markdown);
+
+// The same schema as a JSON Schema (draft-07) document, for editors that check and complete YAML
+// as it is typed (`# yaml-language-server: $schema=...`): every key, type, enum value, range
+// and required field; what only the validator can tell (names used twice, files) is not in it.
+std::string definition_json_schema();
 
 } // namespace qmpkit::launcher
