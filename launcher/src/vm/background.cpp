@@ -215,7 +215,21 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
     detail::set_session_nice(0, detail::background_nice);
     int code = 0;
     try {
-        discard_standbys_locked(dir, plan.key);
+        // Other points' standbys go. A reset promotes a standby under the VM's lock, and one of
+        // those may be the one it promotes: they are stopped only under that lock (waited for
+        // briefly; otherwise a later preparation stops them). The same point's are kept, and a
+        // standby being promoted is the VM's by then (discard_standbys_locked leaves it).
+        const auto keys = ready_standby_keys(dir);
+        if (std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return k != plan.key; })) {
+            try {
+                const auto held = vm_lock::acquire(dir.lock_file(), "discarding standbys",
+                                                   std::chrono::seconds(2));
+                discard_standbys_locked(dir, plan.key);
+            } catch (const error&) {
+            }
+        } else {
+            discard_standbys_locked(dir, plan.key);
+        }
         if (plan.garbage) {
             // The promotion that made these garbage renamed the definition without a sync: make
             // it durable before the files the old one names are gone.

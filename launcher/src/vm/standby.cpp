@@ -1,6 +1,6 @@
-#include "vm/instance_files.hpp"
 #include "host/pidfd.hpp"
 #include "host/session_priority.hpp"
+#include "vm/instance_files.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
 #include <qmpkit/launcher/definition_loader.hpp>
@@ -233,6 +233,16 @@ void discard_standby(const state_directory& dir, const fs::path& path) {
     try {
         runtime = read_runtime_info(files);
     } catch (const error&) {
+    }
+    // A standby a reset has just promoted is the VM's qemu (the VM's record names it) while its
+    // directory, its marker already gone, is being removed: it is no standby to stop.
+    try {
+        if (const auto vm = read_runtime_info(dir);
+            runtime && vm && vm->qemu_pid == runtime->qemu_pid)
+            return;
+    } catch (const error&) {
+        // Being rewritten by that very promotion: leave the directory to it.
+        return;
     }
     if (runtime && is_standby_qemu(runtime->qemu_pid, path)) {
         ::kill(runtime->qemu_pid, SIGKILL);
