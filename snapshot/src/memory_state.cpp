@@ -76,10 +76,12 @@ void restore_left_bandwidth(qmp::client& qmp, const std::filesystem::path& state
     }
 }
 
+json::object ignore_shared_ram_arguments(bool on) {
+    return {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", on}}}}};
+}
+
 void ignore_shared_ram(qmp::client& qmp, bool on) {
-    qmp.execute(
-        "migrate-set-capabilities",
-        {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", on}}}}});
+    qmp.execute("migrate-set-capabilities", ignore_shared_ram_arguments(on));
 }
 
 void save_memory(qmp::client& qmp, const std::filesystem::path& file,

@@ -5,6 +5,8 @@
 
 #include <qmpkit/qmp/client.hpp>
 
+#include <boost/json/object.hpp>
+
 #include <filesystem>
 #include <functional>
 #include <string_view>
@@ -30,6 +32,8 @@ void restore_left_bandwidth(qmp::client& qmp, const std::filesystem::path& state
 // x-ignore-shared: migration skips RAM that lives in a shared file. Only for reset points: a
 // memory snapshot taken later must save the RAM, so it is switched off again.
 void ignore_shared_ram(qmp::client& qmp, bool on);
+// The migrate-set-capabilities arguments that do it (for a plan step).
+boost::json::object ignore_shared_ram_arguments(bool on);
 
 // Loads into a qemu started with `-incoming defer`; the VM is paused afterwards.
 void load_memory(qmp::client& qmp, const std::filesystem::path& file);

@@ -2,11 +2,11 @@
 // that start at once never replace the kept generation with a fresh log.
 
 #include "host/log_rotation.hpp"
+#include "launcher/test_support.hpp"
 
 #include <gtest/gtest.h>
 
 #include <barrier>
-#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -21,13 +21,6 @@ namespace fs = std::filesystem;
 
 class log_rotation : public ::testing::Test {
 protected:
-    void SetUp() override {
-        char pattern[] = "/tmp/qmpkit-log-XXXXXX";
-        ASSERT_NE(::mkdtemp(pattern), nullptr);
-        dir_ = pattern;
-    }
-    void TearDown() override { fs::remove_all(dir_); }
-
     static std::string read(const fs::path& file) {
         std::ostringstream text;
         text << std::ifstream(file).rdbuf();
@@ -40,27 +33,27 @@ protected:
         ::close(fd);
     }
 
-    fs::path dir_;
+    test::temp_dir dir_;
 };
 
 TEST_F(log_rotation, a_log_under_the_limit_is_appended_to_and_one_past_it_moves_aside) {
-    const auto log = dir_ / "qemu.log";
+    const auto log = dir_.path() / "qemu.log";
     append(log, 16, "first\n");
     append(log, 16, "second\n");
     EXPECT_EQ(read(log), "first\nsecond\n");
     EXPECT_EQ(fs::status(log).permissions() & fs::perms::all,
               fs::perms::owner_read | fs::perms::owner_write);
-    EXPECT_FALSE(fs::exists(dir_ / "qemu.log.1"));
+    EXPECT_FALSE(fs::exists(dir_.path() / "qemu.log.1"));
     append(log, 13, "third\n"); // 13 bytes are there: the limit is reached
-    EXPECT_EQ(read(dir_ / "qemu.log.1"), "first\nsecond\n");
+    EXPECT_EQ(read(dir_.path() / "qemu.log.1"), "first\nsecond\n");
     EXPECT_EQ(read(log), "third\n");
 }
 
 TEST_F(log_rotation, starts_at_once_keep_the_older_generation) {
-    const auto log = dir_ / "supervisor.log";
+    const auto log = dir_.path() / "supervisor.log";
     const std::string old(4096, 'o');
     for (int round = 0; round < 20; ++round) {
-        fs::remove(dir_ / "supervisor.log.1");
+        fs::remove(dir_.path() / "supervisor.log.1");
         std::ofstream(log, std::ios::trunc) << old;
         constexpr int openers = 8;
         std::barrier start(openers);
@@ -72,7 +65,7 @@ TEST_F(log_rotation, starts_at_once_keep_the_older_generation) {
             });
         for (auto& t : threads)
             t.join();
-        ASSERT_EQ(read(dir_ / "supervisor.log.1"), old) << "round " << round;
+        ASSERT_EQ(read(dir_.path() / "supervisor.log.1"), old) << "round " << round;
         std::string lines;
         for (int i = 0; i < openers; ++i)
             lines += "x\n";

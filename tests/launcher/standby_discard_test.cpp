@@ -2,6 +2,8 @@
 // record names a standby's qemu (promote_standby writes it before the standby's marker goes),
 // that qemu is the VM's, even while its standby directory is still being removed.
 
+#include "launcher/test_support.hpp"
+
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
@@ -12,6 +14,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <fcntl.h>
 #include <filesystem>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -25,14 +28,26 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// A process whose command line names `dir`, as a standby qemu's names its directory.
+// A process whose command line names `dir`, as a standby qemu's names its directory: a shell
+// waiting on a sleep, in a process group of its own (so that the sleep goes with it) and with no
+// descriptor of the test's (ctest waits for its output pipe to close).
 pid_t start_naming(const fs::path& dir) {
     const std::string script = "sleep 60; :";
     const std::string name = dir.string();
     char* argv[] = {const_cast<char*>("sh"), const_cast<char*>("-c"),
                     const_cast<char*>(script.c_str()), const_cast<char*>(name.c_str()), nullptr};
+    posix_spawn_file_actions_t files;
+    posix_spawnattr_t attributes;
+    posix_spawn_file_actions_init(&files);
+    for (int fd : {0, 1, 2})
+        posix_spawn_file_actions_addopen(&files, fd, "/dev/null", O_RDWR, 0);
+    posix_spawnattr_init(&attributes);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETPGROUP);
+    posix_spawnattr_setpgroup(&attributes, 0);
     pid_t pid = -1;
-    EXPECT_EQ(::posix_spawnp(&pid, "sh", nullptr, nullptr, argv, environ), 0);
+    EXPECT_EQ(::posix_spawnp(&pid, "sh", &files, &attributes, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&files);
+    posix_spawnattr_destroy(&attributes);
     return pid;
 }
 
@@ -42,10 +57,8 @@ bool alive(pid_t pid) {
 }
 
 TEST(standby_discard, a_promoted_standby_is_the_vms_and_is_left_running) {
-    char pattern[] = "/tmp/qmpkit-standby-XXXXXX";
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
-    const fs::path root = pattern;
-    const state_directory vm(root, "vm");
+    const test::temp_dir root;
+    const state_directory vm(root.path(), "vm");
     vm.create();
     const state_directory standby(vm.path(), "standby.0a1b2c3d");
     fs::create_directories(standby.path());
@@ -70,9 +83,7 @@ TEST(standby_discard, a_promoted_standby_is_the_vms_and_is_left_running) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     EXPECT_FALSE(alive(qemu));
     EXPECT_FALSE(fs::exists(standby.path()));
-    if (alive(qemu))
-        ::kill(qemu, SIGKILL);
-    fs::remove_all(root);
+    ::kill(-qemu, SIGKILL); // and its sleep
 }
 
 } // namespace

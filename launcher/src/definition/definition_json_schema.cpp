@@ -30,7 +30,12 @@ json::object value_schema(const schema::field_info<T>& info) {
         return {{"type", "array"}, {"items", {{"type", "string"}}}};
     } else {
         static_assert(std::is_integral_v<T>);
-        return {{"type", "integer"}, {"minimum", info.min}, {"maximum", info.max}};
+        json::object o{{"type", "integer"}};
+        if (info.min < info.max) {
+            o["minimum"] = info.min;
+            o["maximum"] = info.max;
+        }
+        return o;
     }
 }
 

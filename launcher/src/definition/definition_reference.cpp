@@ -36,7 +36,9 @@ std::string type_of(const schema::field_info<T>& info) {
         return "list of strings";
     } else {
         static_assert(std::is_integral_v<T>);
-        return "integer " + std::to_string(info.min) + "–" + std::to_string(info.max);
+        return info.min < info.max
+                   ? "integer " + std::to_string(info.min) + "–" + std::to_string(info.max)
+                   : "integer";
     }
 }
 
@@ -46,7 +48,10 @@ std::string default_of(const T& value) {
     if constexpr (schema::is_optional<T>::value) {
         return value ? default_of(*value) : "none";
     } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
-        return value.empty() ? "none" : "?";
+        std::string out;
+        for (const auto& item : value)
+            out += (out.empty() ? "" : ", ") + code(item);
+        return out.empty() ? "none" : out;
     } else if constexpr (std::is_same_v<T, std::string>) {
         return value.empty() ? "none" : code(value);
     } else if constexpr (std::is_same_v<T, fs::path>) {

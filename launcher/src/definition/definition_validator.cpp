@@ -485,19 +485,15 @@ private:
             const auto field = "shares[" + std::to_string(i) + "]";
             // An invalid tag or mount point is the schema's to report (share_tag_problem,
             // guest_mount_problem); here, what two shares have in common.
-            const bool tag_reported = !share.tag.empty() && schema::share_tag_problem(share.tag);
-            if (auto [it, added] =
-                    tag_reported ? std::pair(tags.end(), true) : tags.emplace(share.tag, i);
-                !added)
-                fail(field + ".tag", "tag '" + share.tag + "' is also shares[" +
-                                         std::to_string(it->second) + "]'s");
+            if (!schema::share_tag_problem(share.tag))
+                if (auto [it, added] = tags.emplace(share.tag, i); !added)
+                    fail(field + ".tag", "tag '" + share.tag + "' is also shares[" +
+                                             std::to_string(it->second) + "]'s");
             if (!share.mount.empty()) {
-                // An fstab field: no blanks; absolute, and not a directory the system needs.
-                if (schema::guest_mount_problem(share.mount)) {
-                    // reported with the value's own checks
-                } else if (auto [it, added] = mounts.emplace(share.mount, i); !added)
-                    fail(field + ".mount", "'" + share.mount + "' is also shares[" +
-                                               std::to_string(it->second) + "]'s mount point");
+                if (!schema::guest_mount_problem(share.mount))
+                    if (auto [it, added] = mounts.emplace(share.mount, i); !added)
+                        fail(field + ".mount", "'" + share.mount + "' is also shares[" +
+                                                   std::to_string(it->second) + "]'s mount point");
                 if (!def_.cloud_init)
                     fail(field + ".mount", "needs a cloud_init: section (cloud-init adds the "
                                            "mount to the guest's fstab); without one, mount "

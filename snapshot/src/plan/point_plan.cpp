@@ -1,3 +1,4 @@
+#include "../memory_state.hpp"
 #include "point_plan.hpp"
 
 #include <qmpkit/launcher/definition_loader.hpp>
@@ -33,10 +34,8 @@ void refuse_what_a_point_cannot_hold(const point_facts& f) {
                         "shutdown, qmpkit start) before taking a new reset point");
 }
 
-plan_step ignore_shared_ram(bool on) {
-    return {qmp_command{
-        "migrate-set-capabilities",
-        {{"capabilities", json::array{{{"capability", "x-ignore-shared"}, {"state", on}}}}}}};
+plan_step ignore_shared_ram_step(bool on) {
+    return {qmp_command{"migrate-set-capabilities", ignore_shared_ram_arguments(on)}};
 }
 
 } // namespace
@@ -99,10 +98,10 @@ point_plan plan_point_create(const point_facts& f) {
     s.push_back({journal_write{journal}});
     // Only the device state goes to the file: the RAM lives in a shared file, copied below.
     // The save ends with the VM paused, so RAM, device state and disks are one moment.
-    s.push_back(ignore_shared_ram(true));
+    s.push_back(ignore_shared_ram_step(true));
     s.push_back({memory_save{point.device_state, "", "reset-point.create"}});
     s.push_back({fault_point_step{"reset-point.create.after-migration"}});
-    s.push_back(ignore_shared_ram(false));
+    s.push_back(ignore_shared_ram_step(false));
     s.push_back({file_copy{f.ram_file, point.ram}});
     if (!actions.empty())
         s.push_back({qmp_command{"transaction", {{"actions", std::move(actions)}}}});
