@@ -5,10 +5,12 @@
 
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
 #include <poll.h>
+#include <sstream>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -184,10 +186,10 @@ bool process_alive(pid_t pid) {
            text[close + 2] != 'X';
 }
 
-std::string process_command_line(pid_t pid) {
+namespace {
+
+std::string read_command_line(pid_t pid) {
     std::string args;
-    if (pid <= 0)
-        return args;
     const int fd =
         ::open(("/proc/" + std::to_string(pid) + "/cmdline").c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -206,6 +208,39 @@ std::string process_command_line(pid_t pid) {
     }
     ::close(fd);
     return args;
+}
+
+// Kernel threads have no argv at all (PF_KTHREAD in /proc's flags field).
+bool is_kernel_thread(pid_t pid) {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    if (!std::getline(stat, text))
+        return false;
+    const auto close = text.rfind(')');
+    if (close == std::string::npos)
+        return false;
+    std::istringstream fields(text.substr(close + 1));
+    std::string field;
+    for (int i = 0; i < 7 && fields >> field; ++i) {
+    } // state, ppid, pgrp, session, tty_nr, tpgid, flags
+    constexpr unsigned long pf_kthread = 0x00200000;
+    return (std::strtoul(field.c_str(), nullptr, 10) & pf_kthread) != 0;
+}
+
+} // namespace
+
+std::string process_command_line(pid_t pid) {
+    if (pid <= 0)
+        return {};
+    // A process spawned with vfork semantics (posix_spawn) lets its parent run on once exec has
+    // switched memory, a moment before the kernel points at the new argv: read then, a live
+    // process has an empty command line. Under load that moment lasts long enough to see it.
+    for (int attempt = 0;; ++attempt) {
+        auto args = read_command_line(pid);
+        if (!args.empty() || attempt == 100 || !process_alive(pid) || is_kernel_thread(pid))
+            return args;
+        ::usleep(1000);
+    }
 }
 
 bool wait_for_exit(pid_t pid, std::chrono::milliseconds timeout) {

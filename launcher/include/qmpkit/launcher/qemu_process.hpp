@@ -66,9 +66,9 @@ private:
 // Whether a process (not necessarily our child) still runs; a zombie counts as ended.
 bool process_alive(pid_t pid);
 
-// A process's argv as /proc shows it (NUL-separated); empty once it has gone. Read with plain
-// read(2): a process that exits mid-read makes it fail with ESRCH, which std::istreambuf_iterator
-// turns into an exception.
+// A process's argv as /proc shows it (NUL-separated); empty once it has gone, and for a kernel
+// thread. Read with plain read(2): a process that exits mid-read makes it fail with ESRCH, which
+// std::istreambuf_iterator turns into an exception.
 std::string process_command_line(pid_t pid);
 
 // Waits until such a process has ended (through a pidfd, which wakes the moment it exits);
