@@ -265,23 +265,41 @@ struct validate_options {
     bool print = false;
 };
 
-// Each definition read and checked as `start` reads and checks it; nothing is started, made or
-// changed. Exit 2 when any has a problem.
+// Each definition read and checked as `start` reads and checks it, then the valid ones against
+// each other (a lab's definitions share one host); nothing is started, made or changed. Exit 2
+// when any has a problem.
 int run_validate(const context& ctx, const validate_options& o) {
-    int code = exit_code::ok;
-    json::array report;
-    bool printed = false;
-    for (const auto& file : o.files) {
+    struct checked {
         std::optional<launcher::vm_definition> def;
         std::vector<launcher::diagnostic> problems;
+    };
+    std::vector<checked> files;
+    std::vector<launcher::vm_definition> valid;
+    for (const auto& file : o.files) {
+        auto& c = files.emplace_back();
         try {
-            def = launcher::load_definition(file);
-            problems = launcher::check_definition(*def, {.check_files = !o.no_file_checks});
+            c.def = launcher::load_definition(file);
+            c.problems = launcher::check_definition(*c.def, {.check_files = !o.no_file_checks});
         } catch (const launcher::error& e) {
             if (e.diagnostics().empty())
                 throw;
-            problems = e.diagnostics();
+            c.problems = e.diagnostics();
         }
+        if (c.problems.empty())
+            valid.push_back(*c.def);
+    }
+    const auto together = launcher::check_definitions_together(valid);
+    for (auto& c : files)
+        if (c.problems.empty())
+            for (const auto& p : together)
+                if (p.file == c.def->sources.file())
+                    c.problems.push_back(p);
+
+    int code = exit_code::ok;
+    json::array report;
+    bool printed = false;
+    for (std::size_t i = 0; i < files.size(); ++i) {
+        const auto& [def, problems] = files[i];
         if (!problems.empty())
             code = exit_code::usage;
         if (ctx.json) {
@@ -293,7 +311,7 @@ int run_validate(const context& ctx, const validate_options& o) {
                                  {"field", p.field},
                                  {"message", p.message}});
             json::object entry{
-                {"file", file}, {"valid", problems.empty()}, {"problems", std::move(found)}};
+                {"file", o.files[i]}, {"valid", problems.empty()}, {"problems", std::move(found)}};
             if (o.print && problems.empty())
                 entry["definition"] = launcher::dump_definition(*def);
             report.push_back(std::move(entry));
@@ -307,7 +325,7 @@ int run_validate(const context& ctx, const validate_options& o) {
             std::cout << (printed ? "---\n" : "") << launcher::dump_definition(*def);
             printed = true;
         } else {
-            std::cout << file << ": valid\n";
+            std::cout << o.files[i] << ": valid\n";
         }
     }
     if (ctx.json)
@@ -348,8 +366,10 @@ void register_lifecycle_commands(CLI::App& app, context& ctx) {
 
     auto v = std::make_shared<validate_options>();
     auto* validate = app.add_subcommand(
-        "validate", "Check VM definitions without starting anything: each problem as "
-                    "FILE:LINE:COLUMN: FIELD: message, exit code 2 if there is one");
+        "validate", "Check VM definitions without starting anything, each alone and against "
+                    "each other (one VM name twice, an image two of them write, a host port "
+                    "both forward): each problem as FILE:LINE:COLUMN: FIELD: message, exit code "
+                    "2 if there is one");
     validate->add_option("definitions", v->files, "VM definitions (YAML)")->required();
     validate->add_flag("--no-file-checks", v->no_file_checks,
                        "leave out the checks of the files a definition names (kernel, images, "

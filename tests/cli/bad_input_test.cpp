@@ -615,6 +615,82 @@ TEST_F(bad_input_test, validate_passes_a_good_definition_and_prints_it_as_read) 
     EXPECT_EQ(differences(before, listing(scratch_->path())), "");
 }
 
+// A lab's definitions checked together: each is valid alone, but two that name one VM, write
+// one image or forward one host port cannot run side by side. Reported at the later file's line,
+// naming the earlier file; read-only use of one image and `auto` ports are no conflict, and a file
+// given twice is one definition.
+TEST_F(bad_input_test, validate_compares_the_definitions_it_is_given) {
+    const auto before = listing(scratch_->path());
+    const auto image = expand("{S}/live-system.qcow2");
+    const auto first = expand("{S}/defs/first.yaml");
+    const auto second = expand("{S}/defs/second.yaml");
+    const auto reader = expand("{S}/defs/reader.yaml");
+    test::write_text(first, "name: first\n"
+                            "kernel: " +
+                                expand("{S}/vmlinuz") +
+                                "\n"
+                                "disks:\n"
+                                "  - {name: system, file: " +
+                                image +
+                                "}\n"
+                                "network:\n"
+                                "  forwards: [{host_port: 2222, guest_port: 22}]\n");
+    test::write_text(second, "name: first\n"
+                             "kernel: " +
+                                 expand("{S}/vmlinuz") +
+                                 "\n"
+                                 "disks:\n"
+                                 "  - {name: system, file: " +
+                                 image +
+                                 "}\n"
+                                 "network:\n"
+                                 "  forwards: [{host_port: 2222, guest_port: 22}]\n");
+    test::write_text(reader, "name: reader\n"
+                             "kernel: " +
+                                 expand("{S}/vmlinuz") +
+                                 "\n"
+                                 "disks:\n"
+                                 "  - {name: system, file: " +
+                                 image +
+                                 ", read_only: true}\n"
+                                 "network:\n"
+                                 "  forwards: [{host_port: auto, guest_port: 22}]\n");
+    auto r = (*run_)({"validate", "--no-file-checks", first, second});
+    EXPECT_EQ(r.code, 2) << r.err;
+    EXPECT_EQ(r.out, first + ": valid\n");
+    EXPECT_NE(
+        r.err.find(second + ":1:7: name: VM name 'first' is also the name in " + first + ":1"),
+        std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find(second + ":4:26: disks[0].file: image '" + image +
+                         "' is also a disk of VM 'first' (" + first + ":4)"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(r.err.find(second +
+                         ":6:26: network.forwards[0].host_port: host port "
+                         "127.0.0.1:2222 is also forwarded by VM 'first' (" +
+                         first + ":6)"),
+              std::string::npos)
+        << r.err;
+
+    // The writer and a reader of one image conflict; a file given twice does not.
+    r = (*run_)({"--json", "validate", "--no-file-checks", first, reader, first});
+    EXPECT_EQ(r.code, 2) << r.err;
+    const auto report = boost::json::parse(r.out).as_array();
+    ASSERT_EQ(report.size(), 3u);
+    EXPECT_EQ(report[0].at("valid"), true);
+    EXPECT_EQ(report[2].at("valid"), true);
+    const auto& problems = report[1].at("problems").as_array();
+    ASSERT_EQ(problems.size(), 1u) << r.out;
+    EXPECT_EQ(problems[0].at("field"), "disks[0].file");
+    r = (*run_)({"validate", "--no-file-checks", reader, reader});
+    EXPECT_EQ(r.code, 0) << r.err;
+
+    for (const auto& f : {first, second, reader})
+        fs::remove(f);
+    EXPECT_EQ(differences(before, listing(scratch_->path())), "");
+}
+
 INSTANTIATE_TEST_SUITE_P(table, bad_input_test, ::testing::ValuesIn(all_cases()),
                          [](const ::testing::TestParamInfo<bad_input>& info) {
                              return info.param.id;

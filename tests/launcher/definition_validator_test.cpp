@@ -183,5 +183,64 @@ TEST(definition_validator_names, follow_the_documented_patterns) {
     EXPECT_FALSE(is_valid_node_name("n n"));
 }
 
+// Definitions used on one host, each valid alone: what two of them share is compared by the file
+// it names, however the path is written.
+TEST_F(definition_validator, definitions_together_conflict_on_what_one_host_has_once) {
+    fs::create_directory_symlink(dir_.path() / "images", dir_.path() / "linked");
+    const auto a = load_definition_from_string(R"(name: a
+kernel: vmlinuz
+firmware: uefi
+nvram: images/shared-nvram.qcow2
+disks:
+  - {name: system, file: images/system.qcow2}
+serial: {log: logs/console.log}
+network:
+  forwards:
+    - {host_addr: 0.0.0.0, host_port: 2222, guest_port: 22}
+    - {protocol: udp, host_port: 5353, guest_port: 53}
+)",
+                                               dir_ / "a.yaml");
+    const auto b = load_definition_from_string(R"(name: b
+kernel: vmlinuz
+firmware: uefi
+nvram: linked/shared-nvram.qcow2
+disks:
+  - {name: root, file: linked/../images/base.qcow2}
+  - {name: other, file: linked/system.qcow2, read_only: true}
+serial: {log: ./logs/console.log}
+network:
+  forwards:
+    - {host_port: 2222, guest_port: 22}
+    - {host_port: 5353, guest_port: 53}
+)",
+                                               dir_ / "b.yaml");
+    const auto found = check_definitions_together({a, b});
+    std::vector<std::string> fields;
+    for (const auto& d : found) {
+        EXPECT_EQ(d.file, (dir_ / "b.yaml").string());
+        EXPECT_GT(d.line, 0) << d.field;
+        fields.push_back(d.field);
+    }
+    // udp 5353 against tcp 5353 is no conflict, nor base.qcow2, which only b uses.
+    EXPECT_EQ(fields, (std::vector<std::string>{"nvram", "disks[1].file", "serial.log",
+                                                "network.forwards[0].host_port"}));
+    EXPECT_NE(
+        found.at(1).message.find("is also a disk of VM 'a' (" + (dir_ / "a.yaml").string() + ":6)"),
+        std::string::npos)
+        << found.at(1).message;
+
+    // Alone, the same definition twice, or read-only users of one image: nothing.
+    EXPECT_TRUE(check_definitions_together({a}).empty());
+    EXPECT_TRUE(check_definitions_together({a, a}).empty());
+    const auto reader = [&](std::string name) {
+        return load_definition_from_string("name: " + name +
+                                               "\nkernel: vmlinuz\ndisks:\n"
+                                               "  - {name: cd, file: images/cd.iso, format: raw, "
+                                               "read_only: true}\n",
+                                           dir_ / (name + ".yaml"));
+    };
+    EXPECT_TRUE(check_definitions_together({reader("r1"), reader("r2")}).empty());
+}
+
 } // namespace
 } // namespace qmpkit::launcher

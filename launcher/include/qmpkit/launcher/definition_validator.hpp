@@ -20,6 +20,12 @@ struct validate_options {
 std::vector<diagnostic> check_definition(const vm_definition& def,
                                          const validate_options& options = {});
 
+// What is wrong only when the definitions are used on one host, each of them valid alone: one VM
+// name twice, an image that two of them use and one writes, a host port both forward, a serial
+// log both write. Each conflict is reported at the later definition's field, naming the earlier
+// one; a file given twice counts once.
+std::vector<diagnostic> check_definitions_together(const std::vector<vm_definition>& defs);
+
 // check_definition, throwing error with all diagnostics when there are any.
 void validate_definition(const vm_definition& def, const validate_options& options = {});
 
