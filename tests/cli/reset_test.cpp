@@ -59,8 +59,9 @@ std::multiset<std::string> files_under(const fs::path& dir) {
     for (auto it = fs::recursive_directory_iterator(dir); it != fs::recursive_directory_iterator();
          ++it) {
         auto rel = fs::relative(it->path(), dir).string();
-        // Made the first time a request queues behind a standby preparation; not a leak.
-        if (rel == "standby-queue.lock")
+        // Made the first time a request queues behind a standby preparation, or the first time
+        // standbys are asked for; not a leak.
+        if (rel == "standby-queue.lock" || rel == "standby-wanted")
             continue;
         if (rel.rfind("standby.", 0) == 0 && rel != "standby.lock")
             rel = "standby.*" + rel.substr(std::min(rel.size(), rel.find('/')));

@@ -1,12 +1,12 @@
-// Discarding a VM's standbys never stops the one a reset is promoting: once the VM's runtime
-// record names a standby's qemu (promote_standby writes it before the standby's marker goes),
-// that qemu is the VM's, even while its standby directory is still being removed.
+// Standbys, without qemu: discarding them never stops the one a reset is promoting, and a
+// preparation whose turn comes after a later request for other standbys makes none.
 
 #include "launcher/test_support.hpp"
 
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/vm_lock.hpp>
 
 #include <gtest/gtest.h>
 
@@ -16,7 +16,9 @@
 #include <cstdlib>
 #include <fcntl.h>
 #include <filesystem>
+#include <fstream>
 #include <spawn.h>
+#include <sstream>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
@@ -56,6 +58,9 @@ bool alive(pid_t pid) {
     return ::waitpid(pid, nullptr, WNOHANG) == 0;
 }
 
+// Once the VM's runtime record names a standby's qemu (promote_standby writes it before the
+// standby's marker goes), that qemu is the VM's, even while its standby directory is still being
+// removed.
 TEST(standby_discard, a_promoted_standby_is_the_vms_and_is_left_running) {
     const test::temp_dir root;
     const state_directory vm(root.path(), "vm");
@@ -84,6 +89,52 @@ TEST(standby_discard, a_promoted_standby_is_the_vms_and_is_left_running) {
     EXPECT_FALSE(alive(qemu));
     EXPECT_FALSE(fs::exists(standby.path()));
     ::kill(-qemu, SIGKILL); // and its sleep
+}
+
+std::string text_of(const fs::path& file) {
+    std::ifstream in(file);
+    std::stringstream text;
+    text << in.rdbuf();
+    return text.str();
+}
+
+// Two requests wait behind a preparation under way, the first for one key and the second for
+// another (resets to one point, then to another): once the preparation ends, the first request's
+// turn makes nothing, since its standbys are no longer wanted, and the second fills its pool.
+// Without that, whichever came last would discard the other's standbys and fill its own.
+TEST(standby_preparation, a_late_preparation_for_a_key_no_longer_wanted_makes_nothing) {
+    const test::temp_dir root;
+    const state_directory vm(root.path(), "vm");
+    vm.create();
+    auto plan_for = [&](const std::string& key) {
+        standby_plan plan;
+        plan.key = key;
+        // The VM is not running, so no standby is started; what the preparer got to is seen
+        // from its last step.
+        plan.prepare = [] { return std::pair<vm_definition, std::vector<fs::path>>{}; };
+        plan.finish = [done = root.path() / ("finished-" + key)] { std::ofstream{done}; };
+        return plan;
+    };
+    auto under_way = vm_lock::acquire(vm.standby_lock(), "a preparation under way", {});
+    prepare_standby_in_background(vm, plan_for("old"));
+    prepare_standby_in_background(vm, plan_for("new"));
+    under_way.release();
+
+    const auto log = vm.supervisor_log();
+    for (int i = 0; i < 500 && !(fs::exists(root.path() / "finished-new") &&
+                                 text_of(log).find("no longer wanted") != std::string::npos);
+         ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_TRUE(fs::exists(root.path() / "finished-new")) << text_of(log);
+    EXPECT_NE(text_of(log).find("standbys for old are no longer wanted"), std::string::npos)
+        << text_of(log);
+    EXPECT_FALSE(fs::exists(root.path() / "finished-old")) << text_of(log);
+    // Both requests' processes are done with the locks.
+    EXPECT_NO_THROW(vm_lock::acquire(vm.standby_lock(), "test", std::chrono::seconds(10)));
+    // The requests' intermediate processes (they exit at once; the library reaps them on a later
+    // call, which this test does not make).
+    while (::waitpid(-1, nullptr, 0) > 0) {
+    }
 }
 
 } // namespace

@@ -197,10 +197,79 @@ std::string read_report(int fd) {
     ::_exit(code);
 }
 
+// Whether `key` is still the key of the standbys last asked for. Resets to one point and then to
+// another ask for one point's standbys and then the other's: a preparation for the first that
+// gets its turn late would discard the second point's standbys and fill the pool with the first's.
+// An unreadable record asks for nothing in particular.
+bool still_wanted(const state_directory& dir, const std::string& key) {
+    try {
+        return read_file(dir.standby_wanted()) == key;
+    } catch (const error&) {
+        return true;
+    }
+}
+
 // How many ready standbys the VM has for `key`.
 std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
     const auto all = ready_standby_keys(dir);
     return static_cast<std::size_t>(std::count(all.begin(), all.end(), key));
+}
+
+// The preparer's work once it knows its standbys are wanted: other points' standbys stopped, the
+// missing ones started at once, the pool tidied. 0 when the pool is full (or the VM stopped).
+int fill_standby_pool(const state_directory& dir, const standby_plan& plan, int lock_fd) {
+    int code = 0;
+    // Other points' standbys go. A reset promotes a standby under the VM's lock, and one of
+    // those may be the one it promotes: they are stopped only under that lock (waited for
+    // briefly; otherwise a later preparation stops them). The same point's are kept, and a
+    // standby being promoted is the VM's by then (discard_standbys_locked leaves it).
+    const auto keys = ready_standby_keys(dir);
+    if (std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return k != plan.key; })) {
+        try {
+            const auto held =
+                vm_lock::acquire(dir.lock_file(), "discarding standbys", std::chrono::seconds(2));
+            discard_standbys_locked(dir, plan.key);
+        } catch (const error&) {
+        }
+    } else {
+        discard_standbys_locked(dir, plan.key);
+    }
+    // Standbys serve a running VM only: one stopped meanwhile needs no more.
+    const auto wanted = static_cast<std::size_t>(std::max(plan.pool, 1));
+    while (code == 0 && is_running(dir) && still_wanted(dir, plan.key)) {
+        const auto ready = ready_standbys(dir, plan.key);
+        if (ready >= wanted)
+            break;
+        std::vector<std::pair<vm_definition, std::vector<std::filesystem::path>>> batch;
+        std::vector<std::filesystem::path> batch_owned;
+        for (auto missing = wanted - ready; missing > 0; --missing) {
+            batch.push_back(plan.prepare());
+            batch_owned.insert(batch_owned.end(), batch.back().second.begin(),
+                               batch.back().second.end());
+        }
+        std::vector<int> reports;
+        for (const auto& prepared : batch) {
+            int report[2];
+            if (::pipe2(report, O_CLOEXEC) != 0)
+                throw error(std::string("pipe: ") + std::strerror(errno));
+            if (fork_detached()) {
+                ::close(report[0]);
+                for (const int fd : reports)
+                    ::close(fd);
+                ::close(lock_fd); // the standby's supervisor must not keep the pool locked
+                become_standby_supervisor(dir, plan, prepared, batch_owned, report[1]);
+            }
+            ::close(report[1]);
+            reports.push_back(report[0]);
+        }
+        for (const int fd : reports) {
+            if (read_report(fd).rfind("OK", 0) != 0)
+                code = 1; // the supervisor logged why; a later reset tries again
+        }
+    }
+    if (code == 0 && plan.finish)
+        plan.finish();
+    return code;
 }
 
 // Fills the VM's pool of standbys for the plan's key, holding the standby lock (`lock_fd`) until
@@ -215,21 +284,6 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
     detail::set_session_nice(0, detail::background_nice);
     int code = 0;
     try {
-        // Other points' standbys go. A reset promotes a standby under the VM's lock, and one of
-        // those may be the one it promotes: they are stopped only under that lock (waited for
-        // briefly; otherwise a later preparation stops them). The same point's are kept, and a
-        // standby being promoted is the VM's by then (discard_standbys_locked leaves it).
-        const auto keys = ready_standby_keys(dir);
-        if (std::any_of(keys.begin(), keys.end(), [&](const auto& k) { return k != plan.key; })) {
-            try {
-                const auto held = vm_lock::acquire(dir.lock_file(), "discarding standbys",
-                                                   std::chrono::seconds(2));
-                discard_standbys_locked(dir, plan.key);
-            } catch (const error&) {
-            }
-        } else {
-            discard_standbys_locked(dir, plan.key);
-        }
         if (plan.garbage) {
             // The promotion that made these garbage renamed the definition without a sync: make
             // it durable before the files the old one names are gone.
@@ -238,41 +292,11 @@ std::size_t ready_standbys(const state_directory& dir, const std::string& key) {
             for (const auto& file : plan.garbage())
                 std::filesystem::remove(file, ignored);
         }
-        // Standbys serve a running VM only: one stopped meanwhile needs no more.
-        const auto wanted = static_cast<std::size_t>(std::max(plan.pool, 1));
-        while (code == 0 && is_running(dir)) {
-            const auto ready = ready_standbys(dir, plan.key);
-            if (ready >= wanted)
-                break;
-            std::vector<std::pair<vm_definition, std::vector<std::filesystem::path>>> batch;
-            std::vector<std::filesystem::path> batch_owned;
-            for (auto missing = wanted - ready; missing > 0; --missing) {
-                batch.push_back(plan.prepare());
-                batch_owned.insert(batch_owned.end(), batch.back().second.begin(),
-                                   batch.back().second.end());
-            }
-            std::vector<int> reports;
-            for (const auto& prepared : batch) {
-                int report[2];
-                if (::pipe2(report, O_CLOEXEC) != 0)
-                    throw error(std::string("pipe: ") + std::strerror(errno));
-                if (fork_detached()) {
-                    ::close(report[0]);
-                    for (const int fd : reports)
-                        ::close(fd);
-                    ::close(lock_fd); // the standby's supervisor must not keep the pool locked
-                    become_standby_supervisor(dir, plan, prepared, batch_owned, report[1]);
-                }
-                ::close(report[1]);
-                reports.push_back(report[0]);
-            }
-            for (const int fd : reports) {
-                if (read_report(fd).rfind("OK", 0) != 0)
-                    code = 1; // the supervisor logged why; a later reset tries again
-            }
-        }
-        if (code == 0 && plan.finish)
-            plan.finish();
+        if (still_wanted(dir, plan.key))
+            code = fill_standby_pool(dir, plan, lock_fd);
+        else
+            std::cerr << timestamp() << " standbys for " << plan.key
+                      << " are no longer wanted: a later reset asked for others" << std::endl;
     } catch (const std::exception& e) {
         std::cerr << timestamp() << " preparing standbys failed: " << e.what() << std::endl;
         code = 1;
@@ -426,6 +450,10 @@ void finish_in_background_holding(const state_directory& dir, vm_lock lock,
 }
 
 void prepare_standby_in_background(const state_directory& dir, standby_plan plan) {
+    // A record of the moment, not of the VM: a crash that loses it loses nothing.
+    write_file_atomically(dir.standby_wanted(), plan.key,
+                          std::filesystem::perms::owner_read | std::filesystem::perms::owner_write,
+                          durability::atomic_only);
     std::optional<vm_lock> lock;
     try {
         lock.emplace(vm_lock::acquire(dir.standby_lock(), "preparing a standby", {}));

@@ -50,6 +50,9 @@ public:
     std::filesystem::path standby_lock() const { return dir_ / "standby.lock"; }
     // Held by the one request queued behind that preparation (see prepare_standby_in_background).
     std::filesystem::path standby_queue_lock() const { return dir_ / "standby-queue.lock"; }
+    // The key of the standbys last asked for: a preparation for an older key, its turn come
+    // late, makes none (see prepare_standby_in_background).
+    std::filesystem::path standby_wanted() const { return dir_ / "standby-wanted"; }
     // Every socket a VM may have, by the names above.
     std::vector<std::filesystem::path> sockets() const {
         return {qmp_socket(), events_socket(), console_socket(), shell_socket(), agent_socket()};
