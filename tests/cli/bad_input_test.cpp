@@ -625,36 +625,16 @@ TEST_F(bad_input_test, validate_compares_the_definitions_it_is_given) {
     const auto first = expand("{S}/defs/first.yaml");
     const auto second = expand("{S}/defs/second.yaml");
     const auto reader = expand("{S}/defs/reader.yaml");
-    test::write_text(first, "name: first\n"
-                            "kernel: " +
-                                expand("{S}/vmlinuz") +
-                                "\n"
-                                "disks:\n"
-                                "  - {name: system, file: " +
-                                image +
-                                "}\n"
-                                "network:\n"
-                                "  forwards: [{host_port: 2222, guest_port: 22}]\n");
-    test::write_text(second, "name: first\n"
-                             "kernel: " +
-                                 expand("{S}/vmlinuz") +
-                                 "\n"
-                                 "disks:\n"
-                                 "  - {name: system, file: " +
-                                 image +
-                                 "}\n"
-                                 "network:\n"
-                                 "  forwards: [{host_port: 2222, guest_port: 22}]\n");
-    test::write_text(reader, "name: reader\n"
-                             "kernel: " +
-                                 expand("{S}/vmlinuz") +
-                                 "\n"
-                                 "disks:\n"
-                                 "  - {name: system, file: " +
-                                 image +
-                                 ", read_only: true}\n"
-                                 "network:\n"
-                                 "  forwards: [{host_port: auto, guest_port: 22}]\n");
+    // Line 1 the name, line 4 the disk, line 6 the forward.
+    const auto definition = [&](const std::string& name, const std::string& disk_options,
+                                const std::string& host_port) {
+        return "name: " + name + "\nkernel: " + expand("{S}/vmlinuz") +
+               "\ndisks:\n  - {name: system, file: " + image + disk_options +
+               "}\nnetwork:\n  forwards: [{host_port: " + host_port + ", guest_port: 22}]\n";
+    };
+    test::write_text(first, definition("first", "", "2222"));
+    test::write_text(second, definition("first", "", "2222"));
+    test::write_text(reader, definition("reader", ", read_only: true", "auto"));
     auto r = (*run_)({"validate", "--no-file-checks", first, second});
     EXPECT_EQ(r.code, 2) << r.err;
     EXPECT_EQ(r.out, first + ": valid\n");
