@@ -560,6 +560,29 @@ TEST_F(lifecycle_test, a_failed_launch_reports_qemu_and_leaves_nothing_behind) {
     EXPECT_EQ(ram_files(), ram_before) << "the RAM file made for qemu was left in /dev/shm";
 }
 
+// A second VM on an image the running one writes: qemu's own reason leads the message, not the
+// closed QMP connection that revealed it.
+TEST_F(lifecycle_test, a_launch_qemu_refuses_says_why_first) {
+    ASSERT_EQ(qmpkit({"status", "shared"}).code, 0);
+    auto yaml = test::tiny_guest_yaml("intruder", scratch_->path());
+    const auto own = (scratch_->path() / "intruder-system.qcow2").string();
+    const auto shared = (scratch_->path() / "shared-system.qcow2").string();
+    ASSERT_NE(yaml.find(own), std::string::npos) << yaml;
+    yaml.replace(yaml.find(own), own.size(), shared);
+    const auto def = scratch_->path() / "intruder.yaml";
+    test::write_text(def, yaml);
+    auto r = qmpkit({"start", def.string()});
+    EXPECT_EQ(r.code, 1);
+    const auto headline = r.err.substr(0, r.err.find('\n'));
+    EXPECT_NE(headline.find("qemu failed to start: -blockdev"), std::string::npos) << r.err;
+    EXPECT_NE(headline.find("Failed to get \"write\" lock Is another process using the image [" +
+                            shared + "]?"),
+              std::string::npos)
+        << r.err;
+    EXPECT_NE(headline.find("(exited with code 1)"), std::string::npos) << r.err;
+    EXPECT_EQ(qmpkit({"status", "shared"}).code, 0) << "the running VM is untouched";
+}
+
 TEST_F(lifecycle_test, an_invalid_definition_is_refused_before_anything_happens) {
     auto def = scratch_->path() / "bad.yaml";
     test::write_text(def, test::tiny_guest_yaml("bad", scratch_->path(), {{"system", "12QB"}}));

@@ -89,14 +89,35 @@ std::uint64_t file_size_or_zero(const std::filesystem::path& file) {
     return ec ? 0 : size;
 }
 
+// What qemu printed as errors in this start's part of its log: each "PROGRAM: message" line, with
+// the lines that follow it unprefixed (qemu's hints, such as "Is another process using the
+// image [...]?") joined to it.
+std::vector<std::string> qemu_errors(const std::vector<std::string>& log_lines,
+                                     const std::string& program) {
+    const auto prefix = std::filesystem::path(program).filename().string() + ": ";
+    std::vector<std::string> errors;
+    for (const auto& line : log_lines) {
+        if (line.starts_with("--- qmpkit: starting "))
+            errors.clear(); // an earlier start's
+        else if (line.starts_with(prefix))
+            errors.push_back(line.substr(prefix.size()));
+        else if (!errors.empty() && !line.empty())
+            errors.back() += " " + line;
+    }
+    return errors;
+}
+
+// qemu's own words first when it said why it quit: the QMP failure that revealed it ("the
+// connection closed") is only the consequence.
 std::string launch_failure(const std::string& what, const exit_status* status,
                            const std::vector<std::string>& argv, const state_directory& dir) {
+    const auto lines = tail_lines(dir.qemu_log(), 20);
+    const auto errors = status ? qemu_errors(lines, argv.front()) : std::vector<std::string>{};
     std::ostringstream text;
-    text << "qemu failed to start: " << what;
+    text << "qemu failed to start: " << (errors.empty() ? what : errors.front());
     if (status)
         text << " (" << status->describe() << ")";
     text << "\n  command: " << describe(argv);
-    auto lines = tail_lines(dir.qemu_log(), 20);
     if (!lines.empty()) {
         text << "\n  qemu said:";
         for (const auto& l : lines)
