@@ -24,6 +24,7 @@
 #include <netinet/in.h>
 #include <optional>
 #include <sstream>
+#include <string_view>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -89,6 +90,9 @@ std::uint64_t file_size_or_zero(const std::filesystem::path& file) {
     return ec ? 0 : size;
 }
 
+// The line a start writes into qemu.log before qemu's own output (then a description of it).
+constexpr std::string_view start_marker = "--- qmpkit: starting ";
+
 // What qemu printed as errors in this start's part of its log: each "PROGRAM: message" line, with
 // the lines that follow it unprefixed (qemu's hints, such as "Is another process using the
 // image [...]?") joined to it.
@@ -97,7 +101,7 @@ std::vector<std::string> qemu_errors(const std::vector<std::string>& log_lines,
     const auto prefix = std::filesystem::path(program).filename().string() + ": ";
     std::vector<std::string> errors;
     for (const auto& line : log_lines) {
-        if (line.starts_with("--- qmpkit: starting "))
+        if (line.starts_with(start_marker))
             errors.clear(); // an earlier start's
         else if (line.starts_with(prefix))
             errors.push_back(line.substr(prefix.size()));
@@ -313,8 +317,8 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         {
             // Created owner-only; the header line separates this run's output from earlier ones.
             owned_fd log(detail::open_log_to_append(dir.qemu_log()));
-            const auto header = std::string("--- qmpkit: starting ") +
-                                (options.standby ? "a standby: " : "") + describe(argv) + "\n";
+            const auto header = std::string(start_marker) + (options.standby ? "a standby: " : "") +
+                                describe(argv) + "\n";
             if (log.get() < 0 || ::write(log.get(), header.data(), header.size()) < 0)
                 throw error("cannot write " + dir.qemu_log().string() + ": " +
                             std::strerror(errno));

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <vector>
 
 namespace qmpkit::launcher {
 
@@ -172,18 +173,35 @@ bool qemu_process::running() {
     return pid_ > 0 && !try_wait();
 }
 
-bool process_alive(pid_t pid) {
-    if (pid <= 0)
-        return false;
-    // kill(pid, 0) says yes to zombies, which linger here until init reaps them: read the
-    // state from /proc instead.
+namespace {
+
+// The fields of /proc/PID/stat after the command name (state first, flags seventh); empty once
+// the process has gone. The name is skipped by its last ')': it may hold spaces and parentheses.
+std::vector<std::string> stat_fields(pid_t pid) {
     std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
     std::string text;
     if (!std::getline(stat, text))
-        return false;
+        return {};
     const auto close = text.rfind(')');
-    return close != std::string::npos && close + 2 < text.size() && text[close + 2] != 'Z' &&
-           text[close + 2] != 'X';
+    if (close == std::string::npos)
+        return {};
+    std::istringstream in(text.substr(close + 1));
+    std::vector<std::string> fields;
+    for (std::string f; in >> f;)
+        fields.push_back(std::move(f));
+    return fields;
+}
+
+// kill(pid, 0) says yes to zombies, which linger here until init reaps them: the state field
+// says whether it still runs.
+bool alive_by_stat(const std::vector<std::string>& fields) {
+    return !fields.empty() && fields[0] != "Z" && fields[0] != "X";
+}
+
+} // namespace
+
+bool process_alive(pid_t pid) {
+    return pid > 0 && alive_by_stat(stat_fields(pid));
 }
 
 namespace {
@@ -210,23 +228,6 @@ std::string read_command_line(pid_t pid) {
     return args;
 }
 
-// Kernel threads have no argv at all (PF_KTHREAD in /proc's flags field).
-bool is_kernel_thread(pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string text;
-    if (!std::getline(stat, text))
-        return false;
-    const auto close = text.rfind(')');
-    if (close == std::string::npos)
-        return false;
-    std::istringstream fields(text.substr(close + 1));
-    std::string field;
-    for (int i = 0; i < 7 && fields >> field; ++i) {
-    } // state, ppid, pgrp, session, tty_nr, tpgid, flags
-    constexpr unsigned long pf_kthread = 0x00200000;
-    return (std::strtoul(field.c_str(), nullptr, 10) & pf_kthread) != 0;
-}
-
 } // namespace
 
 std::string process_command_line(pid_t pid) {
@@ -237,7 +238,13 @@ std::string process_command_line(pid_t pid) {
     // process has an empty command line. Under load that moment lasts long enough to see it.
     for (int attempt = 0;; ++attempt) {
         auto args = read_command_line(pid);
-        if (!args.empty() || attempt == 100 || !process_alive(pid) || is_kernel_thread(pid))
+        if (!args.empty() || attempt == 100)
+            return args;
+        // Gone, or a kernel thread (PF_KTHREAD in the flags), which has no argv at all.
+        constexpr unsigned long pf_kthread = 0x00200000;
+        const auto fields = stat_fields(pid);
+        if (!alive_by_stat(fields) || fields.size() < 7 ||
+            (std::strtoul(fields[6].c_str(), nullptr, 10) & pf_kthread) != 0)
             return args;
         ::usleep(1000);
     }
