@@ -63,12 +63,18 @@ void register_reset_commands(CLI::App& app, context& ctx) {
                     .reset(r->target.empty() ? std::nullopt : std::optional<std::string>(r->target),
                            r->paused);
             const double ms = static_cast<double>(result.took.count()) / 1000.0;
-            if (ctx.json)
-                print_json(json::object{
-                    {"strategy", result.strategy}, {"target", result.target}, {"ms", ms}});
-            else
+            if (ctx.json) {
+                json::object out{
+                    {"strategy", result.strategy}, {"target", result.target}, {"ms", ms}};
+                if (!result.fallback.empty())
+                    out["fallback"] = result.fallback;
+                print_json(out);
+            } else {
                 std::cout << "VM " << r->vm << " reset to " << result.target << " ("
                           << result.strategy << ", " << ms << " ms)\n";
+                if (!result.fallback.empty())
+                    std::cout << "  by template, not by standby: " << result.fallback << "\n";
+            }
             return exit_code::ok;
         };
     });

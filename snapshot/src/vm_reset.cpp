@@ -151,24 +151,34 @@ private:
 // The standby strategy: the qemu prepared for this point, which has loaded the point's device
 // state already and waits paused at it, takes the VM's place; the old one is told to quit and
 // ends off the critical path. nullopt when there is no usable standby (the caller falls back to
-// the template strategy).
+// the template strategy, and `why_not` says why).
 std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const reset_point& point,
-                                                          bool paused, step_timer& step) {
+                                                          bool paused, step_timer& step,
+                                                          std::string& why_not) {
     const auto key = standby_key(point);
     auto standby = launcher::find_standby(ctx.dir, key, 0s);
     const auto& logger = ctx.options->logger;
-    if (!standby && launcher::standby_being_prepared(ctx.dir)) {
+    if (!standby && !launcher::standby_being_prepared(ctx.dir)) {
+        why_not = "no standby was ready and none was being prepared";
+    } else if (!standby) {
         // Resets that follow each other faster than standbys are prepared: the one on its way
         // is taken the moment it is ready, still sooner than starting a qemu here.
         if (logger)
             logger->debug("reset: no standby is ready yet; waiting for the one being prepared");
-        standby = launcher::find_standby(ctx.dir, key, 10s);
+        constexpr auto wait = 10s;
+        const auto since = std::chrono::steady_clock::now();
+        standby = launcher::find_standby(ctx.dir, key, wait);
+        if (!standby)
+            why_not = std::chrono::steady_clock::now() - since >= wait
+                          ? "no standby was ready within 10 s"
+                          : "the standby preparation under way ended without one (see "
+                            "supervisor.log)";
     }
     step("finding the standby");
     if (!standby) {
         if (logger)
-            logger->debug("reset: no standby for reset point '{}': resetting by template",
-                          point.name);
+            logger->debug("reset: no standby for reset point '{}' ({}): resetting by template",
+                          point.name, why_not);
         return std::nullopt;
     }
     // The qemu to end once the standby has its place (retire_replaced_qemu checks it still runs
@@ -189,9 +199,9 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
         step("checking the standby's state");
         launcher::fault_point("reset.standby.after-load", standby->runtime.qemu_pid);
     } catch (const std::exception& e) {
+        why_not = std::string("the standby qemu failed: ") + e.what();
         if (ctx.options->logger)
-            ctx.options->logger->warn("the standby qemu failed ({}); resetting without it",
-                                      e.what());
+            ctx.options->logger->warn("{}; resetting without it", why_not);
         launcher::discard_standbys(ctx.dir);
         return std::nullopt;
     }
@@ -431,7 +441,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
             step(standby ? "locking the VM" : "locking the VM and connecting to its qemu");
             old_definition = ctx.def;
             if (standby)
-                now = reset_from_standby(ctx, point, paused, step);
+                now = reset_from_standby(ctx, point, paused, step, result.fallback);
             result.strategy = now ? "standby" : "template";
             if (now) {
                 afterwards = detail::afterwards_of(standby, paused, *now);

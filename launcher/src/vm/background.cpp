@@ -376,33 +376,48 @@ std::string queued_for(const std::string& key) {
     return "queued to prepare standbys for " + key;
 }
 
+// Whether the request queued behind the preparation under way is one for `key`: it looks at the
+// pool only after that preparation has ended, so it covers another request for the same key.
+bool queued_for_the_same_key(const state_directory& dir, const std::string& key) {
+    std::string holder;
+    try {
+        holder = read_file(dir.standby_queue_lock());
+    } catch (const std::exception&) {
+    }
+    return holder.find("(" + queued_for(key) + ")") != std::string::npos;
+}
+
+// The queue's one place, taken by the caller before it forks the process that waits in it: from
+// the moment the reset returns, one of the two locks shows that standbys are on their way
+// (standby_being_prepared), however late that process is first scheduled at nice 19. nullopt
+// when the place is taken.
+std::optional<vm_lock> take_queue_place(const state_directory& dir, const std::string& key) {
+    try {
+        return vm_lock::acquire(dir.standby_queue_lock(), queued_for(key),
+                                std::chrono::milliseconds(0));
+    } catch (const error&) {
+        return std::nullopt;
+    }
+}
+
 // In a process of its own, behind a preparation under way: waits for it to end and fills the
 // pool then. At most one request per key waits so: resets that come faster than standbys are
 // made would otherwise queue a process each, and those would hold the standby lock one after
 // the other long after the pool was full (each looks at the pool and tidies up), keeping
-// resets waiting for a preparation that brings nothing.
-void wait_behind_preparation(const state_directory& dir, const standby_plan& plan) {
+// resets waiting for a preparation that brings nothing. `queue` is the place in the queue when
+// the caller took it; otherwise this waits for it.
+void wait_behind_preparation(const state_directory& dir, const standby_plan& plan,
+                             std::optional<vm_lock> queue) {
     using namespace std::chrono_literals;
-    const auto purpose = queued_for(plan.key);
-    std::optional<vm_lock> queue;
     for (auto deadline = std::chrono::steady_clock::now() + 2min; !queue;) {
-        try {
-            queue.emplace(vm_lock::acquire(dir.standby_queue_lock(), purpose, 0ms));
-        } catch (const error&) {
-            // The one queued already waits for this key: it looks at the pool only after the
-            // preparation under way has ended, so it covers this request. (Empty text: its
-            // holder has just taken it and not written yet; wait and look again.)
-            std::string holder;
-            try {
-                holder = read_file(dir.standby_queue_lock());
-            } catch (const std::exception&) {
-            }
-            if (holder.find("(" + purpose + ")") != std::string::npos)
-                return;
-            if (std::chrono::steady_clock::now() >= deadline)
-                return; // still busy after minutes: those preparations fill the pool
-            std::this_thread::sleep_for(20ms);
-        }
+        // The one queued already waits for this key: it covers this request. (Empty text: its
+        // holder has just taken it and not written yet; wait and look again.)
+        if (queued_for_the_same_key(dir, plan.key))
+            return;
+        if (std::chrono::steady_clock::now() >= deadline)
+            return; // still busy after minutes: those preparations fill the pool
+        std::this_thread::sleep_for(20ms);
+        queue = take_queue_place(dir, plan.key);
     }
     std::optional<vm_lock> pool;
     try {
@@ -462,8 +477,10 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
         // to remove, off its path too (nothing prepared uses them). And the other preparation
         // may be past its last look at the pool, about to leave it one short: this request
         // waits its turn in the background and fills the pool then (at once done if full).
+        auto queue = take_queue_place(dir, plan.key);
+        const bool covered = !queue && queued_for_the_same_key(dir, plan.key);
         if (fork_detached(true)) {
-            detach_from_caller(dir, {});
+            detach_from_caller(dir, {queue ? queue->native_handle() : -1});
             detail::set_session_nice(0, detail::background_nice);
             if (plan.garbage) {
                 sync_directory(dir.path());
@@ -478,13 +495,16 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
                 plan.garbage = {};
             }
             try {
-                wait_behind_preparation(dir, plan);
+                if (!covered)
+                    wait_behind_preparation(dir, plan, std::move(queue));
             } catch (const std::exception& e) {
                 std::cerr << timestamp() << " queuing a standby preparation: " << e.what()
                           << std::endl;
             }
             ::_exit(0);
         }
+        if (queue)
+            queue->close_without_unlock(); // the child holds it now
         return;
     }
     // The child holds the lock from the start, so that whoever waits for a standby or discards

@@ -165,12 +165,16 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
 }
 
 bool standby_being_prepared(const state_directory& dir) {
-    try {
-        vm_lock::acquire(dir.standby_lock(), "looking for a standby preparation", 0ms);
-        return false;
-    } catch (const error&) {
-        return true;
+    // The queue first: a request waiting there takes the standby lock before it lets go of its
+    // place, so one that passes from the queue to the preparation is seen in either.
+    for (const auto& lock : {dir.standby_queue_lock(), dir.standby_lock()}) {
+        try {
+            vm_lock::acquire(lock, "looking for a standby preparation", 0ms);
+        } catch (const error&) {
+            return true;
+        }
     }
+    return false;
 }
 
 void promote_standby(const state_directory& dir, const standby& s) {

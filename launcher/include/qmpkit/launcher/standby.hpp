@@ -78,7 +78,8 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
 std::optional<standby> find_standby(const state_directory& dir, const std::string& key,
                                     std::chrono::milliseconds timeout);
 
-// Whether a preparation of standbys is under way (it holds the standby lock).
+// Whether a preparation of standbys is under way or queued behind one (they hold the standby lock
+// and the queue's lock). False once both have ended: the pool is then as full as it will get.
 bool standby_being_prepared(const state_directory& dir);
 
 // Makes the standby the VM's qemu: sockets, runtime record and definition (see above). The

@@ -42,6 +42,10 @@ struct reset_result {
     std::string strategy; // "loadvm", "template" or "standby"
     std::string target;   // the snapshot or reset point
     std::chrono::microseconds took{0};
+    // Why a VM that resets by standby was reset by template this time (empty otherwise): no
+    // standby was ready in time, or the one taken failed. The reset is complete either way; a
+    // harness timing its resets sees here why one took longer.
+    std::string fallback;
 };
 
 struct clone_request {
