@@ -159,20 +159,18 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
     auto standby = launcher::find_standby(ctx.dir, key, 0s);
     const auto& logger = ctx.options->logger;
     if (!standby && !launcher::standby_being_prepared(ctx.dir)) {
-        why_not = "no standby was ready and none was being prepared";
+        why_not = reset_fallback::none_on_its_way;
     } else if (!standby) {
         // Resets that follow each other faster than standbys are prepared: the one on its way
         // is taken the moment it is ready, still sooner than starting a qemu here.
         if (logger)
             logger->debug("reset: no standby is ready yet; waiting for the one being prepared");
-        constexpr auto wait = 10s;
-        const auto since = std::chrono::steady_clock::now();
-        standby = launcher::find_standby(ctx.dir, key, wait);
+        const auto deadline = std::chrono::steady_clock::now() + 10s;
+        standby = launcher::find_standby(ctx.dir, key, 10s);
         if (!standby)
-            why_not = std::chrono::steady_clock::now() - since >= wait
-                          ? "no standby was ready within 10 s"
-                          : "the standby preparation under way ended without one (see "
-                            "supervisor.log)";
+            why_not = std::chrono::steady_clock::now() >= deadline
+                          ? reset_fallback::none_in_time
+                          : reset_fallback::preparation_made_none;
     }
     step("finding the standby");
     if (!standby) {
@@ -199,7 +197,7 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
         step("checking the standby's state");
         launcher::fault_point("reset.standby.after-load", standby->runtime.qemu_pid);
     } catch (const std::exception& e) {
-        why_not = std::string("the standby qemu failed: ") + e.what();
+        why_not = std::string(reset_fallback::standby_failed) + e.what();
         if (ctx.options->logger)
             ctx.options->logger->warn("{}; resetting without it", why_not);
         launcher::discard_standbys(ctx.dir);

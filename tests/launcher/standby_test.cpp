@@ -137,5 +137,43 @@ TEST(standby_preparation, a_late_preparation_for_a_key_no_longer_wanted_makes_no
     }
 }
 
+// A request that finds a preparation under way queues behind it in a process of its own, which
+// runs at nice 19 and may be scheduled late. From the moment the call returns until that process
+// has prepared, someone looking for standbys on their way (a reset deciding whether to wait for
+// one) sees them: the caller takes the queue's place before it forks.
+TEST(standby_preparation, a_queued_request_is_seen_from_the_moment_it_is_made) {
+    const test::temp_dir root;
+    const state_directory vm(root.path(), "vm");
+    vm.create();
+    const auto go = root.path() / "go";
+    const auto finished = root.path() / "finished";
+    standby_plan plan;
+    plan.key = "k";
+    plan.prepare = [] { return std::pair<vm_definition, std::vector<fs::path>>{}; };
+    // Holds the preparation until the test lets it end.
+    plan.finish = [go, finished] {
+        for (int i = 0; i < 1000 && !fs::exists(go); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        std::ofstream{finished};
+    };
+    auto under_way = vm_lock::acquire(vm.standby_lock(), "a preparation under way", {});
+    prepare_standby_in_background(vm, std::move(plan));
+    under_way.release();
+    // The queued process has perhaps not run yet, or is taking the preparation's lock.
+    for (int i = 0; i < 20; ++i) {
+        EXPECT_TRUE(standby_being_prepared(vm)) << "look " << i;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    std::ofstream{go};
+    for (int i = 0; i < 500 && !fs::exists(finished); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSERT_TRUE(fs::exists(finished)) << text_of(vm.supervisor_log());
+    for (int i = 0; i < 500 && standby_being_prepared(vm); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    EXPECT_FALSE(standby_being_prepared(vm)) << "the preparation ended and let go of the locks";
+    while (::waitpid(-1, nullptr, 0) > 0) {
+    }
+}
+
 } // namespace
 } // namespace qmpkit::launcher

@@ -390,7 +390,7 @@ bool queued_for_the_same_key(const state_directory& dir, const std::string& key)
 // The queue's one place, taken by the caller before it forks the process that waits in it: from
 // the moment the reset returns, one of the two locks shows that standbys are on their way
 // (standby_being_prepared), however late that process is first scheduled at nice 19. nullopt
-// when the place is taken.
+// when the place is taken (the process then looks at who holds it: see wait_behind_preparation).
 std::optional<vm_lock> take_queue_place(const state_directory& dir, const std::string& key) {
     try {
         return vm_lock::acquire(dir.standby_queue_lock(), queued_for(key),
@@ -478,7 +478,6 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
         // may be past its last look at the pool, about to leave it one short: this request
         // waits its turn in the background and fills the pool then (at once done if full).
         auto queue = take_queue_place(dir, plan.key);
-        const bool covered = !queue && queued_for_the_same_key(dir, plan.key);
         if (fork_detached(true)) {
             detach_from_caller(dir, {queue ? queue->native_handle() : -1});
             detail::set_session_nice(0, detail::background_nice);
@@ -495,8 +494,7 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
                 plan.garbage = {};
             }
             try {
-                if (!covered)
-                    wait_behind_preparation(dir, plan, std::move(queue));
+                wait_behind_preparation(dir, plan, std::move(queue));
             } catch (const std::exception& e) {
                 std::cerr << timestamp() << " queuing a standby preparation: " << e.what()
                           << std::endl;

@@ -21,6 +21,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace qmpkit::snapshot {
@@ -42,11 +43,22 @@ struct reset_result {
     std::string strategy; // "loadvm", "template" or "standby"
     std::string target;   // the snapshot or reset point
     std::chrono::microseconds took{0};
-    // Why a VM that resets by standby was reset by template this time (empty otherwise): no
-    // standby was ready in time, or the one taken failed. The reset is complete either way; a
-    // harness timing its resets sees here why one took longer.
+    // Why a VM that resets by standby was reset by template this time (empty otherwise): one of
+    // the reset_fallback texts, the last followed by qemu's error. The reset is complete either
+    // way; a harness timing its resets sees here why one took longer.
     std::string fallback;
 };
+
+// The reasons of reset_result::fallback.
+namespace reset_fallback {
+inline constexpr std::string_view none_on_its_way =
+    "no standby was ready and none was being prepared";
+// Resets came faster than standbys are prepared, for 10 s: a machine too busy for them.
+inline constexpr std::string_view none_in_time = "no standby was ready within 10 s";
+inline constexpr std::string_view preparation_made_none =
+    "the standby preparation under way ended without one (see supervisor.log)";
+inline constexpr std::string_view standby_failed = "the standby qemu failed: ";
+} // namespace reset_fallback
 
 struct clone_request {
     std::optional<std::string> point; // default: the newest reset point
