@@ -225,12 +225,17 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
 // waited 11-15 ms for one on its way).
 constexpr int standby_pool = 3;
 
-// `garbage` runs in the background process, after the caller has returned.
+// `garbage` runs in the background process, after the caller has returned. The plan lives on in
+// each standby's supervisor: the one a reset promotes prepares the next standbys with it.
 void prepare_standby(const launcher::state_directory& dir, const reset_point& point,
                      std::function<std::vector<fs::path>()> garbage = {}) {
     launcher::standby_plan plan;
     plan.key = standby_key(point);
     plan.garbage = std::move(garbage);
+    plan.superseded = [dir](const launcher::vm_definition& replaced,
+                            const launcher::vm_definition& now) {
+        return superseded_overlays(dir, replaced, now);
+    };
     plan.pool = standby_pool;
     plan.prepare = [point, dir] {
         return fresh_instance(point, dir.vm_name(), dir.overlays(), dir.definition_copy());
@@ -443,6 +448,9 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
             result.strategy = now ? "standby" : "template";
             if (now) {
                 afterwards = detail::afterwards_of(standby, paused, *now);
+                // The promoted standby's supervisor prepares the next ones, with the plan that
+                // made it (launcher::promote_standby): nothing to fork for them here.
+                afterwards.prepare_standbys = false;
             } else {
                 auto plan =
                     detail::plan_reset(reset_facts_of(ctx, points, target, paused), standby);
@@ -464,12 +472,12 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
                 }
             }
         }
-        // The guest runs. A standby reset leaves everything else to background processes, forked
-        // only now that this process has let go of the VM and freed what it used: a page this
-        // process writes after a fork is copied first, which cost the caller 1-3 ms here.
+        // The guest runs. What is left goes to background processes, forked only now that this
+        // process has let go of the VM and freed what it used: a page this process writes after
+        // a fork is copied first, which cost the caller 1-3 ms here.
         if (afterwards.prepare_standbys) {
-            // The process that prepares the next standbys works out and removes the replaced
-            // qemu's overlays first.
+            // After a fallback to the template strategy, the next standbys. The process that
+            // prepares them works out and removes the replaced qemu's overlays first.
             prepare_standby(state, point, [state, old = old_definition, now = *now] {
                 return superseded_overlays(state, old, now);
             });

@@ -175,5 +175,37 @@ TEST(standby_preparation, a_queued_request_is_seen_from_the_moment_it_is_made) {
     }
 }
 
+// A standby reset forks nothing for the next standbys: the promoted standby's supervisor prepares
+// them, and until it has taken its place the marker the promotion left shows them on their way.
+// Only the marker of the VM's live supervisor counts: one a killed supervisor left, or one of a
+// qemu replaced since, would keep resets waiting for standbys nobody prepares.
+TEST(standby_preparation, a_promotion_shows_standbys_on_their_way_until_its_supervisor_has_begun) {
+    const test::temp_dir root;
+    const state_directory vm(root.path(), "vm");
+    vm.create();
+    const pid_t supervisor = start_naming(vm.path());
+    ASSERT_GT(supervisor, 0);
+    runtime_info promoted;
+    promoted.qemu_pid = supervisor;
+    promoted.supervisor_pid = supervisor;
+    write_runtime_info(vm, promoted);
+    EXPECT_FALSE(standby_being_prepared(vm)) << "no marker, no lock";
+
+    std::ofstream{vm.standby_refill(supervisor)};
+    EXPECT_TRUE(standby_being_prepared(vm)) << "the promoted standby's supervisor has not begun";
+
+    // A later reset replaced that qemu: its supervisor prepares nothing for this VM any more.
+    runtime_info later = promoted;
+    later.supervisor_pid = ::getpid();
+    write_runtime_info(vm, later);
+    EXPECT_FALSE(standby_being_prepared(vm)) << "the marker of a supervisor the VM left";
+
+    // The supervisor died before it began.
+    write_runtime_info(vm, promoted);
+    ::kill(-supervisor, SIGKILL);
+    ::waitpid(supervisor, nullptr, 0);
+    EXPECT_FALSE(standby_being_prepared(vm)) << "the marker of a supervisor that is gone";
+}
+
 } // namespace
 } // namespace qmpkit::launcher

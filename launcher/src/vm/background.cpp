@@ -3,6 +3,7 @@
 #include "vm/instance_files.hpp"
 
 #include <qmpkit/launcher/atomic_file.hpp>
+#include <qmpkit/launcher/definition_loader.hpp>
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/launch.hpp>
 #include <qmpkit/launcher/standby.hpp>
@@ -141,6 +142,8 @@ std::string read_report(int fd) {
     return answer;
 }
 
+void refill_after_promotion(const state_directory& dir, const standby_plan& plan);
+
 // `prepared`: what plan.prepare() made for this standby; `batch_owned`: the files of every
 // standby of its batch, which tidying up must leave alone (they are made at the same time).
 [[noreturn]] void become_standby_supervisor(
@@ -185,7 +188,9 @@ std::string read_report(int fd) {
         ::close(report);
         std::cerr << timestamp() << " standby qemu pid " << vm.process().pid() << " ready for "
                   << plan.key << std::endl;
-        supervise(vm, logged({}));
+        auto supervision = logged({});
+        supervision.on_promoted = [&dir, &plan] { refill_after_promotion(dir, plan); };
+        supervise(vm, supervision);
         code = 0;
     } catch (const std::exception& e) {
         const std::string failure = std::string("ERR") + e.what();
@@ -284,10 +289,10 @@ int fill_standby_pool(const state_directory& dir, const standby_plan& plan, int 
     detail::set_session_nice(0, detail::background_nice);
     int code = 0;
     try {
+        // A reset renamed the definition without a sync: make it durable before the files the
+        // old one names are gone (removed here, or by the plan's tidy-up).
+        sync_directory(dir.path());
         if (plan.garbage) {
-            // The promotion that made these garbage renamed the definition without a sync: make
-            // it durable before the files the old one names are gone.
-            sync_directory(dir.path());
             std::error_code ignored;
             for (const auto& file : plan.garbage())
                 std::filesystem::remove(file, ignored);
@@ -463,6 +468,33 @@ void finish_in_background_holding(const state_directory& dir, vm_lock lock,
     // The child holds the flock through the open file they share.
     lock.close_without_unlock();
 }
+
+namespace {
+
+// In the supervisor of a standby a reset has just promoted: the next standbys for the same key,
+// with the plan that made this one, as the reset would otherwise have forked for; their preparer
+// first removes the files of the replaced definition that nothing keeps (the promotion left that
+// definition as the refill marker). Returns once the preparation has its place (the standby lock
+// or the queue's), its intermediate process reaped: this process lives on, supervising the VM.
+void refill_after_promotion(const state_directory& dir, const standby_plan& plan) {
+    auto next = plan;
+    next.garbage = {};
+    try {
+        if (plan.superseded)
+            next.garbage = [superseded = plan.superseded, dir,
+                            replaced = load_definition(dir.standby_refill(::getpid()))] {
+                return superseded(replaced, load_definition(dir.definition_copy()));
+            };
+    } catch (const std::exception&) {
+        // No definition to compare with: the plan's tidy-up finds what nothing uses.
+    }
+    prepare_standby_in_background(dir, std::move(next));
+    for (const pid_t pid : std::exchange(unreaped(), {}))
+        while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+        }
+}
+
+} // namespace
 
 void prepare_standby_in_background(const state_directory& dir, standby_plan plan) {
     // A record of the moment, not of the VM: a crash that loses it loses nothing.

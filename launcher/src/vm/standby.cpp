@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <fcntl.h>
 #include <set>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -164,9 +165,32 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
     }
 }
 
+namespace {
+
+// The supervisor a promotion named to prepare the next standbys (promote_standby) and that has
+// not taken its place in the preparation yet: it still supervises the VM's qemu, so the VM's
+// record names it (a marker a killed supervisor left, or one of a qemu replaced since, counts
+// for nothing).
+bool refill_expected(const state_directory& dir) {
+    std::optional<runtime_info> runtime;
+    try {
+        runtime = read_runtime_info(dir);
+    } catch (const error&) {
+        return false; // being rewritten by a reset: it is promoting, not refilling
+    }
+    if (!runtime || runtime->supervisor_pid <= 0)
+        return false;
+    std::error_code ec;
+    return fs::exists(dir.standby_refill(runtime->supervisor_pid), ec) &&
+           process_alive(runtime->supervisor_pid);
+}
+
+} // namespace
+
 bool standby_being_prepared(const state_directory& dir) {
     // The queue first: a request waiting there takes the standby lock before it lets go of its
-    // place, so one that passes from the queue to the preparation is seen in either.
+    // place, so one that passes from the queue to the preparation is seen in either. And a
+    // promoted standby's supervisor removes its marker only once it holds one of the two.
     for (const auto& lock : {dir.standby_queue_lock(), dir.standby_lock()}) {
         try {
             vm_lock::acquire(lock, "looking for a standby preparation", 0ms);
@@ -174,10 +198,13 @@ bool standby_being_prepared(const state_directory& dir) {
             return true;
         }
     }
-    return false;
+    return refill_expected(dir);
 }
 
-void promote_standby(const state_directory& dir, const standby& s) {
+namespace {
+
+// The promotion itself: what makes the standby the VM's qemu.
+void promote_standby_files(const state_directory& dir, const standby& s) {
     // Prepared at the lowest priority; the VM's guest runs at the normal one.
     detail::raise_session_to_normal(s.runtime.qemu_pid);
     move_sockets(s.files, dir);
@@ -191,6 +218,27 @@ void promote_standby(const state_directory& dir, const standby& s) {
     // Without the marker its supervisor knows the qemu is the VM's now.
     fs::remove(s.files.path() / standby_marker_name);
     fs::remove_all(s.files.path(), ec);
+}
+
+} // namespace
+
+void promote_standby(const state_directory& dir, const standby& s) {
+    // First, so that standbys are on their way from the moment this one is the VM's: its
+    // supervisor prepares the next ones (on_promoted) and then removes the marker. The marker is
+    // the definition being replaced, kept by a second name for that supervisor to read.
+    const auto refill = dir.standby_refill(s.runtime.supervisor_pid);
+    if (::link(dir.definition_copy().c_str(), refill.c_str()) != 0) {
+        const int fd = ::open(refill.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            ::close(fd);
+    }
+    try {
+        promote_standby_files(dir, s);
+    } catch (...) {
+        std::error_code ignored;
+        fs::remove(refill, ignored);
+        throw;
+    }
 }
 
 void retire_replaced_qemu(const state_directory& dir, const runtime_info& replaced) {

@@ -51,7 +51,11 @@ public:
     ~supervisor() { ::close(signal_fd_); }
 
     exit_record run() {
-        auto events = vm_.monitor().listen({"SHUTDOWN"});
+        // A standby's guest runs only once a reset has promoted it: RESUME wakes this to
+        // prepare the next standbys at once.
+        auto events = vm_.monitor().listen(vm_.instance().standby
+                                               ? std::vector<std::string>{"SHUTDOWN", "RESUME"}
+                                               : std::vector<std::string>{"SHUTDOWN"});
         bool monitor_open = true;
         for (;;) {
             if (auto status = vm_.process().try_wait())
@@ -59,13 +63,15 @@ public:
             take_signals();
             quit_if_replaced();
             quit_if_orphaned();
+            refill_if_promoted();
             step_shutdown();
 
             if (monitor_open) {
                 try {
                     // Short waits keep signals and deadlines responsive; qemu's end closes the
                     // monitor, which wakes this at once.
-                    if (auto e = vm_.monitor().wait_event(events, 200ms)) {
+                    if (auto e = vm_.monitor().wait_event(events, 200ms);
+                        e && e->name == "SHUTDOWN") {
                         shutdown_reason_ = e->data.contains("reason")
                                                ? std::string(e->data.at("reason").as_string())
                                                : std::string("shutdown");
@@ -124,6 +130,37 @@ private:
         send_quit();
     }
 
+    // A reset that promoted this standby forked nothing for the next ones: they are prepared
+    // from here, once (supervise_options::on_promoted). The marker the promotion left for
+    // standby_being_prepared goes once the preparation has its place (on_promoted returns then).
+    void refill_if_promoted() {
+        if (promotion_seen_ || quit_sent_ || !vm_.instance().standby)
+            return;
+        if (std::filesystem::exists(vm_.instance().dir / standby_marker_name))
+            return; // still a standby
+        try {
+            const auto current = read_runtime_info(vm_.state());
+            if (!current || current->qemu_pid != vm_.process().pid())
+                return; // promotion under way, or replaced already (quit_if_replaced)
+        } catch (const error&) {
+            return; // being rewritten; look again next round
+        }
+        promotion_seen_ = true;
+        if (options_.on_promoted) {
+            try {
+                options_.on_promoted();
+            } catch (const std::exception& e) {
+                say(std::string("preparing the next standbys: ") + e.what());
+            }
+        }
+        forget_refill();
+    }
+
+    void forget_refill() {
+        std::error_code ignored;
+        std::filesystem::remove(vm_.state().standby_refill(::getpid()), ignored);
+    }
+
     void say(const std::string& text) {
         if (options_.report)
             options_.report(text);
@@ -180,6 +217,7 @@ private:
     }
 
     exit_record finish(const exit_status& status) {
+        forget_refill(); // should the qemu have ended before this saw its promotion
         exit_record record;
         record.exit = status.describe();
         record.forced = forced_;
@@ -246,8 +284,9 @@ private:
     std::string shutdown_reason_;
     std::optional<clock_type::time_point> shutdown_started_;
     std::optional<clock_type::time_point> quit_sent_;
-    bool replaced_ = false; // the VM's runtime record named another qemu
-    bool orphaned_ = false; // the VM's state directory was removed
+    bool replaced_ = false;       // the VM's runtime record named another qemu
+    bool promotion_seen_ = false; // a standby's: a reset made its qemu the VM's
+    bool orphaned_ = false;       // the VM's state directory was removed
     bool forced_ = false;
     bool killed_ = false;
     file_version runtime_version_; // of the VM's runtime record at the last look

@@ -115,7 +115,8 @@ std::vector<json::object> describe(const reset_plan& plan) {
     json::array background;
     if (plan.afterwards.prepare_standbys)
         background.emplace_back("prepare standbys for reset point '" + plan.point.name +
-                                "', remove the overlays the replaced qemu ran on");
+                                "' (the promoted standby's supervisor does, or after a fallback "
+                                "this reset), remove the overlays the replaced qemu ran on");
     if (plan.afterwards.set_clock_in_background)
         background.emplace_back("guest-set-time");
     if (!background.empty())

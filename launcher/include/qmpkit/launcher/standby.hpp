@@ -47,6 +47,12 @@ struct standby_plan {
     // Files of a replaced qemu to remove first (it may still be quitting: they are unlinked).
     // Worked out in the background process, so that a reset does not wait for it.
     std::function<std::vector<std::filesystem::path>()> garbage;
+    // The same for a promotion, worked out by the promoted standby's supervisor when it prepares
+    // the next standbys: the files of the definition the promotion replaced (`replaced`) that
+    // nothing keeps now (`now`: the promoted standby's).
+    std::function<std::vector<std::filesystem::path>(const vm_definition& replaced,
+                                                     const vm_definition& now)>
+        superseded;
     // How many ready standbys with this key to keep: more than one lets resets that follow
     // each other faster than a standby is prepared still find one ready. The missing ones are
     // prepared at the same time, each by a process of its own that then supervises it.
@@ -79,11 +85,19 @@ std::optional<standby> find_standby(const state_directory& dir, const std::strin
                                     std::chrono::milliseconds timeout);
 
 // Whether a preparation of standbys is under way or queued behind one (they hold the standby lock
-// and the queue's lock). False once both have ended: the pool is then as full as it will get.
+// and the queue's lock), or is about to be by the supervisor of a standby just promoted (see
+// promote_standby). False once all have ended: the pool is then as full as it will get.
 bool standby_being_prepared(const state_directory& dir);
 
 // Makes the standby the VM's qemu: sockets, runtime record and definition (see above). The
 // caller holds the VM's lock, and ends the replaced qemu afterwards (retire_replaced_qemu).
+//
+// The next standbys are the promoted standby's supervisor's to prepare, with the plan that made
+// it (supervise_options::on_promoted): the caller forks nothing for them. From the promotion
+// until that supervisor has taken its place in the preparation (moments, unless it is starved),
+// <state>/standby-refill.<its pid> shows them on their way to standby_being_prepared; it is a
+// hard link to the definition the promotion replaced (one system call), from which that
+// supervisor works out the files nothing needs any more (standby_plan::superseded).
 void promote_standby(const state_directory& dir, const standby& s);
 
 // Ends the qemu a promoted standby replaced (`replaced`: the VM's runtime record before the

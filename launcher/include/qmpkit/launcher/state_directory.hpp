@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 namespace qmpkit::launcher {
@@ -53,6 +54,12 @@ public:
     // The key of the standbys last asked for: a preparation for an older key, its turn come
     // late, makes none (see prepare_standby_in_background).
     std::filesystem::path standby_wanted() const { return dir_ / "standby-wanted"; }
+    // Names (by its pid) the supervisor of a standby a reset has just promoted, from the
+    // promotion until that supervisor has taken its place in preparing the next standbys (see
+    // promote_standby).
+    std::filesystem::path standby_refill(pid_t supervisor) const {
+        return dir_ / ("standby-refill." + std::to_string(supervisor));
+    }
     // Every socket a VM may have, by the names above.
     std::vector<std::filesystem::path> sockets() const {
         return {qmp_socket(), events_socket(), console_socket(), shell_socket(), agent_socket()};

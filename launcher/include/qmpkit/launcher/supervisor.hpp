@@ -18,6 +18,10 @@ struct supervise_options {
     std::chrono::milliseconds shutdown_timeout{std::chrono::seconds(60)};
     // Called with what the supervisor does, for a foreground `run` to print.
     std::function<void(const std::string&)> report;
+    // For a standby's supervisor: called once, when a reset has made its qemu the VM's (its
+    // ready marker is gone and the VM's record names it), to prepare the next standbys off the
+    // reset's path. The supervisor learns of it at `cont` (RESUME) or within a round (200 ms).
+    std::function<void()> on_promoted;
 };
 
 // Blocks until qemu has ended. The caller must have blocked SIGTERM, SIGINT and SIGHUP in every
