@@ -225,13 +225,14 @@ std::optional<launcher::vm_definition> reset_from_standby(vm_context& ctx, const
 // waited 11-15 ms for one on its way).
 constexpr int standby_pool = 3;
 
-// `garbage` runs in the background process, after the caller has returned. The plan lives on in
-// each standby's supervisor: the one a reset promotes prepares the next standbys with it.
+// `replaced`: the definition a reset replaced, whose files nothing keeps are removed in the
+// background process, after the caller has returned. The plan lives on in each standby's
+// supervisor: the one a reset promotes prepares the next standbys with it.
 void prepare_standby(const launcher::state_directory& dir, const reset_point& point,
-                     std::function<std::vector<fs::path>()> garbage = {}) {
+                     std::optional<launcher::vm_definition> replaced = {}) {
     launcher::standby_plan plan;
     plan.key = standby_key(point);
-    plan.garbage = std::move(garbage);
+    plan.replaced = std::move(replaced);
     plan.superseded = [dir](const launcher::vm_definition& replaced,
                             const launcher::vm_definition& now) {
         return superseded_overlays(dir, replaced, now);
@@ -478,9 +479,7 @@ reset_result vm_reset::reset(const std::optional<std::string>& target, bool paus
         if (afterwards.prepare_standbys) {
             // After a fallback to the template strategy, the next standbys. The process that
             // prepares them works out and removes the replaced qemu's overlays first.
-            prepare_standby(state, point, [state, old = old_definition, now = *now] {
-                return superseded_overlays(state, old, now);
-            });
+            prepare_standby(state, point, old_definition);
             step("handing the clean-up to the background");
         }
         // The agent and hwclock in a guest just resumed take a quarter of a second on TCG.

@@ -144,6 +144,18 @@ std::string read_report(int fd) {
 
 void refill_after_promotion(const state_directory& dir, const standby_plan& plan);
 
+// The files of the definition a reset replaced that nothing keeps (standby_plan::superseded).
+// The reset renamed the new definition into place without a sync: the directory is made durable
+// first, before any file the old one names is gone (here, or by the plan's tidy-up).
+void remove_replaced_files(const state_directory& dir, const standby_plan& plan) {
+    sync_directory(dir.path());
+    if (!plan.replaced || !plan.superseded)
+        return;
+    std::error_code ignored;
+    for (const auto& file : plan.superseded(*plan.replaced, load_definition(dir.definition_copy())))
+        std::filesystem::remove(file, ignored);
+}
+
 // `prepared`: what plan.prepare() made for this standby; `batch_owned`: the files of every
 // standby of its batch, which tidying up must leave alone (they are made at the same time).
 [[noreturn]] void become_standby_supervisor(
@@ -289,14 +301,7 @@ int fill_standby_pool(const state_directory& dir, const standby_plan& plan, int 
     detail::set_session_nice(0, detail::background_nice);
     int code = 0;
     try {
-        // A reset renamed the definition without a sync: make it durable before the files the
-        // old one names are gone (removed here, or by the plan's tidy-up).
-        sync_directory(dir.path());
-        if (plan.garbage) {
-            std::error_code ignored;
-            for (const auto& file : plan.garbage())
-                std::filesystem::remove(file, ignored);
-        }
+        remove_replaced_files(dir, plan);
         if (still_wanted(dir, plan.key))
             code = fill_standby_pool(dir, plan, lock_fd);
         else
@@ -478,13 +483,9 @@ namespace {
 // or the queue's), its intermediate process reaped: this process lives on, supervising the VM.
 void refill_after_promotion(const state_directory& dir, const standby_plan& plan) {
     auto next = plan;
-    next.garbage = {};
+    next.replaced.reset();
     try {
-        if (plan.superseded)
-            next.garbage = [superseded = plan.superseded, dir,
-                            replaced = load_definition(dir.standby_refill(::getpid()))] {
-                return superseded(replaced, load_definition(dir.definition_copy()));
-            };
+        next.replaced = load_definition(dir.standby_refill(::getpid()));
     } catch (const std::exception&) {
         // No definition to compare with: the plan's tidy-up finds what nothing uses.
     }
@@ -513,18 +514,13 @@ void prepare_standby_in_background(const state_directory& dir, standby_plan plan
         if (fork_detached(true)) {
             detach_from_caller(dir, {queue ? queue->native_handle() : -1});
             detail::set_session_nice(0, detail::background_nice);
-            if (plan.garbage) {
-                sync_directory(dir.path());
-                std::error_code ignored;
-                try {
-                    for (const auto& file : plan.garbage())
-                        std::filesystem::remove(file, ignored);
-                } catch (const std::exception& e) {
-                    std::cerr << timestamp() << " removing a replaced qemu's files: " << e.what()
-                              << std::endl;
-                }
-                plan.garbage = {};
+            try {
+                remove_replaced_files(dir, plan);
+            } catch (const std::exception& e) {
+                std::cerr << timestamp() << " removing a replaced qemu's files: " << e.what()
+                          << std::endl;
             }
+            plan.replaced.reset();
             try {
                 wait_behind_preparation(dir, plan, std::move(queue));
             } catch (const std::exception& e) {

@@ -44,12 +44,11 @@ struct standby_plan {
     // Makes what the standby needs on disk (fresh overlays) and returns its definition and the
     // files that are only its own.
     std::function<std::pair<vm_definition, std::vector<std::filesystem::path>>()> prepare;
-    // Files of a replaced qemu to remove first (it may still be quitting: they are unlinked).
-    // Worked out in the background process, so that a reset does not wait for it.
-    std::function<std::vector<std::filesystem::path>()> garbage;
-    // The same for a promotion, worked out by the promoted standby's supervisor when it prepares
-    // the next standbys: the files of the definition the promotion replaced (`replaced`) that
-    // nothing keeps now (`now`: the promoted standby's).
+    // The definition a reset replaced, and which of its files nothing keeps once `now` (the
+    // VM's definition then) runs: the preparer removes those first, off the reset's path. After a
+    // standby reset it is the promoted standby's supervisor that knows `replaced` (the refill
+    // marker, see promote_standby); after a template reset, the reset itself.
+    std::optional<vm_definition> replaced;
     std::function<std::vector<std::filesystem::path>(const vm_definition& replaced,
                                                      const vm_definition& now)>
         superseded;
