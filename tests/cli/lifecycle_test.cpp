@@ -157,6 +157,21 @@ TEST_F(lifecycle_test, status_says_running_with_the_accelerator_auto_would_pick)
     EXPECT_NE(list.out.find("running"), std::string::npos);
 }
 
+TEST_F(lifecycle_test, qemu_mallocs_from_huge_pages_and_its_log_says_how_it_was_started) {
+    const launcher::state_directory dir(state_root(), "shared");
+    const auto runtime = launcher::read_runtime_info(dir);
+    ASSERT_TRUE(runtime);
+    std::ifstream in("/proc/" + std::to_string(runtime->qemu_pid) + "/environ");
+    std::string entry, tunables;
+    while (std::getline(in, entry, '\0'))
+        if (entry.starts_with("GLIBC_TUNABLES="))
+            tunables = entry;
+    EXPECT_NE(tunables.find("glibc.malloc.hugetlb="), std::string::npos) << tunables;
+    // The log's line runs the same qemu again when pasted into a shell.
+    EXPECT_NE(launcher::read_file(dir.qemu_log()).find(tunables + " qemu-system-x86_64 "),
+              std::string::npos);
+}
+
 TEST_F(lifecycle_test, runs_commands_in_the_guest_and_reads_files_back) {
     guest("shared", "echo 123 > /mnt/abc; sync");
     EXPECT_EQ(guest("shared", "cat /mnt/abc"), "123\n");

@@ -1,3 +1,5 @@
+#include "host/environment.hpp"
+
 #include <qmpkit/launcher/error.hpp>
 #include <qmpkit/launcher/subprocess.hpp>
 
@@ -15,12 +17,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-extern char** environ;
-
 namespace qmpkit::launcher {
 
 namespace {
 
+using detail::build_environment;
+using detail::c_strings;
 using clock = std::chrono::steady_clock;
 
 [[noreturn]] void throw_errno(std::string_view what, int err) {
@@ -154,31 +156,6 @@ public:
 private:
     posix_spawnattr_t attr_;
 };
-
-std::vector<std::string>
-build_environment(const std::vector<std::pair<std::string, std::string>>& additions) {
-    std::vector<std::string> env;
-    for (char** e = environ; e && *e; ++e) {
-        std::string_view entry(*e);
-        auto name = entry.substr(0, entry.find('='));
-        bool replaced = std::any_of(additions.begin(), additions.end(),
-                                    [&](const auto& a) { return a.first == name; });
-        if (!replaced)
-            env.emplace_back(entry);
-    }
-    for (const auto& [name, value] : additions)
-        env.push_back(name + "=" + value);
-    return env;
-}
-
-std::vector<char*> c_strings(std::vector<std::string>& strings) {
-    std::vector<char*> out;
-    out.reserve(strings.size() + 1);
-    for (auto& s : strings)
-        out.push_back(s.data());
-    out.push_back(nullptr);
-    return out;
-}
 
 // Writing to the stdin of a child that has exited raises SIGPIPE, which would kill this whole
 // process unless the application happens to ignore it. Blocking it in this thread for the

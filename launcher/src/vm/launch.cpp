@@ -1,6 +1,7 @@
 #include "host/log_rotation.hpp"
 #include "images/disk_creation.hpp"
 #include "vm/instance_files.hpp"
+#include "vm/qemu_environment.hpp"
 
 #include <qmpkit/launcher/accel.hpp>
 #include <qmpkit/launcher/atomic_file.hpp>
@@ -314,11 +315,15 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         runtime.started_at = std::chrono::duration_cast<std::chrono::seconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
+        const auto environment = detail::qemu_environment();
+        std::string environment_text; // in the log, so that its line can be run again by hand
+        for (const auto& [name, value] : environment)
+            environment_text += name + "=" + value + " ";
         {
             // Created owner-only; the header line separates this run's output from earlier ones.
             owned_fd log(detail::open_log_to_append(dir.qemu_log()));
             const auto header = std::string(start_marker) + (options.standby ? "a standby: " : "") +
-                                describe(argv) + "\n";
+                                environment_text + describe(argv) + "\n";
             if (log.get() < 0 || ::write(log.get(), header.data(), header.size()) < 0)
                 throw error("cannot write " + dir.qemu_log().string() + ": " +
                             std::strerror(errno));
@@ -330,6 +335,7 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         spawn.argv = argv;
         spawn.inherit_fds = {qmp_listener.get(), events_listener.get(), theirs.get()};
         spawn.log_file = dir.qemu_log();
+        spawn.env = environment;
         process.emplace(qemu_process::spawn(spawn));
         // Only qemu holds the listening sockets and its monitor end now, so its death closes them.
         qmp_listener.reset();

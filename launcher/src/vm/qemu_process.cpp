@@ -1,3 +1,4 @@
+#include "host/environment.hpp"
 #include "host/pidfd.hpp"
 
 #include <qmpkit/launcher/error.hpp>
@@ -42,10 +43,9 @@ qemu_process qemu_process::spawn(const spawn_options& options) {
     // Everything the child touches is prepared before fork: after it, only async-signal-safe
     // calls are allowed.
     std::vector<std::string> args = options.argv;
-    std::vector<char*> argv;
-    for (auto& a : args)
-        argv.push_back(a.data());
-    argv.push_back(nullptr);
+    auto argv = detail::c_strings(args);
+    auto env = detail::build_environment(options.env);
+    auto envp = detail::c_strings(env);
 
     const int log_fd =
         ::open(options.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
@@ -87,7 +87,7 @@ qemu_process qemu_process::spawn(const spawn_options& options) {
         sigemptyset(&none);
         ::sigprocmask(SIG_SETMASK, &none, nullptr);
         ::signal(SIGPIPE, SIG_DFL);
-        ::execvp(argv[0], argv.data());
+        ::execvpe(argv[0], argv.data(), envp.data());
         const int err = errno;
         (void)!::write(exec_error[1], &err, sizeof err);
         ::_exit(127);

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <sys/types.h>
+#include <utility>
 #include <vector>
 
 namespace qmpkit::launcher {
@@ -19,6 +20,8 @@ struct spawn_options {
     std::vector<std::string> argv;
     std::vector<int> inherit_fds; // kept open, at the same numbers, across exec
     std::filesystem::path log_file;
+    // Added to (or replacing in) this process's environment for qemu only.
+    std::vector<std::pair<std::string, std::string>> env{};
 };
 
 // How a process ended, from its wait status.
