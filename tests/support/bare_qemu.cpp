@@ -46,6 +46,11 @@ bare_qemu::bare_qemu(std::vector<std::string> extra_args, std::filesystem::path 
     }
     args.insert(args.end(), extra_args.begin(), extra_args.end());
 
+    // Built before fork: the child of a threaded process may not allocate.
+    std::vector<char*> argv;
+    for (auto& a : args)
+        argv.push_back(a.data());
+    argv.push_back(nullptr);
     pid_ = ::fork();
     if (pid_ < 0)
         throw std::system_error(errno, std::generic_category(), "fork");
@@ -54,10 +59,6 @@ bare_qemu::bare_qemu(std::vector<std::string> extra_args, std::filesystem::path 
         ::fcntl(fds[1], F_SETFD, 0);
         int devnull = ::open("/dev/null", O_RDWR);
         ::dup2(devnull, STDIN_FILENO);
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
         ::execvp(argv[0], argv.data());
         ::_exit(127);
     }

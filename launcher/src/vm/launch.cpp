@@ -94,6 +94,15 @@ std::uint64_t file_size_or_zero(const std::filesystem::path& file) {
 // The line a start writes into qemu.log before qemu's own output (then a description of it).
 constexpr std::string_view start_marker = "--- qmpkit: starting ";
 
+// A command line as a shell runs it, with the variables added to its environment in front.
+std::string command_in_shell_words(const detail::environment_additions& environment,
+                                   const std::vector<std::string>& argv) {
+    std::string text;
+    for (const auto& [name, value] : environment)
+        text += name + "=" + describe(std::vector<std::string>{value}) + " ";
+    return text + describe(argv);
+}
+
 // What qemu printed as errors in this start's part of its log: each "PROGRAM: message" line, with
 // the lines that follow it unprefixed (qemu's hints, such as "Is another process using the
 // image [...]?") joined to it.
@@ -315,21 +324,20 @@ launched_vm launch(const vm_definition& definition, const launch_options& option
         runtime.started_at = std::chrono::duration_cast<std::chrono::seconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count();
-        const auto environment = detail::qemu_environment();
-        std::string environment_text; // in the log, so that its line can be run again by hand
-        for (const auto& [name, value] : environment)
-            environment_text += name + "=" + value + " ";
+        const auto environment = detail::qemu_environment_additions();
+        // Logged with the command line, so that the line can be run again in a shell.
+        const auto command_text = command_in_shell_words(environment, argv);
         {
             // Created owner-only; the header line separates this run's output from earlier ones.
             owned_fd log(detail::open_log_to_append(dir.qemu_log()));
             const auto header = std::string(start_marker) + (options.standby ? "a standby: " : "") +
-                                environment_text + describe(argv) + "\n";
+                                command_text + "\n";
             if (log.get() < 0 || ::write(log.get(), header.data(), header.size()) < 0)
                 throw error("cannot write " + dir.qemu_log().string() + ": " +
                             std::strerror(errno));
         }
         if (options.logger)
-            options.logger->debug("starting qemu: {}", describe(argv));
+            options.logger->debug("starting qemu: {}", command_text);
 
         spawn_options spawn;
         spawn.argv = argv;
