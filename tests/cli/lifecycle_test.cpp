@@ -12,6 +12,7 @@
 #include <qmpkit/launcher/runtime_info.hpp>
 #include <qmpkit/launcher/standby.hpp>
 #include <qmpkit/launcher/state_directory.hpp>
+#include <qmpkit/launcher/subprocess.hpp>
 #include <qmpkit/launcher/vm_lock.hpp>
 
 #include <boost/json.hpp>
@@ -22,6 +23,7 @@
 #include <fstream>
 #include <set>
 #include <spawn.h>
+#include <string_view>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <thread>
@@ -161,18 +163,25 @@ TEST_F(lifecycle_test, qemu_mallocs_from_huge_pages_and_its_log_says_how_it_was_
     const launcher::state_directory dir(state_root(), "shared");
     const auto runtime = launcher::read_runtime_info(dir);
     ASSERT_TRUE(runtime);
-    std::ifstream in("/proc/" + std::to_string(runtime->qemu_pid) + "/environ");
-    std::string entry, tunables;
-    while (std::getline(in, entry, '\0'))
-        if (entry.starts_with("GLIBC_TUNABLES="))
-            tunables = entry;
-    EXPECT_NE(tunables.find("glibc.malloc.hugetlb="), std::string::npos) << tunables;
-    // The log's line runs the same qemu again when pasted into a shell; it names the variable
-    // only where qmpkit added to it (a caller's own huge-page setting is left alone).
-    const char* ours = std::getenv("GLIBC_TUNABLES");
-    if (!ours || std::string(ours).find("glibc.malloc.hugetlb=") == std::string::npos) {
-        EXPECT_NE(launcher::read_file(dir.qemu_log()).find(tunables + " qemu-system-x86_64 "),
-                  std::string::npos);
+    // What qemu started with: the runner's tunables, with the huge-page one added unless the
+    // runner set that one itself.
+    const std::string runners = std::getenv("GLIBC_TUNABLES") ? std::getenv("GLIBC_TUNABLES") : "";
+    const bool runner_chose = (":" + runners).find(":glibc.malloc.hugetlb=") != std::string::npos;
+    // qemu's glibc splits GLIBC_TUNABLES at its ':' in place as it reads it, so that each tunable
+    // after the first is a string of its own in /proc/PID/environ.
+    const auto qemu_environment =
+        launcher::read_file("/proc/" + std::to_string(runtime->qemu_pid) + "/environ");
+    EXPECT_NE(
+        qemu_environment.find(runner_chose ? "glibc.malloc.hugetlb=" : "glibc.malloc.hugetlb=1"),
+        std::string::npos);
+    if (!runner_chose) {
+        // The log's line runs the same qemu again when pasted into a shell.
+        const auto value = (runners.empty() ? "" : runners + ":") + "glibc.malloc.hugetlb=1";
+        EXPECT_NE(
+            launcher::read_file(dir.qemu_log())
+                .find("GLIBC_TUNABLES=" + launcher::describe({value}) + " qemu-system-x86_64 "),
+            std::string::npos)
+            << value;
     }
 }
 
